@@ -1,0 +1,52 @@
+"""Shared fixtures: every test must leave no binding behind."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from xlocal import xlocal
+from xlocal._core import _EMPTY
+
+#: Every xlocal a test makes through the ``make_xlocal`` fixture, to check afterwards.
+_made: weakref.WeakSet[xlocal] = weakref.WeakSet()
+
+
+@pytest.fixture
+def make_xlocal() -> Any:
+    """Make xlocal objects whose emptiness is checked after the test."""
+
+    def make(name: str | None = "xcurrent") -> xlocal:
+        x = xlocal(name)
+        _made.add(x)
+        return x
+
+    return make
+
+
+@pytest.fixture
+def xcurrent(make_xlocal: Any) -> xlocal:
+    """A fresh xlocal named 'xcurrent'."""
+    x: xlocal = make_xlocal("xcurrent")
+    return x
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_bound() -> Iterator[None]:
+    """Each test starts and ends with nothing bound in the test's own execution."""
+    for x in list(_made):
+        assert dir(x) == [], f"{x!r} is bound before the test"
+    yield
+    for x in list(_made):
+        assert object.__getattribute__(x, "_var").get() is _EMPTY, f"{x!r} left bound"
+    _made.clear()
+
+
+def collected(ref: weakref.ref[Any]) -> bool:
+    """Whether the object behind *ref* is gone once garbage is collected."""
+    gc.collect()
+    return ref() is None

@@ -1,0 +1,24 @@
+"""Execution locals: request-scoped state without globals.
+
+An ``xlocal`` is a global-looking object whose attributes are bound only by a
+with-statement and are seen only by the code that runs inside it, in the same thread,
+greenlet or asyncio task::
+
+    from xlocal import xlocal
+    xcurrent = xlocal("xcurrent")
+
+    with xcurrent(request=req):
+        handler()          # xcurrent.request is req here, and in all it calls
+
+See README.txt for the manual.
+"""
+
+from ._core import Binding, xlocal
+
+__version__ = "1.0.0a1"
+
+__all__ = ["Binding", "__version__", "xlocal"]
+
+for _obj in (Binding, xlocal):
+    _obj.__module__ = __name__
+del _obj
