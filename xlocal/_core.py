@@ -232,7 +232,7 @@ class Binding:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Binding:
         raise TypeError(
-            "bindings are made by calling an xlocal: `xcurrent(name=value)`"
+            "a Binding is made by calling an xlocal: `xcurrent(name=value)`"
         )
 
     def __enter__(self) -> xlocal:
