@@ -18,7 +18,7 @@ import contextvars
 import importlib
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 __all__ = ["Binding", "xlocal"]
 
@@ -114,7 +114,12 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
         _object_setattr(self, "_var", var)
         return self
 
-    def __call__(self, *args: Any, **names: Any) -> Binding:
+    if TYPE_CHECKING:
+        # For type checkers only: any name may be bound, and reads are typed Any.  A
+        # subclass that annotates names (``user: User``) gets those types instead.
+        def __getattr__(self, attr: str) -> Any: ...
+
+    def __call__(self: _X, *args: Any, **names: Any) -> Binding[_X]:
         """Return a binding of *names*, to be entered with a with-statement."""
         if args:
             raise TypeError(
@@ -123,7 +128,7 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
             )
         if not _valid_names.issuperset(names):
             _check_names(self, names)
-        binding: Binding = _new(Binding)
+        binding: Binding[_X] = _new(Binding)
         binding._xlocal = self
         binding._var = _object_getattribute(self, "_var")
         binding._names = names
@@ -206,7 +211,7 @@ def _check_names(x: xlocal, names: dict[str, Any]) -> None:
         raise ValueError(f"cannot bind {key!r} on {_label(x)}: {why}")
 
 
-class Binding:
+class Binding(Generic[_X]):
     """Names to bind on an xlocal, made by calling it: ``xcurrent(request=req)``.
 
     Entering binds the names in the current execution on top of what it has already
@@ -226,16 +231,16 @@ class Binding:
 
     # Made only by calling an xlocal, which checks the names and hands over the fresh
     # dict of its keyword arguments: kept as it is, never copied nor changed.
-    _xlocal: xlocal
+    _xlocal: _X
     _var: contextvars.ContextVar[dict[Any, Any]]
     _names: dict[str, Any]
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Binding:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Binding[_X]:
         raise TypeError(
             "a Binding is made by calling an xlocal: `xcurrent(name=value)`"
         )
 
-    def __enter__(self) -> xlocal:
+    def __enter__(self) -> _X:
         var = self._var
         frame = {**var.get(), **self._names}
         frame[_ENTRY] = (self, var.set(frame))
@@ -260,7 +265,7 @@ class Binding:
         return f"<Binding {_call_form(self._xlocal)}({names})>"
 
 
-def _exit_elsewhere(binding: Binding) -> NoReturn:
+def _exit_elsewhere(binding: Binding[Any]) -> NoReturn:
     """Report an exit in another Context than the entry's; reset refused it."""
     raise RuntimeError(
         f"cannot exit {binding!r} here: it was entered in another asyncio task or "
@@ -269,14 +274,14 @@ def _exit_elsewhere(binding: Binding) -> NoReturn:
     ) from None
 
 
-def _exit_misplaced(binding: Binding) -> NoReturn:
+def _exit_misplaced(binding: Binding[Any]) -> NoReturn:
     """Exit *binding* although it is not the innermost one here, and say so.
 
     If it is active further out, it and every binding entered after it are exited at
     once, as an exception unwinding them would, so that no stale binding is left in
     this execution; then RuntimeError reports the misuse.
     """
-    inner: list[Binding] = []
+    inner: list[Binding[Any]] = []
     for active, token in _active(binding._var.get()):
         if active is binding:
             try:
@@ -298,7 +303,9 @@ def _exit_misplaced(binding: Binding) -> NoReturn:
     )
 
 
-def _active(frame: dict[Any, Any]) -> Iterator[tuple[Binding, contextvars.Token[Any]]]:
+def _active(
+    frame: dict[Any, Any],
+) -> Iterator[tuple[Binding[Any], contextvars.Token[Any]]]:
     """The entries active in an execution, innermost first."""
     binding, token = frame[_ENTRY]
     while binding is not None:
