@@ -252,7 +252,17 @@ def test_equality_is_identity(make_xlocal: Any) -> None:
 def test_exports() -> None:
     """The package exports exactly its public names, under their public module."""
     assert sorted(xlocal_module.__all__) == xlocal_module.__all__
-    assert set(xlocal_module.__all__) == {"Binding", "__version__", "xlocal"}
+    assert set(xlocal_module.__all__) == {
+        "Binding",
+        "ContextExecutor",
+        "Snapshot",
+        "Thread",
+        "__version__",
+        "capture",
+        "isolated",
+        "wrap",
+        "xlocal",
+    }
     assert Binding.__module__ == xlocal.__module__ == "xlocal"
 
 

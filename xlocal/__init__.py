@@ -14,11 +14,31 @@ See README.txt for the manual.
 """
 
 from ._core import Binding, xlocal
+from .spawn import ContextExecutor, Snapshot, Thread, capture, isolated, wrap
 
 __version__ = "1.0.0a1"
 
-__all__ = ["Binding", "__version__", "xlocal"]
+__all__ = [
+    "Binding",
+    "ContextExecutor",
+    "Snapshot",
+    "Thread",
+    "__version__",
+    "capture",
+    "isolated",
+    "wrap",
+    "xlocal",
+]
 
-for _obj in (Binding, xlocal):
+for _obj in (
+    Binding,
+    ContextExecutor,
+    Snapshot,
+    Thread,
+    capture,
+    isolated,
+    wrap,
+    xlocal,
+):
     _obj.__module__ = __name__
 del _obj

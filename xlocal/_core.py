@@ -15,10 +15,14 @@ lookup.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
+import inspect
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn, TypeVar, cast
+
+from ._steps import ContextAsyncGenerator, ContextGenerator, async_within, within
 
 __all__ = ["Binding", "xlocal"]
 
@@ -31,6 +35,7 @@ _ENTRY: Any = object()
 _EMPTY: dict[Any, Any] = {_ENTRY: (None, None)}
 
 _X = TypeVar("_X", bound="xlocal")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Names already found valid, so that binding checks them with one set operation.  It is
 #: capped: a program that binds ever new names checks those the slow way.
@@ -259,6 +264,59 @@ class Binding(Generic[_X]):
             self._var.reset(token)
         except ValueError:
             _exit_elsewhere(self)
+
+    async def __aenter__(self) -> _X:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: _F) -> _F:
+        """Decorate *func* to run with these names bound, on top of the caller's.
+
+        The binding is entered anew at each call, in the execution that makes the call,
+        so it works for functions handed to other threads or greenlets.  For a
+        coroutine function the binding covers the whole awaited call.  A generator or
+        async generator function gets a generator that runs each of its steps with the
+        binding, on top of the bindings of the code that called it; its consumer never
+        sees the binding.
+        """
+        if not callable(func):
+            raise TypeError(
+                f"{self!r} decorates a callable, not {type(func).__name__}; to bind "
+                f"names for a block, use `with {_call_form(self._xlocal)}(...):`"
+            )
+        bound: Callable[..., Any]
+        if inspect.iscoroutinefunction(func):
+
+            async def bound(*args: Any, **kwargs: Any) -> Any:
+                with self:
+                    return await func(*args, **kwargs)
+
+        elif inspect.isgeneratorfunction(func):
+
+            def bound(*args: Any, **kwargs: Any) -> Any:
+                steps = within(self, func(*args, **kwargs))
+                return ContextGenerator(steps, contextvars.copy_context())
+
+        elif inspect.isasyncgenfunction(func):
+
+            def bound(*args: Any, **kwargs: Any) -> Any:
+                steps = async_within(self, func(*args, **kwargs))
+                return ContextAsyncGenerator(steps, contextvars.copy_context())
+
+        else:
+
+            def bound(*args: Any, **kwargs: Any) -> Any:
+                with self:
+                    return func(*args, **kwargs)
+
+        return cast("_F", functools.wraps(func)(bound))
 
     def __repr__(self) -> str:
         names = ", ".join(f"{name}=..." for name in self._names)

@@ -1,0 +1,722 @@
+"""Carrying bindings into new threads, greenlets, executors and tasks; snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+import xlocal as xl
+from xlocal import ContextExecutor, Snapshot, Thread, capture, isolated, wrap, xlocal
+
+greenlet = pytest.importorskip("greenlet")
+gevent = pytest.importorskip("gevent")
+gevent_pool = pytest.importorskip("gevent.pool")
+gevent_threadpool = pytest.importorskip("gevent.threadpool")
+eventlet = pytest.importorskip("eventlet")
+
+TIMEOUT = 60
+
+#: Starts a callable in a new unit of execution, carrying the caller's bindings the
+#: way its recipe says, and returns a function that waits for the unit's result.
+Spawner = Callable[[Callable[[], Any]], Callable[[], Any]]
+
+
+def spawn_thread(func: Callable[[], Any]) -> Callable[[], Any]:
+    result: list[Any] = []
+    t = Thread(target=lambda: result.append(func()))
+    t.start()
+    return lambda: (t.join(TIMEOUT), result[0])[1]
+
+
+def spawn_plain_thread_with_wrap(func: Callable[[], Any]) -> Callable[[], Any]:
+    result: list[Any] = []
+    wrapped = wrap(func)
+    t = threading.Thread(target=lambda: result.append(wrapped()))
+    t.start()
+    return lambda: (t.join(TIMEOUT), result[0])[1]
+
+
+def spawn_raw_greenlet(func: Callable[[], Any]) -> Callable[[], Any]:
+    g = greenlet.greenlet(wrap(func))
+    return g.switch
+
+
+def spawn_gevent(func: Callable[[], Any]) -> Callable[[], Any]:
+    return functools.partial(gevent.spawn(wrap(func)).get, timeout=TIMEOUT)
+
+
+def spawn_gevent_pool(func: Callable[[], Any]) -> Callable[[], Any]:
+    return functools.partial(POOL.spawn(wrap(func)).get, timeout=TIMEOUT)
+
+
+def spawn_eventlet(func: Callable[[], Any]) -> Callable[[], Any]:
+    return eventlet.spawn(wrap(func)).wait
+
+
+def spawn_executor(func: Callable[[], Any]) -> Callable[[], Any]:
+    return functools.partial(EXECUTOR.submit(func).result, TIMEOUT)
+
+
+def spawn_gevent_threadpool(func: Callable[[], Any]) -> Callable[[], Any]:
+    return functools.partial(GEVENT_EXECUTOR.submit(func).result, TIMEOUT)
+
+
+POOL = gevent_pool.Pool(50)
+EXECUTOR = ContextExecutor(ThreadPoolExecutor(max_workers=4))
+GEVENT_EXECUTOR = ContextExecutor(gevent_threadpool.ThreadPoolExecutor(max_workers=2))
+
+SPAWNERS: list[Spawner] = [
+    spawn_thread,
+    spawn_plain_thread_with_wrap,
+    spawn_raw_greenlet,
+    spawn_gevent,
+    spawn_gevent_pool,
+    spawn_eventlet,
+    spawn_executor,
+    spawn_gevent_threadpool,
+]
+
+
+@pytest.fixture(params=SPAWNERS, ids=lambda s: s.__name__.replace("spawn_", ""))
+def spawn(request: pytest.FixtureRequest) -> Spawner:
+    """Each way of carrying bindings into a new unit of execution."""
+    return request.param  # type: ignore[no-any-return]
+
+
+# -- spawned units ---------------------------------------------------------------------
+
+
+def test_spawned_unit_sees_captured_bindings(spawn: Spawner, xcurrent: xlocal) -> None:
+    """The new unit sees what its spawner had bound, even after the spawner's exit;
+    what it binds itself never reaches the spawner."""
+    go = threading.Event()
+
+    def child() -> Any:
+        assert go.wait(TIMEOUT)
+        seen = (xcurrent.request, dir(xcurrent))
+        with xcurrent(request="child's", extra=1):
+            return seen, xcurrent.request
+
+    with xcurrent(request="spawner's"):
+        join = spawn(child)
+    go.set()
+    assert join() == (("spawner's", ["request"]), "child's")
+    assert dir(xcurrent) == []
+
+
+def test_spawn_with_nothing_bound(spawn: Spawner, xcurrent: xlocal) -> None:
+    """Spawning with nothing bound gives a unit with nothing bound."""
+    assert spawn(lambda: dir(xcurrent))() == []
+
+
+def test_spawned_unit_with_binding_decorator(spawn: Spawner, xcurrent: xlocal) -> None:
+    """A binding used as a decorator binds its names in the new unit itself."""
+
+    def handler() -> Any:
+        return xcurrent.user, xcurrent.request
+
+    with xcurrent(user="ann"):
+        join = spawn(xcurrent(request="req-1")(handler))
+    assert join() == ("ann", "req-1")
+
+
+def test_many_parents_each_see_their_own(xcurrent: xlocal) -> None:
+    """1,000 threads started by 20 parents, all inside their blocks at once, each see
+    their own parent's values."""
+    parents, children = 20, 50
+    barrier = threading.Barrier(parents * children, timeout=TIMEOUT)
+    seen: list[tuple[int, int]] = []
+
+    def child(j: int) -> None:
+        barrier.wait()
+        with xcurrent(child=j):
+            barrier.wait()
+            seen.append((xcurrent.parent, xcurrent.child))
+
+    def parent(i: int) -> list[Thread]:
+        with xcurrent(parent=i):
+            threads = [Thread(target=child, args=(j,)) for j in range(children)]
+        for t in threads:
+            t.start()
+        return threads
+
+    threads = [t for i in range(parents) for t in parent(i)]
+    for t in threads:
+        t.join(TIMEOUT)
+    assert sorted(seen) == [(i, j) for i in range(parents) for j in range(children)]
+
+
+def test_many_parents_gevent(xcurrent: xlocal) -> None:
+    """1,000 greenlets spawned with wrap by 100 parent greenlets, interleaved, each see
+    their own parent's values."""
+    seen: list[tuple[int, int]] = []
+
+    def child(j: int) -> None:
+        gevent.sleep(0)
+        with xcurrent(child=j):
+            gevent.sleep(0)
+            seen.append((xcurrent.parent, xcurrent.child))
+
+    def parent(i: int) -> None:
+        with xcurrent(parent=i):
+            jobs = [gevent.spawn(wrap(child), j) for j in range(10)]
+            gevent.sleep(0)
+        gevent.joinall(jobs, timeout=TIMEOUT, raise_error=True)
+
+    gevent.joinall(
+        [gevent.spawn(parent, i) for i in range(100)], timeout=TIMEOUT, raise_error=True
+    )
+    assert sorted(seen) == [(i, j) for i in range(100) for j in range(10)]
+
+
+def test_many_parents_executor(xcurrent: xlocal) -> None:
+    """1,000 tasks submitted by 10 parent threads to one pool, in barrier-synchronised
+    batches, each see their own parent's values."""
+    workers = 8
+    barrier = threading.Barrier(workers, timeout=TIMEOUT)
+    executor = ContextExecutor(ThreadPoolExecutor(max_workers=workers))
+
+    def child(j: int) -> tuple[int, int]:
+        barrier.wait()
+        return xcurrent.parent, j
+
+    def parent(i: int) -> list[Any]:
+        with xcurrent(parent=i):
+            return list(executor.map(child, range(100)))
+
+    with executor, ThreadPoolExecutor(max_workers=10) as parents:
+        results = [r for rs in parents.map(parent, range(10)) for r in rs]
+    assert sorted(results) == [(i, j) for i in range(10) for j in range(100)]
+
+
+# -- wrap ------------------------------------------------------------------------------
+
+
+def test_wrapped_callable_reused_concurrently(xcurrent: xlocal) -> None:
+    """One wrapped callable runs in many threads at once; a shared Context cannot."""
+    n = 8
+    barrier = threading.Barrier(n, timeout=TIMEOUT)
+
+    def work(i: int) -> Any:
+        with xcurrent(i=i):
+            barrier.wait()
+            return xcurrent.request, xcurrent.i
+
+    with xcurrent(request="shared"):
+        wrapped = wrap(work)
+        context = contextvars.copy_context()
+    with ThreadPoolExecutor(n) as pool:
+        assert sorted(pool.map(wrapped, range(n))) == [("shared", i) for i in range(n)]
+
+    # The trap wrap avoids: one Context entered by a second execution at once.
+    entered = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        entered.set()
+        release.wait(TIMEOUT)
+
+    t = threading.Thread(target=context.run, args=(hold,))
+    t.start()
+    assert entered.wait(TIMEOUT)
+    try:
+        context.run(lambda: None)
+    except RuntimeError as e:
+        errors.append(e)
+    release.set()
+    t.join(TIMEOUT)
+    assert "is already entered" in str(errors[0])
+
+
+def test_wrapped_callable_reentered_by_itself(xcurrent: xlocal) -> None:
+    """A wrapped callable may call itself recursively."""
+
+    def countdown(n: int) -> Any:
+        if n == 0:
+            return xcurrent.request
+        with xcurrent(depth=n):
+            return wrapped(n - 1)
+
+    with xcurrent(request="r"):
+        wrapped = wrap(countdown)
+    assert wrapped(3) == "r"
+
+
+def test_wrap_calls_are_independent(xcurrent: xlocal) -> None:
+    """What one call of a wrapped callable binds is gone for the next call."""
+
+    def peek_and_bind() -> Any:
+        seen = dir(xcurrent)
+        xcurrent(extra=1).__enter__()  # never exited: dies with this call's copy
+        return seen
+
+    with xcurrent(request="r"):
+        wrapped = wrap(peek_and_bind)
+    assert wrapped() == ["request"]
+    assert wrapped() == ["request"]
+    assert dir(xcurrent) == []
+
+
+def test_wrap_keeps_metadata() -> None:
+    """wrap keeps the name, docstring and signature of what it wraps."""
+
+    def handler(request: str, *, user: str = "ann") -> str:
+        """Handle a request."""
+        return request
+
+    wrapped = wrap(handler)
+    assert wrapped.__name__ == "handler"
+    assert wrapped.__doc__ == "Handle a request."
+    assert inspect.signature(wrapped) == inspect.signature(handler)
+    assert wrapped.__wrapped__ is handler  # type: ignore[attr-defined]
+
+
+def test_wrap_coroutine_function(xcurrent: xlocal) -> None:
+    """A wrapped coroutine function runs every step with the captured bindings."""
+
+    async def handler() -> Any:
+        await asyncio.sleep(0)
+        with xcurrent(inner=1):
+            await asyncio.sleep(0)
+            return xcurrent.request, dir(xcurrent)
+
+    with xcurrent(request="captured"):
+        wrapped = wrap(handler)
+    assert inspect.iscoroutinefunction(wrapped)
+
+    async def main() -> Any:
+        with xcurrent(request="caller's", other=2):
+            result = await wrapped()
+            assert dir(xcurrent) == ["other", "request"]
+            return result
+
+    assert asyncio.run(main()) == ("captured", ["inner", "request"])
+
+
+def test_wrap_generator_function(xcurrent: xlocal) -> None:
+    """A wrapped generator function's generator runs in the captured bindings."""
+
+    def gen() -> Iterator[Any]:
+        yield xcurrent.request
+        yield dir(xcurrent)
+
+    with xcurrent(request="captured"):
+        wrapped = wrap(gen)
+    with xcurrent(other=1):
+        assert list(wrapped()) == ["captured", ["request"]]
+
+
+def test_wrap_refuses_non_callables() -> None:
+    """wrap and isolated say so when given something that cannot be called."""
+    with pytest.raises(TypeError, match=r"^wrap\(\) takes a callable, not int$"):
+        wrap(3)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match=r"^isolated\(\) takes a callable, not str$"):
+        isolated("f")  # type: ignore[type-var]
+
+
+# -- the binding as a decorator, and async with ----------------------------------------
+
+
+def test_binding_decorator(xcurrent: xlocal) -> None:
+    """A decorated function runs with the names bound on top of the caller's."""
+
+    @xcurrent(role="admin")
+    def handler(x: int) -> Any:
+        return x, xcurrent.user, xcurrent.role
+
+    with xcurrent(user="ann", role="guest"):
+        assert handler(1) == (1, "ann", "admin")
+        assert xcurrent.role == "guest"
+    with pytest.raises(AttributeError, match="'user' is not bound"):
+        handler(3)
+
+
+def test_binding_decorator_keeps_metadata(xcurrent: xlocal) -> None:
+    """The decorated function keeps its name, docstring and signature."""
+
+    def handler(request: str, *, user: str = "ann") -> str:
+        """Handle a request."""
+        return request
+
+    decorated = xcurrent(role="admin")(handler)
+    assert decorated.__name__ == "handler"
+    assert decorated.__doc__ == "Handle a request."
+    assert inspect.signature(decorated) == inspect.signature(handler)
+
+
+def test_binding_decorator_on_coroutine_function(xcurrent: xlocal) -> None:
+    """For a coroutine function the binding covers the whole awaited call."""
+
+    @xcurrent(role="admin")
+    async def handler() -> Any:
+        await asyncio.sleep(0)
+        return xcurrent.role
+
+    assert inspect.iscoroutinefunction(handler)
+
+    async def main() -> Any:
+        result = await handler()
+        assert dir(xcurrent) == []
+        return result
+
+    assert asyncio.run(main()) == "admin"
+
+
+def test_binding_decorator_on_generator_function(xcurrent: xlocal) -> None:
+    """A decorated generator runs its steps with the binding; its consumer never sees
+    the binding, nor the generator's own with-blocks."""
+
+    @xcurrent(role="gen")
+    def gen() -> Iterator[Any]:
+        yield xcurrent.user, xcurrent.role
+        with xcurrent(inner=1):
+            yield dir(xcurrent)
+        yield dir(xcurrent)
+
+    with xcurrent(user="ann"):
+        it = gen()
+    steps = []
+    for step in it:
+        steps.append(step)
+        assert dir(xcurrent) == []
+    assert steps == [("ann", "gen"), ["inner", "role", "user"], ["role", "user"]]
+
+
+def test_binding_decorator_on_async_generator_function(xcurrent: xlocal) -> None:
+    """A decorated async generator keeps its binding to itself and passes values and
+    exceptions through."""
+
+    @xcurrent(role="agen")
+    async def agen() -> AsyncIterator[Any]:
+        sent = yield xcurrent.role
+        with xcurrent(inner=1):
+            try:
+                yield sent, dir(xcurrent)
+            except KeyError as e:
+                yield f"caught {e}"
+
+    async def main() -> list[Any]:
+        it = agen()
+        steps = [await it.__anext__()]
+        steps.append(await it.asend("hello"))
+        assert dir(xcurrent) == []
+        steps.append(await it.athrow(KeyError("k")))
+        with pytest.raises(StopAsyncIteration):
+            await it.__anext__()
+        await it.aclose()
+        return steps
+
+    assert asyncio.run(main()) == ["agen", ("hello", ["inner", "role"]), "caught 'k'"]
+
+
+def test_binding_decorator_refuses_non_callables(xcurrent: xlocal) -> None:
+    """Decorating something that cannot be called says how to bind instead."""
+    with pytest.raises(
+        TypeError,
+        match=r"^<Binding xcurrent\(a=\.\.\.\)> decorates a callable, not int; to bind "
+        r"names for a block, use `with xcurrent\(\.\.\.\):`$",
+    ):
+        xcurrent(a=1)(3)
+
+
+def test_async_with(xcurrent: xlocal) -> None:
+    """``async with`` binds like ``with``, also across awaits."""
+
+    async def main() -> Any:
+        async with xcurrent(a=1) as x:
+            assert x is xcurrent
+            await asyncio.sleep(0)
+            result = xcurrent.a
+        assert dir(xcurrent) == []
+        return result
+
+    assert asyncio.run(main()) == 1
+
+
+# -- Thread ----------------------------------------------------------------------------
+
+
+def test_thread_is_a_drop_in(xcurrent: xlocal) -> None:
+    """xlocal.Thread takes threading.Thread's arguments and is one."""
+    out: list[Any] = []
+    with xcurrent(request="r"):
+        t = Thread(
+            target=lambda a, b=None: out.append((a, b, xcurrent.request)),
+            args=(1,),
+            kwargs={"b": 2},
+            name="worker",
+            daemon=True,
+        )
+    assert isinstance(t, threading.Thread)
+    assert (t.name, t.daemon) == ("worker", True)
+    t.start()
+    t.join(TIMEOUT)
+    assert out == [(1, 2, "r")]
+
+
+def test_thread_subclass_overriding_run(xcurrent: xlocal) -> None:
+    """A subclass that overrides run() gets the creator's bindings too."""
+
+    class Worker(Thread):
+        def run(self) -> None:
+            self.seen = xcurrent.request
+
+    with xcurrent(request="r"):
+        w = Worker()
+    w.start()
+    w.join(TIMEOUT)
+    assert w.seen == "r"
+
+
+# -- executors and asyncio -------------------------------------------------------------
+
+
+def test_executor_refuses_non_executors() -> None:
+    """ContextExecutor says what it wraps when given something else."""
+    with pytest.raises(
+        TypeError,
+        match=r"^ContextExecutor wraps a concurrent.futures.Executor, not list$",
+    ):
+        ContextExecutor([])  # type: ignore[arg-type]
+
+
+def test_executor_shutdown_and_repr() -> None:
+    """Shutting down the wrapper shuts down the executor it wraps."""
+    inner = ThreadPoolExecutor(1)
+    executor = ContextExecutor(inner)
+    assert repr(executor).startswith("<ContextExecutor of <concurrent.futures")
+    executor.shutdown(cancel_futures=True)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        inner.submit(print)
+
+
+def test_run_in_executor(xcurrent: xlocal) -> None:
+    """loop.run_in_executor carries bindings with a ContextExecutor or with wrap."""
+
+    def work() -> Any:
+        return xcurrent.request
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        with xcurrent(request="r"), ThreadPoolExecutor(2) as pool:
+            plain = await loop.run_in_executor(pool, lambda: dir(xcurrent))
+            carried = await loop.run_in_executor(ContextExecutor(pool), work)
+            wrapped = await loop.run_in_executor(pool, wrap(work))
+        return plain, carried, wrapped
+
+    assert asyncio.run(main()) == ([], "r", "r")
+
+
+def test_to_thread_copies_bindings(xcurrent: xlocal) -> None:
+    """asyncio.to_thread already runs with the caller's bindings."""
+
+    def work() -> Any:
+        with xcurrent(inner=1):
+            return xcurrent.request
+
+    async def main() -> Any:
+        with xcurrent(request="r"):
+            result = await asyncio.to_thread(work)
+            assert dir(xcurrent) == ["request"]
+            return result
+
+    assert asyncio.run(main()) == "r"
+
+
+def test_many_parents_run_in_executor(xcurrent: xlocal) -> None:
+    """1,000 calls from 100 tasks through run_in_executor each see their own task's
+    values."""
+    executor = ContextExecutor(ThreadPoolExecutor(max_workers=8))
+
+    def child(j: int) -> tuple[int, int]:
+        return xcurrent.parent, j
+
+    async def parent(i: int) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        with xcurrent(parent=i):
+            calls = [loop.run_in_executor(executor, child, j) for j in range(10)]
+            await asyncio.sleep(0)
+        return list(await asyncio.gather(*calls))
+
+    async def main() -> list[Any]:
+        results = await asyncio.gather(*(parent(i) for i in range(100)))
+        return [r for rs in results for r in rs]
+
+    with executor:
+        assert sorted(asyncio.run(main())) == [
+            (i, j) for i in range(100) for j in range(10)
+        ]
+
+
+# -- generators ------------------------------------------------------------------------
+
+
+def numbers(xcurrent: xlocal) -> Iterator[Any]:
+    with xcurrent(user="generator"):
+        yield xcurrent.user
+        yield xcurrent.user
+
+
+def test_plain_generator_leaks(xcurrent: xlocal) -> None:
+    """Without isolated, a generator's with-block is seen by its consumer: the leak."""
+    gen = numbers(xcurrent)
+    with xcurrent(user="ann"):
+        assert next(gen) == "generator"
+        assert xcurrent.user == "generator"  # leaked
+        assert next(gen) == "generator"
+        with pytest.raises(StopIteration):
+            next(gen)
+        assert xcurrent.user == "ann"
+
+
+def test_isolated_generator_keeps_its_bindings(xcurrent: xlocal) -> None:
+    """An isolated generator's with-block stays inside it, at every step."""
+    gen = isolated(numbers)(xcurrent)
+    with xcurrent(user="ann"):
+        assert next(gen) == "generator"
+        assert xcurrent.user == "ann"
+        assert next(gen) == "generator"
+        assert xcurrent.user == "ann"
+    assert list(gen) == []
+
+
+def test_isolated_generator_sees_creation_bindings(xcurrent: xlocal) -> None:
+    """An isolated generator runs with the bindings its creator had, not its
+    consumer's."""
+
+    @isolated
+    def gen() -> Iterator[Any]:
+        yield getattr(xcurrent, "user", None)
+
+    with xcurrent(user="creator"):
+        it = gen()
+    with xcurrent(user="consumer"):
+        assert next(it) == "creator"
+
+
+def test_isolated_generator_send_throw_close(xcurrent: xlocal) -> None:
+    """send, throw and close reach the generator, in its own bindings."""
+    closed: list[Any] = []
+
+    @isolated
+    def gen() -> Iterator[Any]:
+        with xcurrent(mine=1):
+            try:
+                received = yield "first"
+                yield received, xcurrent.mine
+                yield "after"
+            except KeyError:
+                yield "caught", xcurrent.mine
+            finally:
+                closed.append(dir(xcurrent))
+
+    it = gen()
+    assert next(it) == "first"
+    assert it.send("hello") == ("hello", 1)
+    assert it.throw(KeyError("k")) == ("caught", 1)
+    it.close()
+    assert closed == [["mine"]]
+    assert dir(xcurrent) == []
+
+
+def test_abandoned_isolated_generator_closes_in_its_context(xcurrent: xlocal) -> None:
+    """An isolated generator dropped mid-block exits its block in its own bindings."""
+    closed: list[Any] = []
+
+    @isolated
+    def gen() -> Iterator[int]:
+        with xcurrent(mine=1):
+            try:
+                yield 1
+            finally:
+                closed.append(dir(xcurrent))
+
+    it = gen()
+    next(it)
+    with xcurrent(other=2):
+        del it
+    assert closed == [["mine"]]
+
+
+def test_isolated_async_generator(xcurrent: xlocal) -> None:
+    """An isolated async generator keeps its with-blocks to itself."""
+
+    @isolated
+    async def agen() -> AsyncIterator[Any]:
+        with xcurrent(user="agen"):
+            yield xcurrent.user
+            await asyncio.sleep(0)
+            yield xcurrent.user
+
+    async def main() -> list[Any]:
+        seen = []
+        with xcurrent(user="ann"):
+            async for item in agen():
+                seen.append((item, xcurrent.user))
+        return seen
+
+    assert asyncio.run(main()) == [("agen", "ann"), ("agen", "ann")]
+
+
+# -- snapshots -------------------------------------------------------------------------
+
+
+def test_snapshot_run_later(xcurrent: xlocal) -> None:
+    """A snapshot runs code later with the bindings of its capture."""
+    with xcurrent(request="r"):
+        snapshot = capture()
+    assert isinstance(snapshot, Snapshot)
+    assert snapshot.run(lambda a, b: (a, b, xcurrent.request), 1, b=2) == (1, 2, "r")
+    assert snapshot.run(dir, xcurrent) == ["request"]
+    assert dir(xcurrent) == []
+
+
+def test_snapshot_is_immutable(xcurrent: xlocal) -> None:
+    """Bindings made later, or inside a run, never change a snapshot."""
+    with xcurrent(a=1):
+        snapshot = capture()
+        with xcurrent(a=2):
+            pass
+    snapshot.run(lambda: xcurrent(b=2).__enter__())
+    assert snapshot.run(dir, xcurrent) == ["a"]
+
+
+def test_snapshot_bindings(make_xlocal: Any) -> None:
+    """A snapshot shows the values it holds for an xlocal, read-only."""
+    one, two = make_xlocal("one"), make_xlocal("two")
+    with one(a=1, b=2), one(b=3):
+        snapshot = capture()
+    bindings = snapshot.bindings(one)
+    assert dict(bindings) == {"a": 1, "b": 3}
+    assert dict(snapshot.bindings(two)) == {}
+    with pytest.raises(TypeError):
+        bindings["a"] = 5  # type: ignore[index]
+    with pytest.raises(TypeError, match=r"^Snapshot.bindings\(\) takes an xlocal, not"):
+        snapshot.bindings("one")  # type: ignore[arg-type]
+    assert repr(snapshot) == "<Snapshot one(a, b)>"
+    with two(c=1):
+        assert repr(capture()) == "<Snapshot two(c)>"
+    assert repr(capture()) == "<Snapshot (nothing bound)>"
+
+
+def test_spawn_exports() -> None:
+    """The helpers are exported at the top level, under their public module."""
+    for name in [
+        "ContextExecutor",
+        "Snapshot",
+        "Thread",
+        "capture",
+        "isolated",
+        "wrap",
+    ]:
+        assert getattr(xl, name).__module__ == "xlocal"
+        assert name in xl.__all__

@@ -1,0 +1,186 @@
+"""Carry bindings across execution boundaries: snapshots, wrap, threads, executors.
+
+A new thread or greenlet starts with nothing bound.  To let work spawned there see the
+bindings of the code that spawned it, capture them (``capture()``, O(1) for all xlocal
+objects at once: it is ``contextvars.copy_context()``) and run the work in the capture
+(``wrap(func)``).  Every run uses its own copy of the capture, so runs may overlap, in
+any thread, greenlet or task, and what one run binds never reaches another or the
+spawner.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import functools
+import threading
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from ._core import _EMPTY, _ENTRY, _var, xlocal
+from ._steps import in_context
+
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec
+
+    _P = ParamSpec("_P")
+
+__all__ = ["ContextExecutor", "Snapshot", "Thread", "capture", "isolated", "wrap"]
+
+_R = TypeVar("_R")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class Snapshot:
+    """The bindings of every xlocal at one moment, to run code with later.
+
+    Made by :func:`capture`.  It never changes: bindings made or ended after the
+    capture, or during a run in it, do not affect it.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: contextvars.Context) -> None:
+        self._context = context
+
+    def run(self, func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Call *func* with the captured bindings, and return its result.
+
+        The call runs in a fresh copy of the capture, so it may overlap other runs, and
+        nothing it binds outlives it.
+        """
+        return self._context.copy().run(func, *args, **kwargs)
+
+    def wrap(self, func: _F) -> _F:
+        """Return *func* made to run with the captured bindings at every call.
+
+        A generator, coroutine or async generator made by calling the result runs each
+        of its steps with the captured bindings, whoever resumes it.
+        """
+        return in_context(func, self._context.copy)
+
+    def bindings(self, target: xlocal) -> Mapping[str, Any]:
+        """The names bound on *target* in this snapshot, as a read-only mapping."""
+        if not isinstance(target, xlocal):
+            raise TypeError(
+                f"Snapshot.bindings() takes an xlocal, not {type(target).__name__}"
+            )
+        frame = self._context.get(_var(target), _EMPTY)
+        return MappingProxyType({k: v for k, v in frame.items() if k is not _ENTRY})
+
+    def __repr__(self) -> str:
+        bound = [
+            f"{var.name}({', '.join(k for k in frame if k is not _ENTRY)})"
+            for var, frame in self._context.items()
+            if isinstance(frame, dict) and _ENTRY in frame
+        ]
+        return f"<Snapshot {', '.join(sorted(bound)) or '(nothing bound)'}>"
+
+
+def capture() -> Snapshot:
+    """Capture the bindings of every xlocal in the current execution.
+
+    O(1) whatever is bound: it is ``contextvars.copy_context()``, so it holds every
+    other context variable too.
+
+    .. versionadded:: 1.0
+    """
+    return Snapshot(contextvars.copy_context())
+
+
+def wrap(func: _F) -> _F:
+    """Return *func* made to run with the bindings in force now, at every call.
+
+    Use it to hand work to another thread, greenlet or task::
+
+        gevent.spawn(xlocal.wrap(handler), request)
+
+    Each call runs in its own copy of the bindings, so the result may be called many
+    times, at once, from anywhere; what a call binds never escapes it.  Coroutine
+    functions, generator functions and async generator functions keep every step of
+    what they return in those bindings.  ``functools.wraps`` metadata is kept.
+
+    .. versionadded:: 1.0
+    """
+    _check_callable(func, "wrap")
+    return capture().wrap(func)
+
+
+def isolated(func: _F) -> _F:
+    """Make each call of *func* run in a copy of the bindings in force at that call.
+
+    Meant for generator and async generator functions: the generator runs every step
+    with the bindings its creator had when it called *func*, and a with-block inside it
+    stays inside it, instead of leaking to its consumer between steps::
+
+        @isolated
+        def rows():
+            with xcurrent(phase="read"):
+                yield from read_rows()     # the consumer never sees phase
+
+    .. versionadded:: 1.0
+    """
+    _check_callable(func, "isolated")
+    return in_context(func, contextvars.copy_context)
+
+
+class Thread(threading.Thread):
+    """A ``threading.Thread`` whose ``run()`` has the bindings of the code that made it.
+
+    A drop-in for ``threading.Thread``: the same arguments, and subclasses that override
+    ``run()`` get the bindings too.  The bindings are captured when the thread object is
+    made, not when it starts.
+
+    .. versionadded:: 1.0
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run = functools.partial(capture().run, self.run)  # type: ignore[method-assign]
+
+
+class ContextExecutor(concurrent.futures.Executor):
+    """An executor whose tasks run with the bindings of the code that submitted them.
+
+    Wraps any ``concurrent.futures.Executor``: a thread pool, a process pool (bindings
+    are not pickled, so there it only keeps the interface), gevent's thread pool::
+
+        executor = ContextExecutor(ThreadPoolExecutor(max_workers=4))
+        with xcurrent(request=req):
+            future = executor.submit(handler)     # handler sees xcurrent.request
+
+    ``submit``, ``map`` and ``loop.run_in_executor(executor, ...)`` all carry bindings.
+    Shutting it down shuts down the wrapped executor.
+
+    .. versionadded:: 1.0
+    """
+
+    def __init__(self, executor: concurrent.futures.Executor) -> None:
+        if not isinstance(executor, concurrent.futures.Executor):
+            raise TypeError(
+                f"ContextExecutor wraps a concurrent.futures.Executor, not "
+                f"{type(executor).__name__}"
+            )
+        self._executor = executor
+
+    def submit(
+        self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> concurrent.futures.Future[_R]:
+        return self._executor.submit(capture().run, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+        else:
+            self._executor.shutdown(wait=wait)
+
+    def __repr__(self) -> str:
+        return f"<ContextExecutor of {self._executor!r}>"
+
+
+def _check_callable(func: object, helper: str) -> None:
+    if not callable(func):
+        raise TypeError(f"{helper}() takes a callable, not {type(func).__name__}")
