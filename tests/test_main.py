@@ -20,12 +20,17 @@ def test_demonstration_shows_isolation() -> None:
         timeout=120,
         check=True,
     )
-    pairs = re.findall(r"bound '([\w-]+)'\s+read '([\w-]+)'", result.stdout)
-    assert len(pairs) == 9, result.stdout
-    assert all(bound == read for bound, read in pairs)
-    assert {bound.split("-")[0] for bound, _ in pairs} == {"thread", "greenlet", "task"}
-    assert "the caller still reads 'main'" in result.stdout
-    assert "a new thread starts with nothing bound" in result.stdout
+    seen = re.findall(r"([\w-]+)\s+read '([\w-]+)' from '(\w+)'", result.stdout)
+    assert len(seen) == 9, result.stdout
+    assert all(request == read for request, read, _ in seen)
+    assert {server for _, _, server in seen} == {"demo"}
+    assert {request.split("-")[0] for request, _, _ in seen} == {
+        "thread",
+        "greenlet",
+        "task",
+    }
+    assert "a plain threading.Thread starts with nothing bound" in result.stdout
+    assert "the server still reads server='demo'" in result.stdout
     assert result.stdout.rstrip().endswith("<xlocal 'xcurrent' unbound>")
 
 

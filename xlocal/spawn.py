@@ -73,7 +73,7 @@ class Snapshot:
 
     def __repr__(self) -> str:
         bound = [
-            f"{var.name}({', '.join(k for k in frame if k is not _ENTRY)})"
+            f"{var.name}({', '.join(sorted(k for k in frame if k is not _ENTRY))})"
             for var, frame in self._context.items()
             if isinstance(frame, dict) and _ENTRY in frame
         ]
