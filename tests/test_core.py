@@ -259,11 +259,14 @@ def test_exports() -> None:
         "Thread",
         "__version__",
         "capture",
+        "get_debug",
         "isolated",
+        "set_debug",
         "wrap",
         "xlocal",
     }
-    assert Binding.__module__ == xlocal.__module__ == "xlocal"
+    for name in set(xlocal_module.__all__) - {"__version__"}:
+        assert getattr(xlocal_module, name).__module__ == "xlocal", name
 
 
 # -- misuse ----------------------------------------------------------------------------

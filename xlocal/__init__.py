@@ -13,7 +13,7 @@ greenlet or asyncio task::
 See README.txt for the manual.
 """
 
-from ._core import Binding, xlocal
+from ._core import Binding, get_debug, set_debug, xlocal
 from .spawn import ContextExecutor, Snapshot, Thread, capture, isolated, wrap
 
 __version__ = "1.0.0a1"
@@ -25,20 +25,15 @@ __all__ = [
     "Thread",
     "__version__",
     "capture",
+    "get_debug",
     "isolated",
+    "set_debug",
     "wrap",
     "xlocal",
 ]
 
-for _obj in (
-    Binding,
-    ContextExecutor,
-    Snapshot,
-    Thread,
-    capture,
-    isolated,
-    wrap,
-    xlocal,
-):
-    _obj.__module__ = __name__
-del _obj
+# Show the public objects where users import them from.
+for _name in __all__:
+    if _name != "__version__":
+        globals()[_name].__module__ = __name__
+del _name

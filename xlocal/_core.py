@@ -18,13 +18,15 @@ import contextvars
 import functools
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Iterator
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn, TypeVar, cast
 
 from ._steps import ContextAsyncGenerator, ContextGenerator, async_within, within
 
-__all__ = ["Binding", "xlocal"]
+__all__ = ["Binding", "get_debug", "set_debug", "xlocal"]
 
 #: The key under which a frame records ``(binding, token)``.  It is not a string, so no
 #: attribute read can reach it, and the names a user binds can never collide with it.
@@ -185,7 +187,7 @@ def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:
 
 
 def _bound_names(x: xlocal) -> Iterator[str]:
-    return (key for key in _var(x).get() if key is not _ENTRY)
+    return iter(_names(_var(x).get()))
 
 
 def _label(x: xlocal) -> str:
@@ -232,13 +234,14 @@ class Binding(Generic[_X]):
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("_names", "_var", "_xlocal")
+    __slots__ = ("_names", "_var", "_where", "_xlocal")
 
     # Made only by calling an xlocal, which checks the names and hands over the fresh
     # dict of its keyword arguments: kept as it is, never copied nor changed.
     _xlocal: _X
     _var: contextvars.ContextVar[dict[Any, Any]]
     _names: dict[str, Any]
+    _where: str  # where it was last entered, in debug mode only
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Binding[_X]:
         raise TypeError(
@@ -263,7 +266,7 @@ class Binding(Generic[_X]):
         try:
             self._var.reset(token)
         except ValueError:
-            _exit_elsewhere(self)
+            _exit_elsewhere(self, self._var.get())
 
     async def __aenter__(self) -> _X:
         return self.__enter__()
@@ -323,12 +326,12 @@ class Binding(Generic[_X]):
         return f"<Binding {_call_form(self._xlocal)}({names})>"
 
 
-def _exit_elsewhere(binding: Binding[Any]) -> NoReturn:
+def _exit_elsewhere(binding: Binding[Any], frame: dict[Any, Any]) -> NoReturn:
     """Report an exit in another Context than the entry's; reset refused it."""
     raise RuntimeError(
-        f"cannot exit {binding!r} here: it was entered in another asyncio task or "
-        f"contextvars.Context, where it is still bound; exit it there. Nothing was "
-        f"changed"
+        f"cannot exit {_entered(binding, frame)} here: it was entered in another "
+        f"asyncio task or contextvars.Context, where it is still bound; exit it "
+        f"there. Nothing was changed{_exited_at()}"
     ) from None
 
 
@@ -339,36 +342,120 @@ def _exit_misplaced(binding: Binding[Any]) -> NoReturn:
     once, as an exception unwinding them would, so that no stale binding is left in
     this execution; then RuntimeError reports the misuse.
     """
-    inner: list[Binding[Any]] = []
-    for active, token in _active(binding._var.get()):
+    inner: list[str] = []
+    for active, token, frame in _active(binding._var.get()):
         if active is binding:
             try:
                 binding._var.reset(token)
             except ValueError:
-                _exit_elsewhere(binding)
+                _exit_elsewhere(binding, frame)
             raise RuntimeError(
-                f"{binding!r} exited out of order: {len(inner)} binding(s) entered "
-                f"after it were still active, innermost {inner[0]!r}. A generator "
-                f"suspended inside a with-block, or __enter__/__exit__ called by hand, "
-                f"often causes this. All of them have been exited, which restores the "
-                f"bindings from before {binding!r} was entered"
+                f"{_entered(binding, frame)} exited out of order: {len(inner)} "
+                f"binding(s) entered after it were still active, innermost {inner[0]}. "
+                f"A generator suspended inside a with-block, or __enter__/__exit__ "
+                f"called by hand, often causes this. All of them have been exited, "
+                f"which restores the bindings from before {binding!r} was entered"
+                f"{_exited_at()}"
             )
-        inner.append(active)
+        inner.append(_entered(active, frame))
+    where = getattr(binding, "_where", None)
+    last = f" (last entered at {where})" if where else ""
     raise RuntimeError(
-        f"cannot exit {binding!r}: it is not active in this execution. It was exited "
-        f"already, or entered in another thread, greenlet or task (exit it there). "
-        f"Nothing was changed"
+        f"cannot exit {binding!r}{last}: it is not active in this execution. It was "
+        f"exited already, or entered in another thread, greenlet or task (exit it "
+        f"there). Nothing was changed{_exited_at()}"
     )
 
 
 def _active(
     frame: dict[Any, Any],
-) -> Iterator[tuple[Binding[Any], contextvars.Token[Any]]]:
-    """The entries active in an execution, innermost first."""
+) -> Iterator[tuple[Binding[Any], contextvars.Token[Any], dict[Any, Any]]]:
+    """The entries active in an execution, innermost first, with their frames."""
     binding, token = frame[_ENTRY]
     while binding is not None:
-        yield binding, token
-        parent = token.old_value
-        if parent is contextvars.Token.MISSING:
+        yield binding, token, frame
+        frame = token.old_value
+        if frame is contextvars.Token.MISSING:
             return
-        binding, token = parent[_ENTRY]
+        binding, token = frame[_ENTRY]
+
+
+# -- debug mode: where bindings were entered -------------------------------------------
+
+#: In debug mode, the key under which a frame records ``(token, place)``: where the
+#: entry that made the frame was entered.  Tied to the token, so that the record a
+#: child frame copies from its parent is never taken for the child's own.
+_WHERE: Any = object()
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller() -> str:
+    """The place in the user's code that called into xlocal: ``file:line in func``."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    if frame is None:  # pragma: no cover - some user frame always called us
+        return "(unknown place)"
+    code = frame.f_code
+    return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+
+
+def _entered(binding: Binding[Any], frame: dict[Any, Any]) -> str:
+    """The binding's repr, with the place it was entered when debug mode recorded it."""
+    where = frame.get(_WHERE)
+    if where is not None and where[0] is frame[_ENTRY][1]:
+        return f"{binding!r} (entered at {where[1]})"
+    return repr(binding)
+
+
+def _exited_at() -> str:
+    return (
+        f". The exit was at {_caller()}"
+        if _plain_enter is not Binding.__enter__
+        else ""
+    )
+
+
+def _debug_enter(self: Binding[_X]) -> _X:
+    """Binding.__enter__ in debug mode: enter, then record where."""
+    target = _plain_enter(self)
+    where = _caller()
+    frame = self._var.get()
+    frame[_WHERE] = (frame[_ENTRY][1], where)
+    self._where = where
+    return target
+
+
+_plain_enter = Binding.__enter__
+
+
+def set_debug(enabled: bool = True) -> None:
+    """Turn debug mode on or off, for the whole process.
+
+    In debug mode every entry records where it was made, and the errors for exits out
+    of order or in the wrong execution name the place of each entry involved and the
+    place of the bad exit.  Entering costs about twice as much; when debug mode is off
+    nothing is recorded and nothing is checked.  The environment variable
+    ``XLOCAL_DEBUG=1`` turns it on at import.
+
+    .. versionadded:: 1.0
+    """
+    Binding.__enter__ = _debug_enter if enabled else _plain_enter  # type: ignore[method-assign]
+
+
+def get_debug() -> bool:
+    """Whether debug mode is on.
+
+    .. versionadded:: 1.0
+    """
+    return Binding.__enter__ is _debug_enter
+
+
+def _names(frame: dict[Any, Any]) -> dict[str, Any]:
+    """The names bound in a frame, without its private records."""
+    return {k: v for k, v in frame.items() if isinstance(k, str)}
+
+
+if os.environ.get("XLOCAL_DEBUG", "") not in ("", "0"):
+    set_debug(True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ._core import _EMPTY, _ENTRY, _var, xlocal
+from ._core import _EMPTY, _ENTRY, _names, _var, xlocal
 from ._steps import in_context
 
 if TYPE_CHECKING:
@@ -69,11 +69,11 @@ class Snapshot:
                 f"Snapshot.bindings() takes an xlocal, not {type(target).__name__}"
             )
         frame = self._context.get(_var(target), _EMPTY)
-        return MappingProxyType({k: v for k, v in frame.items() if k is not _ENTRY})
+        return MappingProxyType(_names(frame))
 
     def __repr__(self) -> str:
         bound = [
-            f"{var.name}({', '.join(sorted(k for k in frame if k is not _ENTRY))})"
+            f"{var.name}({', '.join(sorted(_names(frame)))})"
             for var, frame in self._context.items()
             if isinstance(frame, dict) and _ENTRY in frame
         ]

@@ -1,0 +1,198 @@
+"""Debug mode: errors name where bindings were entered and where the bad exit was."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import xlocal
+from xlocal import Binding
+from xlocal._core import _plain_enter
+
+HERE = os.path.basename(__file__)
+
+
+def line() -> int:
+    """The line number of the caller."""
+    return sys._getframe(1).f_lineno
+
+
+@pytest.fixture
+def debug() -> Iterator[None]:
+    """Debug mode on for one test."""
+    xlocal.set_debug(True)
+    yield
+    xlocal.set_debug(False)
+
+
+def test_off_by_default_and_costs_nothing() -> None:
+    """Debug mode is off unless asked for, and then entering is the plain code."""
+    assert not xlocal.get_debug()
+    assert Binding.__enter__ is _plain_enter
+
+
+def test_turned_on_and_off(debug: None) -> None:
+    """set_debug turns debug mode on and off."""
+    assert xlocal.get_debug()
+    assert Binding.__enter__ is not _plain_enter
+    xlocal.set_debug(False)
+    assert not xlocal.get_debug()
+    xlocal.set_debug()
+    assert xlocal.get_debug()
+
+
+def test_environment_variable() -> None:
+    """XLOCAL_DEBUG=1 turns debug mode on at import; 0 or empty leaves it off."""
+    for value, expected in [("1", "True"), ("0", "False"), ("", "False")]:
+        result = subprocess.run(
+            [sys.executable, "-c", "import xlocal; print(xlocal.get_debug())"],
+            env={**os.environ, "XLOCAL_DEBUG": value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert result.stdout.strip() == expected
+
+
+def test_bindings_read_the_same(debug: None, xcurrent: xlocal.xlocal) -> None:
+    """What debug mode records is invisible to reads, dir, repr and snapshots."""
+    with xcurrent(a=1), xcurrent(b=2):
+        assert (xcurrent.a, xcurrent.b) == (1, 2)
+        assert dir(xcurrent) == ["a", "b"]
+        assert repr(xcurrent) == "<xlocal 'xcurrent' bound: a, b>"
+        assert dict(xlocal.capture().bindings(xcurrent)) == {"a": 1, "b": 2}
+
+
+def test_out_of_order_names_every_place(debug: None, xcurrent: xlocal.xlocal) -> None:
+    """An out-of-order exit names where both entries and the bad exit were."""
+    outer, inner = xcurrent(a=1), xcurrent(b=2)
+    outer.__enter__()
+    outer_line = line() - 1
+    inner.__enter__()
+    inner_line = line() - 1
+    with pytest.raises(RuntimeError) as info:
+        outer.__exit__(None, None, None)
+    exit_line = line() - 1
+    message = str(info.value)
+    assert message.startswith(
+        f"<Binding xcurrent(a=...)> (entered at {__file__}:{outer_line} in "
+        f"test_out_of_order_names_every_place) exited out of order: 1 binding(s) "
+        f"entered after it were still active, innermost <Binding xcurrent(b=...)> "
+        f"(entered at {__file__}:{inner_line} in test_out_of_order_names_every_place)."
+    )
+    assert message.endswith(
+        f". The exit was at {__file__}:{exit_line} in "
+        f"test_out_of_order_names_every_place"
+    )
+
+
+def test_generator_leak_names_the_generator(
+    debug: None, xcurrent: xlocal.xlocal
+) -> None:
+    """The classic generator mistake names the with-block inside the generator."""
+
+    def gen() -> Iterator[None]:
+        with xcurrent(inner=1):
+            yield
+
+    g = gen()
+    with (
+        pytest.raises(RuntimeError, match=rf"\(entered at .*{HERE}:\d+ in gen\)"),
+        xcurrent(outer=1),
+    ):
+        next(g)
+    with pytest.raises(RuntimeError, match=r"last entered at .* in gen\)"):
+        g.close()
+
+
+def test_exit_in_another_thread_names_the_entry(
+    debug: None, xcurrent: xlocal.xlocal
+) -> None:
+    """An exit in another thread names where the binding was last entered."""
+    binding = xcurrent(a=1)
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            binding.__exit__(None, None, None)
+        except RuntimeError as e:
+            errors.append(e)
+
+    with binding:
+        entry_line = line() - 1
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(60)
+    assert (
+        f"cannot exit <Binding xcurrent(a=...)> (last entered at {__file__}:"
+        f"{entry_line} in test_exit_in_another_thread_names_the_entry): it is not "
+        f"active in this execution"
+    ) in str(errors[0])
+    assert " in other" in str(errors[0]).rsplit("The exit was at", 1)[1]
+
+
+def test_exit_in_another_task_names_the_entry(
+    debug: None, xcurrent: xlocal.xlocal
+) -> None:
+    """An exit in a task of a binding its creator entered names the creator's entry."""
+    binding = xcurrent(a=1)
+
+    async def child() -> str:
+        try:
+            binding.__exit__(None, None, None)
+        except RuntimeError as e:
+            return str(e)
+        return "no error"
+
+    async def main() -> str:
+        with binding:
+            return await asyncio.create_task(child())
+
+    message = asyncio.run(main())
+    assert message.startswith("cannot exit <Binding xcurrent(a=...)> (entered at ")
+    assert message.endswith(" in child")
+
+
+def test_places_are_not_misattributed(xcurrent: xlocal.xlocal) -> None:
+    """An entry made with debug mode off never shows a place copied from its parent."""
+    xlocal.set_debug(True)
+    try:
+        outer = xcurrent(a=1)
+        outer.__enter__()
+        xlocal.set_debug(False)
+        inner = xcurrent(b=2)
+        inner.__enter__()
+        with pytest.raises(RuntimeError) as info:
+            outer.__exit__(None, None, None)
+    finally:
+        xlocal.set_debug(False)
+    message = str(info.value)
+    assert "<Binding xcurrent(a=...)> (entered at " in message
+    assert "innermost <Binding xcurrent(b=...)>. " in message
+
+
+def test_decorator_entries_point_at_the_caller(
+    debug: None, xcurrent: xlocal.xlocal
+) -> None:
+    """A binding entered by a decorated function is placed at the decorated call."""
+    seen: list[Any] = []
+
+    @xcurrent(a=1)
+    def handler() -> None:
+        seen.append(xcurrent(b=2).__enter__)  # keep a bound method, enter nothing
+
+    handler()
+    binding = xcurrent(a=1)
+    decorated = binding(lambda: None)
+    decorated()
+    call_line = line() - 1
+    with pytest.raises(RuntimeError, match=rf"last entered at .*:{call_line} in "):
+        binding.__exit__(None, None, None)
