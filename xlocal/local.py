@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial, update_wrapper
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, Union, cast
 
 from ._core import _call_form, _label, _var, xlocal
 
@@ -409,9 +409,12 @@ class _Forward:
             return self
         try:
             obj = proxy._get_current_object()
-        except RuntimeError:
+        except RuntimeError as error:
             if self._fallback is None:
-                raise
+                # Raise when called, not here: CPython turns an error raised while it
+                # looks up __hash__, __iter__ or __eq__ into "unhashable", "not
+                # iterable" or an identity comparison, which would hide the message.
+                return partial(_raise, error)
             return partial(self._fallback, proxy)
         if self._op is None:
             return getattr(obj, self._name)
@@ -460,7 +463,10 @@ class _InPlace(_Forward):
     def __get__(self, proxy: LocalProxy[Any] | None, owner: type[Any] | None) -> Any:
         if proxy is None:
             return self
-        obj = proxy._get_current_object()
+        try:
+            obj = proxy._get_current_object()
+        except RuntimeError as error:
+            return partial(_raise, error)
         op = cast("Callable[[Any, Any], Any]", self._op)
 
         def in_place(other: Any) -> Any:
@@ -468,6 +474,10 @@ class _InPlace(_Forward):
             return proxy if result is obj else result
 
         return in_place
+
+
+def _raise(error: BaseException, *args: Any, **kwargs: Any) -> NoReturn:
+    raise error
 
 
 def _swapped(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
