@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 import uvicorn
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, TextMessage
+from wsproto.events import Request as WSRequest
 
 from xlocal import xlocal
 from xlocal.asgi import XlocalMiddleware
@@ -161,15 +165,16 @@ def test_misuse_messages(xcurrent: xlocal) -> None:
 class _Server:
     """An ASGI app that reads the request after yielding, with probes around it."""
 
-    def __init__(self, x: xlocal) -> None:
+    def __init__(self, x: xlocal, expected: int) -> None:
         self.x = x
+        self.expected = expected
         self.local = Local()
         self.request = proxy(x, "request")
         self.problems: list[str] = []
         self.done = 0
         self.all_done = asyncio.Event()
-        self.arrived = {"app": 0, "body": 0}
-        self.gates = {"app": asyncio.Event(), "body": asyncio.Event()}
+        self.arrived = {"app": 0, "body": 0, "websocket": 0}
+        self.gates = {name: asyncio.Event() for name in self.arrived}
         self.app = XlocalMiddleware(
             self.handler, x, factories={"request": _Req}, locals=[self.local]
         )
@@ -182,6 +187,9 @@ class _Server:
         await asyncio.wait_for(self.gates[name].wait(), TIMEOUT)
 
     async def handler(self, scope: Message, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await self.websocket(receive, send)
+            return
         x, local = self.x, self.local
         request_id = x.request.id
         local.request_id = request_id
@@ -204,8 +212,20 @@ class _Server:
         rest = f"|{x.request.id:06d}|{local.request_id:06d}|"
         await send({"type": "http.response.body", "body": rest.encode()})
 
+    async def websocket(self, receive: Any, send: Any) -> None:
+        """Accept, wait for all others, then answer with what the xlocal holds."""
+        x, local = self.x, self.local
+        local.request_id = x.request.id
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await self.gate("websocket")
+        message = await receive()
+        seen = f"{x.request.id:06d}|{local.request_id:06d}|{self.request.id:06d}"
+        await send({"type": "websocket.send", "text": f"{seen}|{message['text']}"})
+        assert (await receive())["type"] == "websocket.disconnect"
+
     async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return
         if scope["path"] == "/stats":
             await asyncio.wait_for(self.all_done.wait(), TIMEOUT)
@@ -225,7 +245,7 @@ class _Server:
         finally:
             self.check_clean("after the app")
             self.done += 1
-            if self.done >= 2 * CONNECTIONS:
+            if self.done >= self.expected:
                 self.all_done.set()
 
     def check_clean(self, when: str) -> None:
@@ -233,21 +253,31 @@ class _Server:
             self.problems.append(f"{when}: {self.x!r} {list(self.local)!r}")
 
 
+@contextlib.asynccontextmanager
+async def _uvicorn(app: Any) -> AsyncIterator[int]:
+    """Serve *app* with uvicorn on a free loopback port, in this event loop."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4 * CONNECTIONS)
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, ws="wsproto"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve(sockets=[listener]))
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, TIMEOUT)
+        listener.close()
+
+
 def test_uvicorn_end_to_end(xcurrent: xlocal, http: Any) -> None:
     """Under uvicorn, 400 requests on one event loop each see their own values."""
 
     async def main() -> tuple[list[list[tuple[int, bytes]]], dict[str, Any]]:
-        app = _Server(xcurrent)
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(4 * CONNECTIONS)
-        port = listener.getsockname()[1]
-        config = uvicorn.Config(
-            app, lifespan="off", log_level="warning", access_log=False
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.ensure_future(server.serve(sockets=[listener]))
-        try:
+        app = _Server(xcurrent, 2 * CONNECTIONS)
+        async with _uvicorn(app) as port:
             connections = [
                 [f"/?id={i}", f"/?id={CONNECTIONS + i}"] for i in range(CONNECTIONS)
             ]
@@ -255,10 +285,6 @@ def test_uvicorn_end_to_end(xcurrent: xlocal, http: Any) -> None:
             [[(status, body)]] = await http.get_all_async(port, [["/stats"]])
             assert status == 200
             return results, json.loads(body)
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(serving, TIMEOUT)
-            listener.close()
 
     results, stats = asyncio.run(main())
     for i, exchange in enumerate(results):
@@ -267,3 +293,47 @@ def test_uvicorn_end_to_end(xcurrent: xlocal, http: Any) -> None:
             own = f"{request_id:06d}"
             assert body.decode() == f"{own}|{own}|{own}|{own}|{own}|"
     assert stats == {"done": 2 * CONNECTIONS, "problems": []}
+
+
+async def _websocket(port: int, request_id: int) -> str | None:
+    """Connect, send our id, and return the server's one answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    connection = WSConnection(ConnectionType.CLIENT)
+    writer.write(connection.send(WSRequest(host="test", target=f"/?id={request_id}")))
+    answer: str | None = None
+    try:
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+            connection.receive_data(data or None)
+            for event in connection.events():
+                if isinstance(event, AcceptConnection):
+                    writer.write(connection.send(TextMessage(f"{request_id:06d}")))
+                elif isinstance(event, TextMessage):
+                    answer = (answer or "") + event.data
+                    if event.message_finished:
+                        writer.write(connection.send(CloseConnection(code=1000)))
+                elif isinstance(event, CloseConnection):
+                    return answer
+            if not data:
+                return answer
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def test_uvicorn_websockets_end_to_end(xcurrent: xlocal, http: Any) -> None:
+    """Under uvicorn, 200 concurrent websockets each see their own values."""
+
+    async def main() -> tuple[list[str | None], dict[str, Any]]:
+        app = _Server(xcurrent, CONNECTIONS)
+        async with _uvicorn(app) as port:
+            answers = await asyncio.gather(
+                *(_websocket(port, i) for i in range(CONNECTIONS))
+            )
+            [[(status, body)]] = await http.get_all_async(port, [["/stats"]])
+            assert status == 200
+            return list(answers), json.loads(body)
+
+    answers, stats = asyncio.run(main())
+    assert answers == [f"{i:06d}|{i:06d}|{i:06d}|{i:06d}" for i in range(CONNECTIONS)]
+    assert stats == {"done": CONNECTIONS, "problems": []}
