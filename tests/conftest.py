@@ -97,14 +97,18 @@ async def http_get_all(
     )
 
 
-@pytest.fixture
-def http() -> Any:
-    """An HTTP/1.1 client on loopback for end-to-end tests: ``http(port, conns)``."""
+class HTTP:
+    """An HTTP/1.1 client on loopback: ``http(port, connections)``, or async."""
 
-    def get_all(
-        port: int, connections: list[list[str]]
+    get_all_async = staticmethod(http_get_all)
+
+    def __call__(
+        self, port: int, connections: list[list[str]]
     ) -> list[list[tuple[int, bytes]]]:
         return asyncio.run(http_get_all(port, connections))
 
-    get_all.get_all_async = http_get_all  # type: ignore[attr-defined]
-    return get_all
+
+@pytest.fixture
+def http() -> HTTP:
+    """A client for the end-to-end tests against real servers."""
+    return HTTP()
