@@ -408,7 +408,7 @@ class _Forward:
         if proxy is None:
             return self
         try:
-            obj = proxy._get_current_object()
+            obj = _get_current(proxy)()
         except RuntimeError as error:
             if self._fallback is None:
                 # Raise when called, not here: CPython turns an error raised while it
@@ -443,7 +443,7 @@ class _Attribute(_Forward):
         if proxy is None:
             return self if self._class_value is None else self._class_value
         try:
-            obj = proxy._get_current_object()
+            obj = _get_current(proxy)()
         except RuntimeError:
             return self._fallback(proxy)  # type: ignore[misc]
         return getattr(obj, self._name)
@@ -464,7 +464,7 @@ class _InPlace(_Forward):
         if proxy is None:
             return self
         try:
-            obj = proxy._get_current_object()
+            obj = _get_current(proxy)()
         except RuntimeError as error:
             return partial(_raise, error)
         op = cast("Callable[[Any, Any], Any]", self._op)
@@ -555,6 +555,12 @@ class LocalProxy(Generic[T]):
         object.__setattr__(self, "_LocalProxy__source", local)
         object.__setattr__(self, "_get_current_object", get_current)
 
+    def __getattribute__(self, name: str) -> Any:
+        # Faster than __getattr__, which Python reaches only after a failed lookup.
+        if name in _OWN:
+            return object.__getattribute__(self, name)
+        return getattr(_get_current(self)(), name)
+
     # The table of forwarded special methods.  Python looks them up on the type, so
     # each is a descriptor that resolves the proxy first; a fallback says what an
     # unbound proxy does instead of raising.
@@ -570,16 +576,15 @@ class LocalProxy(Generic[T]):
     __hash__ = _Forward(hash)
     __bool__ = _Forward(bool, lambda p: False)
     __dir__ = _Forward(dir, lambda p: [])
-    __getattr__ = _Forward(getattr)
     __setattr__ = _Forward(setattr)
     __delattr__ = _Forward(delattr)
-    # Not forwarded: __getattribute__ (normal lookup finds the proxy's own slots, the
-    # rest reaches __getattr__), __slots__ and __dict__ of the proxy itself, the
-    # descriptor protocol (__get__, __set__, __delete__, __set_name__: a proxy stored
-    # on a class stays a proxy), metaclass hooks (__init_subclass__, __prepare__,
-    # __class_getitem__ goes through __getitem__ of the object), __del__ (deleting the
-    # proxy must not touch the object), and pickling (__reduce__, __reduce_ex__,
-    # __getstate__, __getnewargs__: pickle the object, not the proxy).
+    # Attribute reads go through __getattribute__ below, not __getattr__.  Not
+    # forwarded: __slots__ and __dict__ of the proxy itself, the descriptor protocol
+    # (__get__, __set__, __delete__, __set_name__: a proxy stored on a class stays a
+    # proxy), metaclass hooks (__init_subclass__, __prepare__; __class_getitem__ goes
+    # through __getitem__ of the object), __del__ (deleting the proxy must not touch the
+    # object).  Pickling needs no entry: pickle reads __reduce_ex__ as an attribute, so
+    # it pickles the object, not the proxy.
     __lt__ = _Forward(operator.lt)
     __le__ = _Forward(operator.le)
     __eq__ = _Forward(operator.eq)
@@ -660,6 +665,20 @@ class LocalProxy(Generic[T]):
     __aexit__ = _Forward()
     __copy__ = _Forward(copy.copy)
     __deepcopy__ = _Forward(copy.deepcopy)
+
+
+#: The proxy's own attributes; all others are read from the current object.
+_OWN = frozenset(
+    {
+        "_get_current_object",
+        "_LocalProxy__source",
+        "__class__",
+        "__doc__",
+        "__wrapped__",
+    }
+)
+_get_current: Callable[[LocalProxy[Any]], Callable[[], Any]]
+_get_current = LocalProxy.__dict__["_get_current_object"].__get__
 
 
 def proxy(source: xlocal, name: str, *, unbound_message: str | None = None) -> Any:
