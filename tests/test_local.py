@@ -670,6 +670,13 @@ def test_format_bytes_copy(bound: Any) -> None:
     assert deep[0] is not data[0]
 
 
+def test_pickling_gives_the_object(bound: Any) -> None:
+    """Pickling a proxy pickles the object it resolves to."""
+    restored = pickle.loads(pickle.dumps(bound([1, 2])))
+    assert type(restored) is list
+    assert restored == [1, 2]
+
+
 def test_with_is_forwarded(bound: Any) -> None:
     """A proxy to a context manager can be used in a with-statement."""
     seen: list[str] = []
