@@ -9,13 +9,10 @@ it; tasks the app spawns get a snapshot that includes it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._core import xlocal
-from .wsgi import _releaser
-
-if TYPE_CHECKING:
-    from .local import Local, LocalManager, LocalStack
+from .local import Local, LocalManager, LocalStack, _releaser
 
 __all__ = ["ASGIApplication", "Receive", "Scope", "Send", "XlocalMiddleware"]
 

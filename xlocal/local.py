@@ -379,6 +379,36 @@ class LocalManager:
         return f"<{type(self).__name__} storages: {len(self.locals)}>"
 
 
+def _run_all(callbacks: list[Callable[[], Any]]) -> None:
+    """Call each of *callbacks*; re-raise the first error once all have run."""
+    error: BaseException | None = None
+    for callback in callbacks:
+        try:
+            callback()
+        except BaseException as exc:  # re-raised below
+            if error is None:
+                error = exc
+    if error is not None:
+        raise error
+
+
+def _releaser(
+    locals: Iterable[Local | LocalStack[Any] | LocalManager],
+) -> Callable[[], None]:
+    """Return a function that releases *locals*; a manager, all it holds by then."""
+    calls: list[Callable[[], Any]] = [
+        local.cleanup
+        if isinstance(local, LocalManager)
+        else partial(release_local, local)
+        for local in locals
+    ]
+
+    def release() -> None:
+        _run_all(calls)
+
+    return release
+
+
 # -- LocalProxy ----------------------------------------------------------------------
 
 

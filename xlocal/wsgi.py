@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import partial
 from typing import Any
 
 from ._core import xlocal
-from .local import Local, LocalManager, LocalStack, release_local
+from .local import Local, LocalManager, LocalStack, _releaser, _run_all
 
 __all__ = [
     "ClosingIterable",
@@ -61,19 +60,6 @@ class ClosingIterable:
         self._closed = True
         close: Callable[[], Any] | None = getattr(self._response, "close", None)
         _run_all([close, *self._callbacks] if close else list(self._callbacks))
-
-
-def _run_all(callbacks: list[Callable[[], Any]]) -> None:
-    """Call each of *callbacks*; re-raise the first error once all have run."""
-    error: BaseException | None = None
-    for callback in callbacks:
-        try:
-            callback()
-        except BaseException as exc:  # re-raised below
-            if error is None:
-                error = exc
-    if error is not None:
-        raise error
 
 
 class XlocalMiddleware:
@@ -157,23 +143,6 @@ class XlocalMiddleware:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"
-
-
-def _releaser(
-    locals: Iterable[Local | LocalStack[Any] | LocalManager],
-) -> Callable[[], None]:
-    """Return a function that releases *locals* (managers: their locals at the time)."""
-    calls: list[Callable[[], Any]] = [
-        local.cleanup
-        if isinstance(local, LocalManager)
-        else partial(release_local, local)
-        for local in locals
-    ]
-
-    def release() -> None:
-        _run_all(calls)
-
-    return release
 
 
 class _BoundResponse:
