@@ -189,10 +189,9 @@ class Local:
         )
 
 
-def _storage(local: Local) -> contextvars.ContextVar[dict[str, Any]]:
-    var: contextvars.ContextVar[dict[str, Any]]
-    var = object.__getattribute__(local, "_Local__storage")
-    return var
+#: ``_storage(local)`` is the Local's ContextVar, read straight from its slot.
+_storage: Callable[[Local], contextvars.ContextVar[dict[str, Any]]]
+_storage = Local.__dict__["_Local__storage"].__get__
 
 
 class LocalStack(Generic[T]):
