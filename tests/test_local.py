@@ -876,7 +876,7 @@ def test_manager_ident_func_is_deprecated() -> None:
 
 
 def test_manager_get_ident() -> None:
-    """get_ident() is stable in one execution and differs between threads and tasks."""
+    """get_ident() is stable in one execution and differs between executions."""
     manager = LocalManager()
     here = manager.get_ident()
     assert manager.get_ident() == here
@@ -896,6 +896,9 @@ def test_manager_get_ident() -> None:
     first, second = asyncio.run(main())
     assert first != second
     assert first[0] == here[0]
+    glets = [greenlet.greenlet(manager.get_ident) for _ in range(2)]
+    idents = [glet.switch() for glet in glets]
+    assert len({here, *idents}) == 3
 
 
 def test_release_local_rejects_proxy() -> None:
