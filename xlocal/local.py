@@ -26,7 +26,16 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial, update_wrapper
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    NoReturn,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 
 from ._core import _call_form, _label, _var, xlocal
 
@@ -553,6 +562,39 @@ class LocalProxy(Generic[T]):
     __slots__ = ("_LocalProxy__source", "_get_current_object")
 
     _get_current_object: Callable[[], T]
+
+    # For type checkers: a proxy to the source's own value has the value's type; a
+    # proxy to a name (an attribute, a Local's or an xlocal's) is LocalProxy[Any].
+    @overload
+    def __init__(
+        self,
+        local: LocalStack[T],
+        name: None = None,
+        *,
+        unbound_message: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        local: contextvars.ContextVar[T] | Callable[[], T],
+        name: None = None,
+        *,
+        unbound_message: str | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: LocalProxy[Any],
+        local: contextvars.ContextVar[Any]
+        | Local
+        | LocalStack[Any]
+        | xlocal
+        | Callable[[], Any],
+        name: str,
+        *,
+        unbound_message: str | None = None,
+    ) -> None: ...
 
     def __init__(
         self,
