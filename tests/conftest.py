@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
@@ -49,3 +50,64 @@ def collected(ref: weakref.ref[Any]) -> bool:
     """Whether the object behind *ref* is gone once garbage is collected."""
     gc.collect()
     return ref() is None
+
+
+async def _exchange(
+    port: int, paths: list[str], timeout: float
+) -> list[tuple[int, bytes]]:
+    """GET each of *paths* in turn, on one connection while the server keeps it."""
+    results: list[tuple[int, bytes]] = []
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    try:
+        for path in paths:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert reader is not None
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, _, value in (line.partition(":") for line in lines if line)
+            }
+            body = await asyncio.wait_for(
+                reader.readexactly(int(headers["content-length"])), timeout
+            )
+            results.append((int(status_line.split()[1]), body))
+            if headers.get("connection", "").lower() == "close" or "1.0" in status_line:
+                writer.close()
+                writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+    return results
+
+
+async def http_get_all(
+    port: int, connections: list[list[str]], timeout: float = 30.0
+) -> list[list[tuple[int, bytes]]]:
+    """Open all *connections* at once to 127.0.0.1:*port*; each GETs its paths."""
+    return list(
+        await asyncio.gather(
+            *(_exchange(port, paths, timeout) for paths in connections)
+        )
+    )
+
+
+class HTTP:
+    """An HTTP/1.1 client on loopback: ``http(port, connections)``, or async."""
+
+    get_all_async = staticmethod(http_get_all)
+
+    def __call__(
+        self, port: int, connections: list[list[str]]
+    ) -> list[list[tuple[int, bytes]]]:
+        return asyncio.run(http_get_all(port, connections))
+
+
+@pytest.fixture
+def http() -> HTTP:
+    """A client for the end-to-end tests against real servers."""
+    return HTTP()

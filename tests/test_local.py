@@ -1,0 +1,1123 @@
+"""The werkzeug-compatible layer: Local, LocalStack, LocalProxy, LocalManager."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import importlib
+import math
+import operator
+import pickle
+import threading
+import warnings
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
+
+import gevent
+import gevent.event
+import greenlet
+import pytest
+
+from xlocal import xlocal
+from xlocal.local import (
+    Local,
+    LocalManager,
+    LocalProxy,
+    LocalStack,
+    proxy,
+    release_local,
+)
+
+TIMEOUT = 10.0
+
+
+def _stored(var: contextvars.ContextVar[Any]) -> bool:
+    """Whether *var* holds anything in the current context."""
+    return var in contextvars.copy_context()
+
+
+def _local_var(local: Local) -> contextvars.ContextVar[Any]:
+    var: contextvars.ContextVar[Any] = object.__getattribute__(local, "_Local__storage")
+    return var
+
+
+# -- Local --------------------------------------------------------------------------
+
+
+def test_local_set_get_delete() -> None:
+    """A Local keeps attributes set on it until they are deleted."""
+    local = Local()
+    local.foo = 42
+    assert local.foo == 42
+    local.foo = 23
+    assert local.foo == 23
+    del local.foo
+    assert not hasattr(local, "foo")
+    assert getattr(local, "foo", None) is None
+
+
+def test_local_missing_attribute_message() -> None:
+    """Reading a missing attribute raises AttributeError saying what to do."""
+    local = Local()
+    with pytest.raises(
+        AttributeError,
+        match=r"^'foo' is not set on <Local at 0x[0-9a-f]+> in this execution: set "
+        r"it first, or read it with getattr\(local, 'foo', default\)$",
+    ) as info:
+        local.foo  # noqa: B018
+    assert info.value.name == "foo"
+    assert info.value.obj is local
+
+
+def test_local_delete_missing_message() -> None:
+    """Deleting a missing attribute raises AttributeError naming it."""
+    with pytest.raises(
+        AttributeError,
+        match=r"^cannot delete 'foo' on <Local at 0x[0-9a-f]+>: it is not set in "
+        r"this execution$",
+    ):
+        del Local().foo
+
+
+def test_local_dunder_names_are_storable() -> None:
+    """Names of any shape can be stored, and the Local's own dunders still work."""
+    local = Local()
+    local._private = 1
+    local.__custom__ = 2
+    assert local._private == 1
+    assert local.__custom__ == 2
+    assert isinstance(local.__class__, type)
+    assert sorted(local) == [("__custom__", 2), ("_private", 1)]
+    release_local(local)
+
+
+def test_local_iterates_over_current_items() -> None:
+    """Iterating over a Local gives the (name, value) pairs of this execution."""
+    local = Local()
+    local.a = 1
+    local.b = 2
+    assert sorted(local) == [("a", 1), ("b", 2)]
+    assert list(contextvars.Context().run(lambda: list(local))) == []
+    release_local(local)
+    assert list(local) == []
+
+
+def test_local_call_gives_proxy() -> None:
+    """Calling a Local with a name gives a proxy to that attribute."""
+    local = Local()
+    value = local("value")
+    assert type(value) is LocalProxy
+    local.value = [1, 2]
+    assert value == [1, 2]
+    local.value = "other"
+    assert value.upper() == "OTHER"
+    release_local(local)
+    with pytest.raises(RuntimeError, match=r"^'value' is not set on <Local"):
+        value.upper()
+
+
+def test_local_write_copies_before_setting() -> None:
+    """A context copied before a write keeps the values it had."""
+    local = Local()
+    local.value = "before"
+    snapshot = contextvars.copy_context()
+    local.value = "after"
+    local.other = 1
+    assert snapshot.run(lambda: dict(local)) == {"value": "before"}
+    snapshot.run(setattr, local, "value", "in copy")
+    assert local.value == "after"
+    assert snapshot.run(getattr, local, "value") == "in copy"
+    release_local(local)
+
+
+def test_local_with_own_context_var() -> None:
+    """A Local keeps its data in the ContextVar it is given and never mutates it."""
+    var: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("data")
+    first = {"a": 1}
+    token = var.set(first)
+    local = Local(var)
+    assert local.a == 1
+    local.b = 2
+    assert first == {"a": 1}
+    assert var.get() == {"a": 1, "b": 2}
+    release_local(local)
+    assert var.get() == {}
+    assert first == {"a": 1}
+    var.reset(token)
+
+
+def test_local_rejects_non_context_var() -> None:
+    """Local(context_var=...) refuses what is not a ContextVar."""
+    with pytest.raises(
+        TypeError,
+        match=r"^Local\(context_var=\.\.\.\) takes a contextvars\.ContextVar "
+        r"holding a dict, not dict$",
+    ):
+        Local({})  # type: ignore[arg-type]
+
+
+def test_empty_local_stores_nothing() -> None:
+    """Deleting the last attribute or releasing leaves the variable unset."""
+    local = Local()
+    var = _local_var(local)
+    assert not _stored(var)
+    local.a = 1
+    local.b = 2
+    assert _stored(var)
+    del local.a
+    del local.b
+    assert not _stored(var)
+    local.c = 3
+    release_local(local)
+    assert not _stored(var)
+    release_local(local)
+    assert not _stored(var)
+
+
+def test_release_in_copied_context_leaves_origin() -> None:
+    """Releasing in a copy of the context empties the copy only."""
+    local = Local()
+    local.a = 1
+    copied = contextvars.copy_context()
+    copied.run(release_local, local)
+    assert copied.run(list, local) == []
+    assert local.a == 1
+    release_local(local)
+    assert not _stored(_local_var(local))
+
+
+def test_local_refuses_pickling() -> None:
+    """A Local cannot be pickled or copied: its data belongs to its executions."""
+    with pytest.raises(TypeError, match=r"^cannot copy or pickle <Local at 0x"):
+        pickle.dumps(Local())
+    with pytest.raises(TypeError, match=r"^cannot copy or pickle"):
+        copy.copy(Local())
+
+
+# -- LocalStack ---------------------------------------------------------------------
+
+
+def test_stack_push_pop_top() -> None:
+    """A LocalStack pushes, pops and shows its top as werkzeug documents."""
+    stack: LocalStack[int] = LocalStack()
+    assert stack.top is None
+    assert stack.pop() is None
+    assert stack.push(42) == [42]
+    assert stack.top == 42
+    stack.push(23)
+    assert stack.top == 23
+    assert stack.pop() == 23
+    assert stack.top == 42
+    assert stack.pop() == 42
+    assert stack.top is None
+
+
+def test_empty_stack_stores_nothing() -> None:
+    """Popping the last item or releasing leaves the variable unset."""
+    stack: LocalStack[int] = LocalStack()
+    assert not _stored(stack._storage)
+    stack.push(1)
+    stack.push(2)
+    stack.pop()
+    stack.pop()
+    assert not _stored(stack._storage)
+    stack.push(3)
+    release_local(stack)
+    assert not _stored(stack._storage)
+
+
+def test_stack_push_copies_before_setting() -> None:
+    """A context copied before a push keeps the stack it had."""
+    stack: LocalStack[str] = LocalStack()
+    stack.push("outer")
+    snapshot = contextvars.copy_context()
+    stack.push("inner")
+    assert snapshot.run(lambda: stack.top) == "outer"
+    assert snapshot.run(stack.pop) == "outer"
+    assert snapshot.run(lambda: stack.top) is None
+    assert stack.pop() == "inner"
+    assert stack.pop() == "outer"
+    assert not _stored(stack._storage)
+
+
+def test_stack_with_own_context_var() -> None:
+    """A LocalStack keeps its items in the given ContextVar, never mutating a list."""
+    var: contextvars.ContextVar[list[int]] = contextvars.ContextVar("stack")
+    first = [1]
+    token = var.set(first)
+    stack = LocalStack(var)
+    stack.push(2)
+    assert first == [1]
+    assert var.get() == [1, 2]
+    assert stack.pop() == 2
+    assert stack.pop() == 1
+    assert first == [1]
+    assert var.get() == []
+    var.reset(token)
+
+
+def test_stack_rejects_non_context_var() -> None:
+    """LocalStack(context_var=...) refuses what is not a ContextVar."""
+    with pytest.raises(TypeError, match=r"holding a list, not list$"):
+        LocalStack([])  # type: ignore[arg-type]
+
+
+def test_stack_call_gives_proxy_to_top() -> None:
+    """Calling a LocalStack gives a proxy to its top, or to an attribute of it."""
+    stack: LocalStack[Any] = LocalStack()
+    top = stack()
+    real = stack("real")
+    with pytest.raises(
+        RuntimeError,
+        match=r"^<LocalStack at 0x[0-9a-f]+> is empty in this execution: push an "
+        r"object before using the proxy$",
+    ):
+        top._get_current_object()
+    stack.push(3 + 4j)
+    assert top == 3 + 4j
+    assert real == 3.0
+    stack.push(1j)
+    assert real == 0.0
+    stack.pop()
+    stack.pop()
+    assert not top
+    assert repr(real) == "<LocalProxy unbound>"
+
+
+# -- LocalProxy: sources -------------------------------------------------------------
+
+
+def test_proxy_to_context_var() -> None:
+    """A proxy to a ContextVar resolves to its value, or an attribute of it."""
+    var: contextvars.ContextVar[complex] = contextvars.ContextVar("number")
+    number = LocalProxy(var)
+    imag = LocalProxy(var, "imag")
+    with pytest.raises(
+        RuntimeError,
+        match=r"^ContextVar 'number' has no value in this execution: set it before "
+        r"using the proxy$",
+    ):
+        number + 1
+    token = var.set(2 + 5j)
+    assert number == 2 + 5j
+    assert imag == 5.0
+    var.reset(token)
+
+
+def test_proxy_to_callable() -> None:
+    """A proxy to a callable resolves to what it returns, at each use."""
+    values = ["first"]
+    last = LocalProxy(lambda: values[-1])
+    length = LocalProxy(lambda: values[-1], "__len__")
+    assert last == "first"
+    values.append("second!")
+    assert last == "second!"
+    assert length() == 7
+
+
+def test_proxy_to_local_needs_name() -> None:
+    """A proxy to a Local must name the attribute it proxies."""
+    with pytest.raises(
+        TypeError, match=r"needs the attribute name to proxy, as in `local\('user'\)`$"
+    ):
+        LocalProxy(Local())
+
+
+def test_proxy_to_local_with_dotted_name() -> None:
+    """A dotted name proxies an attribute of the Local's attribute."""
+    local = Local()
+    imag = LocalProxy(local, "number.imag")
+    local.number = 1 + 2j
+    assert imag == 2.0
+    release_local(local)
+
+
+def test_proxy_rejects_unknown_source() -> None:
+    """LocalProxy refuses sources it does not know how to resolve."""
+    with pytest.raises(
+        TypeError,
+        match=r"^cannot proxy a int object: LocalProxy takes a Local, LocalStack, "
+        r"ContextVar, xlocal or a callable$",
+    ):
+        LocalProxy(42)  # type: ignore[arg-type]
+
+
+def test_custom_unbound_message() -> None:
+    """The unbound_message is the RuntimeError's message, for every source."""
+    local = Local()
+    stack: LocalStack[Any] = LocalStack()
+    var: contextvars.ContextVar[Any] = contextvars.ContextVar("v")
+    x = xlocal("x")
+    for unbound in (
+        local("user", unbound_message="no user here"),
+        stack(unbound_message="no user here"),
+        LocalProxy(var, unbound_message="no user here"),
+        LocalProxy(x, "user", unbound_message="no user here"),
+    ):
+        with pytest.raises(RuntimeError, match=r"^no user here$"):
+            unbound.name  # noqa: B018
+
+
+# -- LocalProxy: proxies to xlocal names --------------------------------------------
+
+
+def test_proxy_to_xlocal_name_resolves_at_each_use(xcurrent: xlocal) -> None:
+    """A proxy to an xlocal name follows the innermost binding of that name."""
+    request = LocalProxy(xcurrent, "request")
+    assert not request
+    with xcurrent(request="outer"):
+        assert request == "outer"
+        with xcurrent(request="inner"):
+            assert request.upper() == "INNER"
+        assert request == "outer"
+    assert repr(request) == "<LocalProxy unbound>"
+
+
+def test_proxy_helper_keeps_names_bindable(xcurrent: xlocal) -> None:
+    """After proxy(), the proxied name and any other name can still be bound."""
+    request = proxy(xcurrent, "request")
+    with xcurrent(request=1, proxy=2, local=3, name="n") as x:
+        assert request == 1
+        assert x.proxy == 2
+        assert x.local == 3
+    assert dir(xcurrent) == []
+
+
+def test_proxy_to_xlocal_unbound_message(xcurrent: xlocal) -> None:
+    """An unbound proxy to an xlocal name says how to bind it."""
+    request = proxy(xcurrent, "request")
+    with pytest.raises(
+        RuntimeError,
+        match=r"^'request' is not bound on <xlocal 'xcurrent'> in this execution: use "
+        r"the proxy inside `with xcurrent\(request=\.\.\.\)`$",
+    ):
+        request.method  # noqa: B018
+
+
+def test_proxy_to_xlocal_needs_bindable_name(xcurrent: xlocal) -> None:
+    """A proxy to an xlocal needs a name that can be bound."""
+    with pytest.raises(
+        TypeError,
+        match=r"^a proxy to <xlocal 'xcurrent'> needs the name to proxy, as in "
+        r"`LocalProxy\(xcurrent, 'request'\)`$",
+    ):
+        LocalProxy(xcurrent)
+    with pytest.raises(
+        ValueError,
+        match=r"^cannot proxy '_var' on <xlocal 'xcurrent'>: only names that can be "
+        r"bound \(identifiers not starting with '_'\) can be proxied$",
+    ):
+        proxy(xcurrent, "_var")
+
+
+def test_proxy_to_xlocal_dotted_name(xcurrent: xlocal) -> None:
+    """A dotted name proxies an attribute of the bound value."""
+    real = proxy(xcurrent, "number.real")
+    with xcurrent(number=4 + 1j):
+        assert real == 4.0
+
+
+def test_proxy_helper_rejects_other_sources() -> None:
+    """proxy() takes an xlocal; other sources go to LocalProxy."""
+    with pytest.raises(
+        TypeError, match=r"^proxy\(\) takes an xlocal and a name, not Local; for other"
+    ):
+        proxy(Local(), "x")  # type: ignore[arg-type]
+
+
+# -- LocalProxy: the operator surface ------------------------------------------------
+
+
+class _Box:
+    """A plain object to proxy."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+@pytest.fixture
+def bound(xcurrent: xlocal) -> Callable[[Any], Any]:
+    """Bind a value on xcurrent for the test and return a proxy to it."""
+    stack: list[Any] = []
+
+    def bind(value: Any) -> Any:
+        name = f"value{len(stack)}"
+        binding = xcurrent(**{name: value})
+        binding.__enter__()
+        stack.append(binding)
+        return proxy(xcurrent, name)
+
+    yield bind
+    while stack:
+        stack.pop().__exit__(None, None, None)
+
+
+_BINARY = [
+    operator.lt,
+    operator.le,
+    operator.eq,
+    operator.ne,
+    operator.gt,
+    operator.ge,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.floordiv,
+    operator.mod,
+    divmod,
+    pow,
+    operator.lshift,
+    operator.rshift,
+    operator.and_,
+    operator.xor,
+    operator.or_,
+]
+
+
+@pytest.mark.parametrize("op", _BINARY, ids=lambda op: op.__name__)
+def test_binary_operators(op: Callable[[Any, Any], Any], bound: Any) -> None:
+    """Binary operators and comparisons are forwarded, proxy on the left or right."""
+    p = bound(12)
+    assert op(p, 5) == op(12, 5)
+    assert op(29, p) == op(29, 12)
+
+
+def test_matmul_operators(bound: Any) -> None:
+    """Matrix multiplication is forwarded both ways."""
+
+    class Matrix:
+        def __matmul__(self, other: Any) -> str:
+            return "left"
+
+        def __rmatmul__(self, other: Any) -> str:
+            return "right"
+
+    p = bound(Matrix())
+    assert p @ 1 == "left"
+    assert 1 @ p == "right"
+
+
+_UNARY = [
+    operator.neg,
+    operator.pos,
+    abs,
+    operator.invert,
+    round,
+    math.trunc,
+    math.floor,
+    math.ceil,
+    int,
+    float,
+    complex,
+    operator.index,
+    hash,
+    bool,
+    str,
+    repr,
+]
+
+
+@pytest.mark.parametrize("op", _UNARY, ids=lambda op: op.__name__)
+def test_unary_operations(op: Callable[[Any], Any], bound: Any) -> None:
+    """Unary operators and conversions are forwarded."""
+    assert op(bound(-7)) == op(-7)
+
+
+_IN_PLACE = [
+    (operator.iadd, [1], [2]),
+    (operator.imul, [1], 2),
+    (operator.ior, {1}, {2}),
+    (operator.iand, {1, 2}, {2}),
+    (operator.isub, {1, 2}, {2}),
+    (operator.ixor, {1, 2}, {2, 3}),
+]
+
+
+@pytest.mark.parametrize(("op", "value", "other"), _IN_PLACE)
+def test_in_place_on_mutable_keeps_proxy(
+    op: Callable[[Any, Any], Any], value: Any, other: Any, bound: Any
+) -> None:
+    """An in-place operator on a mutable object changes it and keeps the proxy."""
+    expected = op(copy.copy(value), other)
+    p = bound(value)
+    result = op(p, other)
+    assert result is p
+    assert value == expected
+
+
+_IN_PLACE_IMMUTABLE = [
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.ilshift,
+    operator.irshift,
+    operator.iand,
+    operator.ixor,
+    operator.ior,
+]
+
+
+@pytest.mark.parametrize("op", _IN_PLACE_IMMUTABLE, ids=lambda op: op.__name__)
+def test_in_place_on_immutable_rebinds(
+    op: Callable[[Any, Any], Any], bound: Any
+) -> None:
+    """An in-place operator on an immutable object rebinds the name to the result."""
+    p = bound(12)
+    result = op(p, 3)
+    assert type(result) is not LocalProxy
+    assert result == op(12, 3)
+    assert p == 12
+
+
+def test_in_place_matmul(bound: Any) -> None:
+    """In-place matrix multiplication is forwarded too."""
+
+    class Matrix:
+        def __imatmul__(self, other: Any) -> Matrix:
+            return self
+
+    p = bound(Matrix())
+    p @= 1
+    assert type(p) is LocalProxy
+
+
+def test_in_place_rebinds_name(bound: Any) -> None:
+    """``p += 1`` rebinds p like ``p = p + 1``; ``p += [x]`` keeps the proxy."""
+    number = bound(1)
+    number += 1
+    assert number == 2
+    assert type(number) is int
+    items = bound([])
+    items += [1]
+    assert type(items) is LocalProxy
+    assert items == [1]
+
+
+def test_attributes_are_forwarded(bound: Any) -> None:
+    """Getting, setting and deleting attributes reach the object."""
+    box = _Box(1)
+    p = bound(box)
+    assert p.value == 1
+    p.value = 2
+    assert box.value == 2
+    p.other = 3
+    del p.value
+    assert vars(box) == {"other": 3}
+    with pytest.raises(AttributeError):
+        p.value  # noqa: B018
+    assert "other" in dir(p)
+
+
+def test_items_and_containers(bound: Any) -> None:
+    """Item access, len, iteration, reversed, membership and hints are forwarded."""
+    data = {"a": 1}
+    p = bound(data)
+    assert p["a"] == 1
+    p["b"] = 2
+    del p["a"]
+    assert data == {"b": 2}
+    assert len(p) == 1
+    assert list(p) == ["b"]
+    assert "b" in p
+    assert list(reversed(p)) == ["b"]
+    assert operator.length_hint(p) == 1
+
+
+def test_next_is_forwarded(bound: Any) -> None:
+    """next() on a proxy to an iterator advances the iterator."""
+    p = bound(iter([1, 2]))
+    assert next(p) == 1
+    assert list(p) == [2]
+
+
+def test_call_is_forwarded(bound: Any) -> None:
+    """Calling a proxy calls the object, also when the object is a class."""
+    assert bound(lambda *a, **k: (a, k))(1, b=2) == ((1,), {"b": 2})
+    made = bound(_Box)(5)
+    assert isinstance(made, _Box)
+    assert made.value == 5
+
+
+def test_class_and_isinstance(bound: Any) -> None:
+    """``__class__`` is forwarded, so isinstance sees the object's class."""
+    p = bound(_Box(1))
+    assert isinstance(p, _Box)
+    assert isinstance(p, LocalProxy)
+    assert p.__class__ is _Box
+    assert type(p) is LocalProxy
+    cls = bound(_Box)
+    assert isinstance(_Box(2), cls)
+    assert issubclass(_Box, cls)
+
+
+def test_format_bytes_copy(bound: Any) -> None:
+    """format, bytes, copy and deepcopy are forwarded."""
+    assert f"{bound(3.14159):.2f}" == "3.14"
+    assert bytes(bound(b"ab")) == b"ab"
+    data = [[1]]
+    p = bound(data)
+    shallow = copy.copy(p)
+    deep = copy.deepcopy(p)
+    assert type(shallow) is list
+    assert shallow[0] is data[0]
+    assert deep == data
+    assert deep[0] is not data[0]
+
+
+def test_pickling_gives_the_object(bound: Any) -> None:
+    """Pickling a proxy pickles the object it resolves to."""
+    restored = pickle.loads(pickle.dumps(bound([1, 2])))
+    assert type(restored) is list
+    assert restored == [1, 2]
+
+
+def test_with_is_forwarded(bound: Any) -> None:
+    """A proxy to a context manager can be used in a with-statement."""
+    seen: list[str] = []
+
+    class Manager:
+        def __enter__(self) -> str:
+            seen.append("enter")
+            return "entered"
+
+        def __exit__(self, *exc: object) -> None:
+            seen.append("exit")
+
+    with bound(Manager()) as value:
+        assert value == "entered"
+    assert seen == ["enter", "exit"]
+
+
+def test_await_and_async_protocols(bound: Any) -> None:
+    """await, async with and async for work through a proxy."""
+
+    class Resource:
+        async def __aenter__(self) -> str:
+            return "entered"
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        def __aiter__(self) -> Resource:
+            self.left = 2
+            return self
+
+        async def __anext__(self) -> int:
+            if not self.left:
+                raise StopAsyncIteration
+            self.left -= 1
+            return self.left
+
+    async def answer() -> int:
+        return 42
+
+    coroutine = bound(answer())
+    resource = bound(Resource())
+
+    async def main() -> list[Any]:
+        results: list[Any] = [await coroutine]
+        async with resource as entered:
+            results.append(entered)
+        results.extend([item async for item in resource])
+        return results
+
+    assert asyncio.run(main()) == [42, "entered", 1, 0]
+
+
+def test_get_current_object(bound: Any) -> None:
+    """_get_current_object() returns the object itself."""
+    box = _Box(1)
+    assert bound(box)._get_current_object() is box
+
+
+def test_wrapped_and_doc(bound: Any) -> None:
+    """__doc__ and __wrapped__ give the object's, or the proxy's when unbound."""
+    x = xlocal("x")
+    unbound = proxy(x, "value")
+    assert unbound.__wrapped__ is x
+    assert unbound.__doc__ == LocalProxy.__doc__
+    assert LocalProxy.__doc__.startswith("A stand-in that forwards")
+    assert bound(_Box(1)).__doc__ == "A plain object to proxy."
+
+
+_UNBOUND_OPERATIONS: list[Callable[[Any], Any]] = [
+    str,
+    len,
+    hash,
+    iter,
+    next,
+    int,
+    copy.copy,
+    lambda p: p == 1,
+    lambda p: p != 1,
+    lambda p: p < 1,
+    lambda p: p + 1,
+    lambda p: 1 + p,
+    lambda p: -p,
+    lambda p: p(),
+    lambda p: p[0],
+    lambda p: 0 in p,
+    lambda p: p.attr,
+    lambda p: hasattr(p, "attr"),
+    lambda p: setattr(p, "attr", 1),
+    lambda p: p.__enter__(),
+]
+
+
+def test_unbound_proxy_fallbacks(xcurrent: xlocal) -> None:
+    """An unbound proxy has a repr saying so, is false, has no dir and its own class."""
+    p = proxy(xcurrent, "value")
+    assert repr(p) == "<LocalProxy unbound>"
+    assert bool(p) is False
+    assert dir(p) == []
+    assert p.__class__ is LocalProxy
+    for operation in _UNBOUND_OPERATIONS:
+        with pytest.raises(RuntimeError, match=r"^'value' is not bound"):
+            operation(p)
+    with pytest.raises(RuntimeError, match=r"^'value' is not bound"):
+        p += 1
+
+
+# -- LocalManager and release_local ---------------------------------------------------
+
+
+def test_manager_cleanup_releases_all() -> None:
+    """cleanup() releases every managed Local and LocalStack, also ones added later."""
+    local = Local()
+    stack: LocalStack[int] = LocalStack()
+    later = Local()
+    manager = LocalManager([local, stack])
+    manager.locals.append(later)
+    local.a = stack.push(1)
+    later.b = 2
+    manager.cleanup()
+    assert list(local) == []
+    assert stack.top is None
+    assert list(later) == []
+    assert repr(manager) == "<LocalManager storages: 3>"
+
+
+def test_manager_takes_single_local_or_none() -> None:
+    """LocalManager accepts one Local, one LocalStack, or nothing."""
+    local = Local()
+    stack: LocalStack[int] = LocalStack()
+    assert LocalManager(local).locals == [local]
+    assert LocalManager(stack).locals == [stack]
+    assert LocalManager().locals == []
+
+
+def _wsgi_app(local: Local) -> Callable[..., Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """The app's docstring."""
+        local.request = environ["id"]
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    return app
+
+
+def test_manager_middleware_releases_after_close() -> None:
+    """make_middleware releases the locals once the response is closed."""
+    local = Local()
+    app = LocalManager([local]).make_middleware(_wsgi_app(local))
+    response = app({"id": 1}, lambda *a: None)
+    assert local.request == 1
+    assert list(response) == [b"ok"]
+    assert local.request == 1
+    response.close()  # type: ignore[attr-defined]
+    assert list(local) == []
+
+
+def test_manager_middleware_releases_when_app_raises() -> None:
+    """make_middleware releases the locals if the app raises."""
+    local = Local()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        local.request = 1
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        LocalManager(local).make_middleware(app)({}, lambda *a: None)
+    assert list(local) == []
+
+
+def test_manager_middleware_decorator_keeps_metadata() -> None:
+    """middleware() works as a decorator and keeps the function's metadata."""
+    local = Local()
+    inner = _wsgi_app(local)
+    app = LocalManager([local]).middleware(inner)
+    assert app.__name__ == "app"
+    assert app.__doc__ == "The app's docstring."
+    assert app.__wrapped__ is inner  # type: ignore[attr-defined]
+    response = app({"id": 2}, lambda *a: None)
+    response.close()  # type: ignore[attr-defined]
+    assert list(local) == []
+
+
+def test_manager_ident_func_is_deprecated() -> None:
+    """werkzeug 0.x's ident_func is accepted, ignored and warned about once."""
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"^LocalManager\(ident_func=\.\.\.\) is deprecated and ignored: "
+        r"xlocal\.local keeps its data in contextvars, which isolate threads, "
+        r"greenlets and asyncio tasks by themselves; remove the argument$",
+    ) as record:
+        LocalManager([], ident_func=threading.get_ident)
+    assert len(record) == 1
+    assert record[0].filename == __file__
+    with pytest.warns(DeprecationWarning, match=r"^LocalManager\(ident_func"):
+        LocalManager(None, threading.get_ident)
+
+
+def test_manager_get_ident() -> None:
+    """get_ident() is stable in one execution and differs between executions."""
+    manager = LocalManager()
+    here = manager.get_ident()
+    assert manager.get_ident() == here
+    hash(here)
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(manager.get_ident()))
+    thread.start()
+    thread.join(TIMEOUT)
+    assert seen[0] != here
+
+    async def main() -> tuple[Any, Any]:
+        async def ident() -> Any:
+            return manager.get_ident()
+
+        return await asyncio.gather(ident(), ident())  # type: ignore[return-value]
+
+    first, second = asyncio.run(main())
+    assert first != second
+    assert first[0] == here[0]
+    glets = [greenlet.greenlet(manager.get_ident) for _ in range(2)]
+    idents = [glet.switch() for glet in glets]
+    assert len({here, *idents}) == 3
+
+
+def test_release_local_rejects_proxy() -> None:
+    """release_local() refuses a proxy: release the store it proxies."""
+    with pytest.raises(
+        TypeError,
+        match=r"^cannot release LocalProxy objects: release_local\(\) takes a "
+        r"Local or LocalStack \(for a proxy, release the store it proxies\)$",
+    ):
+        release_local(Local()("x"))  # type: ignore[arg-type]
+
+
+def test_public_names() -> None:
+    """xlocal.local exports exactly its public API, defined under its public path."""
+    module = importlib.import_module("xlocal.local")
+    assert sorted(module.__all__) == [
+        "Local",
+        "LocalManager",
+        "LocalProxy",
+        "LocalStack",
+        "proxy",
+        "release_local",
+    ]
+    for name in module.__all__:
+        assert getattr(module, name).__module__ == "xlocal.local"
+
+
+# -- Isolation under every execution model --------------------------------------------
+
+#: A scenario is a generator function taking (index, local, stack, x): each ``yield``
+#: is a point where every worker waits for all the others before going on.
+Scenario = Callable[[int, Any, Any, xlocal], Generator[None, None, None]]
+
+
+def _scenario(i: int, local: Any, stack: Any, x: xlocal) -> Generator[None, None, None]:
+    """Each worker stores its own index everywhere, interleaved with the others."""
+    local.value = i
+    stack.push(i)
+    yield
+    value = local("value")
+    top = stack()
+    with x(request=i):
+        request = proxy(x, "request")
+        yield
+        assert (local.value, stack.top, x.request) == (i, i, i)
+        assert (value, top, request) == (i, i, i)
+        yield
+    assert not hasattr(x, "request")
+    assert (local.value, stack.top) == (i, i)
+    release_local(local)
+    stack.pop()
+    yield
+    assert list(local) == []
+    assert stack.top is None
+
+
+class _Shared:
+    """A deliberately broken 'local': one namespace shared by every execution."""
+
+    def __iter__(self) -> Any:
+        return iter(vars(self).items())
+
+    def __call__(self, name: str) -> Any:
+        return LocalProxy(lambda: getattr(self, name))
+
+    def __release_local__(self) -> None:
+        vars(self).clear()
+
+
+_WORKERS = 4
+
+
+def _run_threads(scenario: Callable[[int], Generator[None, None, None]]) -> None:
+    barrier = threading.Barrier(_WORKERS, timeout=TIMEOUT)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in scenario(i):
+                barrier.wait()
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(_WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    _raise_first(errors)
+
+
+def _run_greenlets(scenario: Callable[[int], Generator[None, None, None]]) -> None:
+    main = greenlet.getcurrent()
+    workers = [
+        greenlet.greenlet(lambda i=i: [main.switch() for _ in scenario(i)])
+        for i in range(_WORKERS)
+    ]
+    while any(not worker.dead for worker in workers):
+        for worker in workers:
+            if not worker.dead:
+                worker.switch()
+
+
+class _CoopBarrier:
+    """A reusable barrier for cooperative greenlets, on the framework's own event."""
+
+    def __init__(self, make: Callable[[], Any], set_: Callable[[Any], None]) -> None:
+        self._make = make
+        self._set = set_
+        self._count = 0
+        self._event = make()
+
+    def wait(self) -> None:
+        event = self._event
+        self._count += 1
+        if self._count == _WORKERS:
+            self._count = 0
+            self._event = self._make()
+            self._set(event)
+        elif not event.wait(TIMEOUT):
+            raise TimeoutError("barrier timed out: a worker is stuck or failed")
+
+
+def _run_gevent(scenario: Callable[[int], Generator[None, None, None]]) -> None:
+    barrier = _CoopBarrier(gevent.event.Event, lambda event: event.set())
+
+    def work(i: int) -> None:
+        for _ in scenario(i):
+            barrier.wait()
+
+    jobs = [gevent.spawn(work, i) for i in range(_WORKERS)]
+    try:
+        gevent.joinall(jobs, timeout=TIMEOUT, raise_error=True)
+        assert all(job.successful() for job in jobs)
+    finally:
+        gevent.killall(jobs)
+
+
+def _run_eventlet(scenario: Callable[[int], Generator[None, None, None]]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eventlet warns that it is deprecated
+        eventlet = importlib.import_module("eventlet")
+        importlib.import_module("eventlet.event")
+
+    barrier = _CoopBarrier(eventlet.event.Event, lambda event: event.send(True))
+
+    def work(i: int) -> None:
+        for _ in scenario(i):
+            barrier.wait()
+
+    jobs = [eventlet.spawn(work, i) for i in range(_WORKERS)]
+    try:
+        for job in jobs:
+            job.wait()
+    finally:
+        for job in jobs:
+            job.kill()
+
+
+def _run_asyncio(scenario: Callable[[int], Generator[None, None, None]]) -> None:
+    async def main() -> None:
+        state = {"count": 0, "event": asyncio.Event()}
+
+        async def wait() -> None:
+            event = state["event"]
+            assert isinstance(event, asyncio.Event)
+            state["count"] = int(state["count"]) + 1  # type: ignore[call-overload]
+            if state["count"] == _WORKERS:
+                state["count"] = 0
+                state["event"] = asyncio.Event()
+                event.set()
+            else:
+                await asyncio.wait_for(event.wait(), TIMEOUT)
+
+        async def work(i: int) -> None:
+            for _ in scenario(i):
+                await wait()
+
+        await asyncio.gather(*(work(i) for i in range(_WORKERS)))
+
+    asyncio.run(main())
+
+
+def _raise_first(errors: list[BaseException]) -> None:
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if real or errors:
+        raise (real or errors)[0]
+
+
+_MODELS = {
+    "thread": _run_threads,
+    "greenlet": _run_greenlets,
+    "gevent": _run_gevent,
+    "eventlet": _run_eventlet,
+    "asyncio": _run_asyncio,
+}
+
+
+@pytest.fixture(params=sorted(_MODELS))
+def run_concurrently(request: pytest.FixtureRequest) -> Any:
+    """Run a scenario in several workers of one execution model, in lock-step."""
+    return _MODELS[request.param]
+
+
+def test_isolation(run_concurrently: Any, xcurrent: xlocal) -> None:
+    """Locals, stacks, proxies and xlocal bindings are per-execution in every model."""
+    local = Local()
+    stack: LocalStack[int] = LocalStack()
+    run_concurrently(lambda i: _scenario(i, local, stack, xcurrent))
+    assert list(local) == []
+    assert not _stored(_local_var(local))
+
+
+def test_isolation_check_detects_sharing(
+    run_concurrently: Any, xcurrent: xlocal
+) -> None:
+    """The isolation scenario fails when the storage is shared between executions."""
+    shared = _Shared()
+    stack: LocalStack[int] = LocalStack()
+    with pytest.raises(AssertionError):
+        run_concurrently(lambda i: _scenario(i, shared, stack, xcurrent))

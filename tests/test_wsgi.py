@@ -1,0 +1,333 @@
+"""The WSGI middleware: bindings for the whole request, under real servers too."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import _wsgi_app
+import pytest
+
+from xlocal import xlocal
+from xlocal.local import Local, LocalManager, LocalStack
+from xlocal.wsgi import ClosingIterable, XlocalMiddleware
+
+Environ = dict[str, Any]
+
+#: Concurrent connections in the end-to-end tests; each sends two requests.
+CONNECTIONS = 200
+
+
+def _start_response(status: str, headers: list[tuple[str, str]]) -> Callable[..., Any]:
+    return lambda data: None
+
+
+class _Req:
+    """A request object made from the environ."""
+
+    made = 0
+
+    def __init__(self, environ: Environ) -> None:
+        _Req.made += 1
+        self.path = environ["PATH_INFO"]
+
+
+def _reader(x: xlocal, seen: list[Any]) -> Callable[[Environ, Any], Iterable[bytes]]:
+    """An app whose response records what xcurrent holds at each step."""
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            seen.append(("iter", x.request.path, x.environ["PATH_INFO"]))
+            yield b"a"
+            seen.append(("next", x.request.path))
+            yield b"b"
+
+        def close(self) -> None:
+            seen.append(("close", x.request.path))
+
+    def app(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        seen.append(("app", x.request.path, x.environ is environ))
+        start_response("200 OK", [])
+        return Body()
+
+    return app
+
+
+def test_binds_for_app_iteration_and_close(xcurrent: xlocal) -> None:
+    """The environ and the factory's object are bound in the app, body and close."""
+    seen: list[Any] = []
+    app = XlocalMiddleware(
+        _reader(xcurrent, seen), xcurrent, factories={"request": _Req}
+    )
+    before = _Req.made
+    response = app({"PATH_INFO": "/a"}, _start_response)
+    assert dir(xcurrent) == []
+    assert list(response) == [b"a", b"b"]
+    assert dir(xcurrent) == []
+    response.close()  # type: ignore[attr-defined]
+    assert seen == [
+        ("app", "/a", True),
+        ("iter", "/a", "/a"),
+        ("next", "/a"),
+        ("close", "/a"),
+    ]
+    assert _Req.made == before + 1
+
+
+def test_generator_app_is_bound(xcurrent: xlocal) -> None:
+    """A generator app, run only when the server iterates, sees the binding."""
+
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield xcurrent.environ["PATH_INFO"].encode()
+
+    response = XlocalMiddleware(app, xcurrent)({"PATH_INFO": "/g"}, _start_response)
+    assert list(response) == [b"/g"]
+    response.close()  # type: ignore[attr-defined]
+
+
+def test_interleaved_responses_stay_apart(xcurrent: xlocal) -> None:
+    """Two responses iterated in turn in one thread each see their own request."""
+    seen: list[Any] = []
+    app = XlocalMiddleware(
+        _reader(xcurrent, seen), xcurrent, factories={"request": _Req}
+    )
+    first = iter(app({"PATH_INFO": "/1"}, _start_response))
+    second = iter(app({"PATH_INFO": "/2"}, _start_response))
+    next(first)
+    next(second)
+    next(first)
+    next(second)
+    assert [step[:2] for step in seen[2:]] == [
+        ("iter", "/1"),
+        ("iter", "/2"),
+        ("next", "/1"),
+        ("next", "/2"),
+    ]
+    first.close()  # type: ignore[attr-defined]
+    second.close()  # type: ignore[attr-defined]
+
+
+def test_locals_released_and_kept_from_server(xcurrent: xlocal) -> None:
+    """Locals the app sets stay in its request and are released when it closes."""
+    local = Local()
+    stack: LocalStack[int] = LocalStack()
+    managed = Local()
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        local.value = stack.push(1)
+        managed.value = 2
+        yield b""
+        seen.append((list(local), stack.top, list(managed)))
+
+    wrapped = XlocalMiddleware(
+        app, xcurrent, locals=[local, stack, LocalManager([managed])]
+    )
+    response = wrapped({}, _start_response)
+    list(response)
+    assert seen == [([("value", [1])], 1, [("value", 2)])]
+    assert list(local) == []
+    response.close()  # type: ignore[attr-defined]
+    assert list(local) == []
+    assert stack.top is None
+
+
+def test_unclosed_response_leaks_nothing(xcurrent: xlocal) -> None:
+    """A response the server never closes leaves nothing bound in the server."""
+    local = Local()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        local.value = 1
+        return [b"x"]
+
+    response = XlocalMiddleware(app, xcurrent)({}, _start_response)
+    assert list(response) == [b"x"]
+    assert dir(xcurrent) == []
+    assert list(local) == []
+
+
+def test_app_error_exits_binding(xcurrent: xlocal) -> None:
+    """If the app raises, the binding is exited, the locals released, the error kept."""
+    local = Local()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        local.value = xcurrent.environ["id"]
+        raise LookupError("boom")
+
+    wrapped = XlocalMiddleware(app, xcurrent, locals=[local])
+    context = contextvars.copy_context()
+    with pytest.raises(LookupError, match=r"^boom$"):
+        context.run(wrapped, {"id": 1}, _start_response)
+    assert context.run(dir, xcurrent) == []
+    assert list(local) == []
+
+
+def test_iteration_error_then_close(xcurrent: xlocal) -> None:
+    """An error while iterating propagates; close() still exits the binding."""
+    closed: list[str] = []
+
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        try:
+            yield b"a"
+            raise ValueError("in body")
+        finally:
+            closed.append(xcurrent.environ["PATH_INFO"])
+
+    response = XlocalMiddleware(app, xcurrent)({"PATH_INFO": "/e"}, _start_response)
+    with pytest.raises(ValueError, match=r"^in body$"):
+        list(response)
+    response.close()  # type: ignore[attr-defined]
+    assert closed == ["/e"]
+
+
+def test_environ_name_optional(xcurrent: xlocal) -> None:
+    """environ=None binds only the factories' values; names are checked at once."""
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        seen.append(dir(xcurrent))
+        return []
+
+    wrapped = XlocalMiddleware(app, xcurrent, environ=None, factories={"req": _Req})
+    wrapped({"PATH_INFO": "/"}, _start_response).close()  # type: ignore[attr-defined]
+    assert seen == [["req"]]
+
+
+def test_misuse_messages(xcurrent: xlocal) -> None:
+    """Wrong arguments are refused when the middleware is made."""
+    with pytest.raises(
+        TypeError, match=r"^XlocalMiddleware binds on an xlocal, not on a Local$"
+    ):
+        XlocalMiddleware(_reader(xcurrent, []), Local())  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"^cannot bind 'environ' twice: it is both the environ's name and a "
+        r"factory's$",
+    ):
+        XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"environ": _Req})
+    with pytest.raises(ValueError, match=r"^cannot bind '_req' on <xlocal 'xcurrent'>"):
+        XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"_req": _Req})
+
+
+def test_closing_iterable_runs_callbacks_once() -> None:
+    """ClosingIterable closes the response, then runs every callback, once."""
+    calls: list[str] = []
+
+    class Response(list[bytes]):
+        def close(self) -> None:
+            calls.append("response")
+
+    def failing() -> None:
+        calls.append("failing")
+        raise OSError("callback")
+
+    closing = ClosingIterable(Response([b"x"]), failing, lambda: calls.append("last"))
+    assert list(closing) == [b"x"]
+    with pytest.raises(OSError, match=r"^callback$"):
+        closing.close()
+    closing.close()
+    assert calls == ["response", "failing", "last"]
+
+
+def test_repr(xcurrent: xlocal) -> None:
+    """The middleware's repr names the app and the xlocal."""
+    app = _reader(xcurrent, [])
+    assert repr(XlocalMiddleware(app, xcurrent)) == (
+        f"<XlocalMiddleware {app!r} on <xlocal 'xcurrent' unbound>>"
+    )
+
+
+# -- End to end, under real servers ----------------------------------------------------
+
+
+def _connections() -> list[list[str]]:
+    """Each connection: a gated request, then an ungated one on the same connection."""
+    return [[f"/?id={i}", f"/?id={CONNECTIONS + i}"] for i in range(CONNECTIONS)]
+
+
+def _check(results: list[list[tuple[int, bytes]]], stats: dict[str, Any]) -> None:
+    """Every response carries its own id everywhere; nothing was left bound."""
+    for i, exchange in enumerate(results):
+        for request_id, (status, body) in zip((i, CONNECTIONS + i), exchange):
+            assert status == 200
+            own = f"{request_id:06d}"
+            assert body.decode() == f"{own}|{own}|{own}|{own}|{own}|"
+    assert stats == {"closed": 2 * CONNECTIONS, "problems": []}
+
+
+def _stats(http: Any, port: int) -> dict[str, Any]:
+    [[(status, body)]] = http(port, [["/stats"]])
+    assert status == 200
+    stats: dict[str, Any] = json.loads(body)
+    return stats
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    request_queue_size = 4 * CONNECTIONS
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_threaded_server_end_to_end(http: Any) -> None:
+    """Under a threaded wsgiref server, 400 requests each see their own values."""
+    server = _wsgi_app.Server(CONNECTIONS)
+    httpd = make_server(
+        "127.0.0.1",
+        0,
+        server.app,
+        server_class=_ThreadingWSGIServer,
+        handler_class=_QuietHandler,
+    )
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}
+    )
+    thread.start()
+    try:
+        port = httpd.server_address[1]
+        results = http(port, _connections())
+        _check(results, _stats(http, port))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_gevent_server_end_to_end(http: Any) -> None:
+    """Under gevent's WSGI server (monkey-patched, in a subprocess), no cross-talk."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4 * CONNECTIONS)
+    port = listener.getsockname()[1]
+    script = Path(_wsgi_app.__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(listener.fileno()), str(CONNECTIONS)],
+        pass_fds=[listener.fileno()],
+        env=env,
+    )
+    listener.close()
+    try:
+        results = http(port, _connections())
+        _check(results, _stats(http, port))
+        http(port, [["/shutdown"]])
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

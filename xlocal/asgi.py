@@ -1,0 +1,94 @@
+"""ASGI middleware that binds request values on an xlocal for each request.
+
+An ASGI request is one ``await app(scope, receive, send)``: the binding is a
+with-block around it, entered and exited in the same asyncio task.  Other requests on
+the same event loop run in other tasks, with contexts of their own, so they never see
+it; tasks the app spawns get a snapshot that includes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from ._core import xlocal
+from .local import Local, LocalManager, LocalStack, _releaser
+
+__all__ = ["ASGIApplication", "Receive", "Scope", "Send", "XlocalMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApplication = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The scope types that are requests; others (``lifespan``) pass through unbound.
+_REQUESTS = frozenset({"http", "websocket"})
+
+
+class XlocalMiddleware:
+    """Bind values on an xlocal for each HTTP or websocket request to an ASGI app.
+
+    ::
+
+        app = XlocalMiddleware(app, xcurrent, factories={"request": Request})
+
+    binds ``xcurrent.scope`` and ``xcurrent.request`` (``Request(scope, receive,
+    send)``, made once per request) while the app handles the request.  Afterwards the
+    given Locals, LocalStacks and LocalManagers are released in the request's task.
+    ``lifespan`` and other scopes are passed through with nothing bound.
+
+    :param app: the ASGI application.
+    :param x: the xlocal to bind on.
+    :param scope: the name to bind the ASGI scope under; None not to bind it.
+    :param factories: names to bind, each with a callable that makes the value from
+        ``(scope, receive, send)``.
+    :param locals: Local, LocalStack or LocalManager objects to release when the
+        request ends.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_app", "_factories", "_release", "_scope", "_x")
+
+    def __init__(
+        self,
+        app: ASGIApplication,
+        x: xlocal,
+        *,
+        scope: str | None = "scope",
+        factories: Mapping[str, Callable[[Scope, Receive, Send], Any]] | None = None,
+        locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
+    ) -> None:
+        if not isinstance(x, xlocal):
+            raise TypeError(
+                f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
+            )
+        self._app = app
+        self._x = x
+        self._scope = scope
+        self._factories = dict(factories or {})
+        if scope in self._factories:
+            raise ValueError(
+                f"cannot bind {scope!r} twice: it is both the scope's name and a "
+                f"factory's"
+            )
+        x(**dict.fromkeys([*self._factories, *([scope] if scope else [])]))
+        self._release = _releaser(locals)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") not in _REQUESTS:
+            await self._app(scope, receive, send)
+            return
+        values = {
+            name: make(scope, receive, send) for name, make in self._factories.items()
+        }
+        if self._scope:
+            values[self._scope] = scope
+        try:
+            with self._x(**values):
+                await self._app(scope, receive, send)
+        finally:
+            self._release()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"

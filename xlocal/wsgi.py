@@ -1,0 +1,168 @@
+"""WSGI middleware that binds request values on an xlocal for the whole request.
+
+A WSGI response is produced in steps: the call of the app, then each step of iterating
+its response, then ``close()``; the server may take them at any moment.  Each request
+therefore gets a ``contextvars.Context`` of its own (a copy of the server's at the time
+of the call), the binding is entered in it once, every step runs inside it, and
+``close()`` exits the binding there.  So the binding is entered and exited in the same
+execution, it holds for generator apps and for code run while the server iterates, and
+whatever the app stores in context variables (Locals included) stays with its request:
+nothing reaches the server's thread or greenlet, not even if the server never closes
+the response.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from ._core import xlocal
+from .local import Local, LocalManager, LocalStack, _releaser, _run_all
+
+__all__ = [
+    "ClosingIterable",
+    "StartResponse",
+    "WSGIApplication",
+    "WSGIEnvironment",
+    "XlocalMiddleware",
+]
+
+WSGIEnvironment = dict[str, Any]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+
+
+class ClosingIterable:
+    """A WSGI response that runs *callbacks* after closing the wrapped response.
+
+    The callbacks run once, when the server calls ``close()``, each even if the ones
+    before it raised.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_callbacks", "_closed", "_response")
+
+    def __init__(
+        self, response: Iterable[bytes], *callbacks: Callable[[], Any]
+    ) -> None:
+        self._response = response
+        self._callbacks = callbacks
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._response)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close: Callable[[], Any] | None = getattr(self._response, "close", None)
+        _run_all([close, *self._callbacks] if close else list(self._callbacks))
+
+
+class XlocalMiddleware:
+    """Bind values on an xlocal for each request to a WSGI app, iteration included.
+
+    ::
+
+        app = XlocalMiddleware(app, xcurrent, factories={"request": Request})
+
+    binds ``xcurrent.environ`` and ``xcurrent.request`` (``Request(environ)``, made
+    once per request) while the app runs, while its response is iterated and while it
+    is closed.  Afterwards the given Locals, LocalStacks and LocalManagers are
+    released.
+
+    :param app: the WSGI application.
+    :param x: the xlocal to bind on.
+    :param environ: the name to bind the WSGI environ under; None not to bind it.
+    :param factories: names to bind, each with a callable that makes the value from
+        the environ.
+    :param locals: Local, LocalStack or LocalManager objects to release when the
+        request ends.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_app", "_environ", "_factories", "_release", "_x")
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        x: xlocal,
+        *,
+        environ: str | None = "environ",
+        factories: Mapping[str, Callable[[WSGIEnvironment], Any]] | None = None,
+        locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
+    ) -> None:
+        if not isinstance(x, xlocal):
+            raise TypeError(
+                f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
+            )
+        self._app = app
+        self._x = x
+        self._environ = environ
+        self._factories = dict(factories or {})
+        names = [*self._factories, *([environ] if environ else [])]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"cannot bind {environ!r} twice: it is both the environ's name and "
+                f"a factory's"
+            )
+        x(**dict.fromkeys(names))  # checks the names now rather than per request
+        self._release = _releaser(locals)
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        context = contextvars.copy_context()
+        return context.run(self._start, context, environ, start_response)
+
+    def _start(
+        self,
+        context: contextvars.Context,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        values = {name: make(environ) for name, make in self._factories.items()}
+        if self._environ:
+            values[self._environ] = environ
+        binding = self._x(**values)
+        binding.__enter__()
+
+        def finish() -> None:
+            binding.__exit__(None, None, None)
+
+        try:
+            response = self._app(environ, start_response)
+        except BaseException:
+            _run_all([finish, self._release])
+            raise
+        return _BoundResponse(context, ClosingIterable(response, finish, self._release))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"
+
+
+class _BoundResponse:
+    """Iterate and close a response inside its request's Context."""
+
+    __slots__ = ("_context", "_iterator", "_response")
+
+    def __init__(self, context: contextvars.Context, response: ClosingIterable) -> None:
+        self._context = context
+        self._response = response
+        self._iterator: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._iterator = self._context.run(iter, self._response)
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = self._context.run(iter, self._response)
+        return self._context.run(next, self._iterator)
+
+    def close(self) -> None:
+        self._context.run(self._response.close)
