@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import types
 import weakref
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from conftest import collected
 
 import xlocal as xlocal_module
-from xlocal import Binding, xlocal
+from xlocal import Binding, _core, xlocal
 
 # -- binding and reading ---------------------------------------------------------------
 
@@ -576,6 +577,33 @@ fake.GREENLET_USE_CONTEXT_VARS = False
 sys.modules["greenlet"] = fake
 import xlocal
 """
+
+
+def test_greenlet_check_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The greenlet check passes without greenlet and refuses one without contexts."""
+
+    def missing(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr(_core.importlib, "import_module", missing)
+    _core._check_greenlet()
+    old = types.SimpleNamespace(GREENLET_USE_CONTEXT_VARS=False)
+    monkeypatch.setattr(_core.importlib, "import_module", lambda name: old)
+    with pytest.raises(ImportError, match=r"but greenlet \(unknown version\) is"):
+        _core._check_greenlet()
+
+
+def test_names_checked_past_the_cache_cap(
+    xcurrent: xlocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the cache of valid names is full, new names are still checked each time."""
+    monkeypatch.setattr(_core, "_valid_names", set())
+    monkeypatch.setattr(_core, "_VALID_NAMES_CAP", 1)
+    with xcurrent(first=1), xcurrent(second=2):
+        assert (xcurrent.first, xcurrent.second) == (1, 2)
+    assert _core._valid_names == {"first"}
+    with pytest.raises(ValueError, match="'_bad'"):
+        xcurrent(second=2, _bad=1)
 
 
 def test_old_greenlet_refused() -> None:

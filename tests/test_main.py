@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import xlocal
+from xlocal import __main__ as demo
 
 
-def test_demonstration_shows_isolation() -> None:
-    """Every handler in the demonstration reads back the request it bound."""
+def test_demonstration_runs_as_a_module() -> None:
+    """``python -m xlocal`` runs and exits cleanly."""
     result = subprocess.run(
         [sys.executable, "-m", "xlocal"],
         capture_output=True,
@@ -20,8 +23,15 @@ def test_demonstration_shows_isolation() -> None:
         timeout=120,
         check=True,
     )
-    seen = re.findall(r"([\w-]+)\s+read '([\w-]+)' from '(\w+)'", result.stdout)
-    assert len(seen) == 9, result.stdout
+    assert "read 'thread-0' from 'demo'" in result.stdout
+
+
+def test_demonstration_shows_isolation(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every handler in the demonstration reads back the request it bound."""
+    demo.main()
+    stdout = capsys.readouterr().out
+    seen = re.findall(r"([\w-]+)\s+read '([\w-]+)' from '(\w+)'", stdout)
+    assert len(seen) == 9, stdout
     assert all(request == read for request, read, _ in seen)
     assert {server for _, _, server in seen} == {"demo"}
     assert {request.split("-")[0] for request, _, _ in seen} == {
@@ -29,9 +39,9 @@ def test_demonstration_shows_isolation() -> None:
         "greenlet",
         "task",
     }
-    assert "a plain threading.Thread starts with nothing bound" in result.stdout
-    assert "the server still reads server='demo'" in result.stdout
-    assert result.stdout.rstrip().endswith("<xlocal 'xcurrent' unbound>")
+    assert "a plain threading.Thread starts with nothing bound" in stdout
+    assert "the server still reads server='demo'" in stdout
+    assert stdout.rstrip().endswith("<xlocal 'xcurrent' unbound>")
 
 
 def test_package_is_installed_with_typing_marker() -> None:

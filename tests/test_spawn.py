@@ -720,3 +720,27 @@ def test_spawn_exports() -> None:
     ]:
         assert getattr(xl, name).__module__ == "xlocal"
         assert name in xl.__all__
+
+
+def test_binding_decorator_async_generator_closed_early(xcurrent: xlocal) -> None:
+    """Closing a decorated async generator mid-way closes the inner one, inside its
+    own bindings."""
+    closed: list[Any] = []
+
+    @xcurrent(role="agen")
+    async def agen() -> AsyncIterator[int]:
+        with xcurrent(inner=1):
+            try:
+                yield 1
+                yield 2
+            finally:
+                closed.append(dir(xcurrent))
+
+    async def main() -> None:
+        it = agen()
+        assert await it.__anext__() == 1
+        await it.aclose()
+        assert dir(xcurrent) == []
+
+    asyncio.run(main())
+    assert closed == [["inner", "role"]]

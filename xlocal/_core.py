@@ -457,5 +457,8 @@ def _names(frame: dict[Any, Any]) -> dict[str, Any]:
     return {k: v for k, v in frame.items() if isinstance(k, str)}
 
 
-if os.environ.get("XLOCAL_DEBUG", "") not in ("", "0"):
+if os.environ.get("XLOCAL_DEBUG", "") not in (
+    "",
+    "0",
+):  # pragma: no cover - subprocess test
     set_debug(True)

@@ -1,0 +1,290 @@
+"""Faults: exceptions, kills, cancellations and late finalizers inside with-blocks.
+
+After each fault the victim's bindings are gone, everyone else's are intact, and no
+bound value is kept alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import collected
+
+import xlocal as xl
+from xlocal import xlocal
+
+eventlet = pytest.importorskip("eventlet")
+
+TIMEOUT = 60
+
+
+class Value:
+    """A bindable object that weak references can watch."""
+
+
+EXCEPTIONS: list[type[BaseException]] = [
+    ValueError,
+    KeyError,
+    StopIteration,
+    StopAsyncIteration,
+    RecursionError,
+    MemoryError,
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+    asyncio.CancelledError,
+]
+if sys.version_info >= (3, 11):
+    EXCEPTIONS.append(BaseExceptionGroup)  # noqa: F821 - builtin from 3.11
+
+
+def make(exc_type: type[BaseException]) -> BaseException:
+    if sys.version_info >= (3, 11) and exc_type is BaseExceptionGroup:  # noqa: F821
+        return exc_type("group", [KeyboardInterrupt()])
+    return exc_type("boom")
+
+
+@pytest.mark.parametrize("exc_type", EXCEPTIONS, ids=lambda t: t.__name__)
+def test_every_exception_kind_unwinds(
+    xcurrent: xlocal, exc_type: type[BaseException]
+) -> None:
+    """Any exception leaving nested blocks restores the outer bindings and keeps
+    nothing."""
+    value = Value()
+    ref = weakref.ref(value)
+    with xcurrent(outer=1):
+        with pytest.raises(exc_type), xcurrent(v=value), xcurrent(w=value):
+            raise make(exc_type)
+        assert dir(xcurrent) == ["outer"]
+    del value
+    assert collected(ref)
+
+
+@pytest.mark.parametrize("exc_type", EXCEPTIONS, ids=lambda t: t.__name__)
+def test_every_exception_kind_through_wrap(
+    xcurrent: xlocal, exc_type: type[BaseException]
+) -> None:
+    """Any exception leaving a wrapped call reaches the caller and leaks nothing."""
+
+    def work() -> None:
+        with xcurrent(inside=1):
+            raise make(exc_type)
+
+    with xcurrent(outer=1):
+        wrapped = xl.wrap(work)
+    with pytest.raises(exc_type):
+        wrapped()
+    assert dir(xcurrent) == []
+
+
+def test_task_cancelled_inside_wrap(xcurrent: xlocal) -> None:
+    """A task cancelled inside a wrapped coroutine unwinds there and keeps nothing."""
+    refs: list[weakref.ref[Value]] = []
+    exited: list[Any] = []
+
+    async def work(inside: asyncio.Event) -> None:
+        value = Value()
+        refs.append(weakref.ref(value))
+        with xcurrent(v=value):
+            del value
+            try:
+                inside.set()
+                await asyncio.Event().wait()
+            finally:
+                exited.append(dir(xcurrent))
+
+    async def main() -> None:
+        inside = asyncio.Event()
+        with xcurrent(request="captured"):
+            wrapped = xl.wrap(work)
+        with xcurrent(mine="runner"):
+            task = asyncio.create_task(wrapped(inside))
+            await asyncio.wait_for(inside.wait(), TIMEOUT)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert dir(xcurrent) == ["mine"]
+
+    asyncio.run(main())
+    assert exited == [["request", "v"]]
+    assert collected(refs[0])
+
+
+def test_eventlet_killed_inside_a_block(xcurrent: xlocal) -> None:
+    """Killing an eventlet green thread waiting inside a with-block keeps nothing."""
+    refs: list[weakref.ref[Value]] = []
+    inside = eventlet.Event()
+
+    def unit() -> None:
+        value = Value()
+        refs.append(weakref.ref(value))
+        with xcurrent(v=value):
+            del value
+            inside.send(True)
+            eventlet.Event().wait()
+
+    with xcurrent(mine="runner"):
+        job = eventlet.spawn(unit)
+        with eventlet.Timeout(TIMEOUT):
+            inside.wait()
+        job.kill()
+        assert job.dead
+        assert xcurrent.mine == "runner"
+    del job
+    assert collected(refs[0])
+
+
+def suspended_generator(xcurrent: xlocal) -> tuple[Iterator[None], weakref.ref[Value]]:
+    """A generator suspended inside its own with-block, and a ref to its value."""
+    value = Value()
+    ref = weakref.ref(value)
+
+    def gen(v: Value) -> Iterator[None]:
+        with xcurrent(v=v):
+            yield
+            yield
+
+    g = gen(value)
+    return g, ref
+
+
+def test_generator_closed_late_in_another_thread(xcurrent: xlocal) -> None:
+    """A generator that leaked its binding into one thread and is closed in another
+    fails there without touching anything; the first thread keeps the leak until it
+    ends, and then nothing is retained."""
+    handoff: list[Iterator[None]] = []
+    refs: list[weakref.ref[Value]] = []
+    started, leaked_seen = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        g, ref = suspended_generator(xcurrent)
+        refs.append(ref)
+        next(g)  # the generator's binding is now in force in this thread
+        assert dir(xcurrent) == ["v"]
+        leaked_seen.set()
+        handoff.append(g)
+        del g
+
+    def second() -> None:
+        with xcurrent(mine="second"):
+            started.set()
+            try:
+                handoff[0].close()
+            except RuntimeError as e:
+                errors.append(e)
+            assert dir(xcurrent) == ["mine"]
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    t1.join(TIMEOUT)
+    assert leaked_seen.is_set()
+    t2 = threading.Thread(target=second)
+    t2.start()
+    t2.join(TIMEOUT)
+    assert started.is_set()
+    assert "it is not active in this execution" in str(errors[0])
+    handoff.clear()
+    errors.clear()  # its traceback holds the generator's frame, and so the value
+    assert collected(refs[0])
+
+
+def test_generator_collected_late_elsewhere(
+    xcurrent: xlocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leaking generator finalized in another execution reports the bad exit as
+    unraisable and changes nothing there."""
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    g, ref = suspended_generator(xcurrent)
+    holder = [g]
+    del g
+
+    async def advance() -> None:
+        next(holder[0])  # leaks into this task's context only
+
+    async def main() -> None:
+        await asyncio.create_task(advance())
+        assert dir(xcurrent) == []
+
+    asyncio.run(main())
+    with xcurrent(mine="collector"):
+        holder.clear()
+        assert dir(xcurrent) == ["mine"]
+    assert len(unraisable) == 1
+    assert isinstance(unraisable[0].exc_value, RuntimeError)
+    assert "not active in this execution" in str(unraisable[0].exc_value)
+    unraisable.clear()
+    assert collected(ref)
+
+
+def test_isolated_generator_collected_elsewhere(xcurrent: xlocal) -> None:
+    """An isolated generator finalized in another thread exits its block in its own
+    context, leaving that thread's bindings alone."""
+    value = Value()
+    ref = weakref.ref(value)
+    exited: list[Any] = []
+
+    @xl.isolated
+    def gen(v: Value) -> Iterator[None]:
+        with xcurrent(v=v):
+            try:
+                yield
+            finally:
+                exited.append(dir(xcurrent))
+
+    holder = [gen(value)]
+    del value
+    next(holder[0])
+    assert dir(xcurrent) == []
+
+    def collect() -> None:
+        with xcurrent(mine="collector"):
+            holder.clear()
+            assert dir(xcurrent) == ["mine"]
+
+    t = threading.Thread(target=collect)
+    t.start()
+    t.join(TIMEOUT)
+    assert exited == [["v"]]
+    assert collected(ref)
+
+
+def test_exit_raising_keeps_other_executions_intact(xcurrent: xlocal) -> None:
+    """A thread that misuses exits leaves the bindings of concurrent threads alone."""
+    n = 8
+    barrier = threading.Barrier(n, timeout=TIMEOUT)
+    shared = xcurrent(shared=1)
+    seen: list[Any] = []
+
+    def victim() -> None:
+        with xcurrent(id="victim"):
+            barrier.wait()
+            for _ in range(3):
+                with pytest.raises(RuntimeError):
+                    shared.__exit__(None, None, None)
+            barrier.wait()
+            seen.append(xcurrent.id)
+
+    def bystander(i: int) -> None:
+        with xcurrent(id=i), shared:
+            barrier.wait()
+            barrier.wait()
+            seen.append((xcurrent.id, xcurrent.shared))
+
+    threads = [threading.Thread(target=victim)] + [
+        threading.Thread(target=bystander, args=(i,)) for i in range(n - 1)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert sorted(map(str, seen)) == sorted(
+        ["victim"] + [str((i, 1)) for i in range(n - 1)]
+    )
