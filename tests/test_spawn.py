@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import inspect
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -744,3 +746,23 @@ def test_binding_decorator_async_generator_closed_early(xcurrent: xlocal) -> Non
 
     asyncio.run(main())
     assert closed == [["inner", "role"]]
+
+
+def test_thread_releases_captured_bindings_when_done(xcurrent: xlocal) -> None:
+    """A finished xlocal.Thread keeps no captured value alive, without the collector."""
+
+    class Value:
+        pass
+
+    value = Value()
+    ref = weakref.ref(value)
+    with xcurrent(v=value):
+        t = Thread(target=lambda: xcurrent.v)
+    del value
+    gc.disable()
+    try:
+        t.start()
+        t.join(TIMEOUT)
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -139,7 +139,17 @@ class Thread(threading.Thread):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.run = functools.partial(capture().run, self.run)  # type: ignore[method-assign]
+        run = functools.partial(_run_once, self, capture(), self.run)
+        self.run = run  # type: ignore[method-assign]
+
+
+def _run_once(thread: Thread, snapshot: Snapshot, run: Callable[[], object]) -> None:
+    try:
+        snapshot.run(run)
+    finally:
+        # Like threading.Thread dropping its target: the captured bindings go as soon
+        # as the thread is done, and the thread object holds no cycle through itself.
+        del thread.run
 
 
 class ContextExecutor(concurrent.futures.Executor):
