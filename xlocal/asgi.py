@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from ._core import xlocal
-from .local import Local, LocalManager, LocalStack, _releaser
+from .local import Local, LocalManager, LocalStack, _middleware_setup
 
 __all__ = ["ASGIApplication", "Receive", "Scope", "Send", "XlocalMiddleware"]
 
@@ -59,21 +59,12 @@ class XlocalMiddleware:
         factories: Mapping[str, Callable[[Scope, Receive, Send], Any]] | None = None,
         locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
     ) -> None:
-        if not isinstance(x, xlocal):
-            raise TypeError(
-                f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
-            )
         self._app = app
         self._x = x
         self._scope = scope
-        self._factories = dict(factories or {})
-        if scope in self._factories:
-            raise ValueError(
-                f"cannot bind {scope!r} twice: it is both the scope's name and a "
-                f"factory's"
-            )
-        x(**dict.fromkeys([*self._factories, *([scope] if scope else [])]))
-        self._release = _releaser(locals)
+        self._factories, self._release = _middleware_setup(
+            x, scope, "scope", factories, locals
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in _REQUESTS:

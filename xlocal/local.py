@@ -23,7 +23,7 @@ import operator
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial, update_wrapper
 from operator import attrgetter
 from typing import (
@@ -415,6 +415,31 @@ def _releaser(
         _run_all(calls)
 
     return release
+
+
+def _middleware_setup(
+    x: xlocal,
+    own: str | None,
+    what: str,
+    factories: Mapping[str, Callable[..., Any]] | None,
+    locals: Iterable[Local | LocalStack[Any] | LocalManager],
+) -> tuple[dict[str, Callable[..., Any]], Callable[[], None]]:
+    """Check the arguments of a WSGI or ASGI middleware, once, when it is made.
+
+    *own* is the name the middleware binds the *what* (environ, scope) under.  Returns
+    the factories and the function that releases *locals* after each request.
+    """
+    if not isinstance(x, xlocal):
+        raise TypeError(
+            f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
+        )
+    made = dict(factories or {})
+    if own in made:
+        raise ValueError(
+            f"cannot bind {own!r} twice: it is both the {what}'s name and a factory's"
+        )
+    x(**dict.fromkeys([*made, *([own] if own else [])]))  # checks the names now
+    return made, _releaser(locals)
 
 
 # -- LocalProxy ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._core import xlocal
-from .local import Local, LocalManager, LocalStack, _releaser, _run_all
+from .local import Local, LocalManager, LocalStack, _middleware_setup, _run_all
 
 __all__ = [
     "ClosingIterable",
@@ -96,22 +96,12 @@ class XlocalMiddleware:
         factories: Mapping[str, Callable[[WSGIEnvironment], Any]] | None = None,
         locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
     ) -> None:
-        if not isinstance(x, xlocal):
-            raise TypeError(
-                f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
-            )
         self._app = app
         self._x = x
         self._environ = environ
-        self._factories = dict(factories or {})
-        names = [*self._factories, *([environ] if environ else [])]
-        if len(set(names)) != len(names):
-            raise ValueError(
-                f"cannot bind {environ!r} twice: it is both the environ's name and "
-                f"a factory's"
-            )
-        x(**dict.fromkeys(names))  # checks the names now rather than per request
-        self._release = _releaser(locals)
+        self._factories, self._release = _middleware_setup(
+            x, environ, "environ", factories, locals
+        )
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
