@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import traceback
 import types
 import weakref
 from typing import Any
@@ -281,8 +282,27 @@ def test_unbound_name_message(xcurrent: xlocal) -> None:
         r"bind it with `with xcurrent\(request=\.\.\.\)`$",
     ) as info:
         xcurrent.request  # noqa: B018
-    assert info.value.name == "request"
-    assert info.value.obj is xcurrent
+    if sys.version_info >= (3, 10):  # the interpreter sets these from 3.10 on
+        assert info.value.name == "request"
+        assert info.value.obj is xcurrent
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__ or info.value.__context__ is None
+
+
+def test_unbound_error_is_a_plain_attribute_error(xcurrent: xlocal) -> None:
+    """The unbound-name error reads, prints and pickles as a plain AttributeError."""
+    with pytest.raises(AttributeError) as info:
+        xcurrent.request  # noqa: B018
+    error = info.value
+    message = "'request' is not bound on <xlocal 'xcurrent'> in this execution"
+    assert type(error).__name__ == "AttributeError"
+    assert repr(error).startswith(f'AttributeError("{message}')
+    assert "".join(traceback.format_exception_only(type(error), error)).startswith(
+        f"AttributeError: {message}"
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is AttributeError
+    assert str(copy) == str(error)
 
 
 def test_unbound_name_message_unnamed(make_xlocal: Any) -> None:
