@@ -71,27 +71,36 @@ def smoke_values(case: Case, n: int, loops: int = 1, repeat: int = 3) -> list[fl
     return result
 
 
-def _add_spawn(cmd: list[str], args: argparse.Namespace) -> None:
-    cmd.extend(("--spawn", str(args.spawn)))
+def _forward(cmd: list[str], args: argparse.Namespace) -> None:
+    """Pass the options of this script on to pyperf's worker processes."""
+    cmd.extend((f"--spawn={args.spawn}", f"--cases={args.cases}"))
 
 
 def main() -> None:
+    """Run the pyperf script: the available cases, or those listed by ``--cases``."""
     import pyperf  # noqa: PLC0415 - only the timed run needs it
 
     runner = pyperf.Runner(
-        program_args=("-m", "benchmarks.timing"), add_cmdline_args=_add_spawn
+        program_args=("-m", "benchmarks.timing"), add_cmdline_args=_forward
     )
     runner.argparser.add_argument("--spawn", type=int, default=SPAWN)
+    runner.argparser.add_argument(
+        "--cases", default="", help="comma-separated indices into CASES (default: all)"
+    )
     args = runner.parse_args()
-    for case in CASES:
-        if skip_reason(case, args.spawn) is None:
-            runner.bench_time_func(
-                case.name,
-                _time,
-                case,
-                args.spawn,
-                inner_loops=inner_loops(case, args.spawn),
-            )
+    if not args.cases:
+        # Checked once here, not in every worker: the checks import every peer.
+        ready = [i for i, c in enumerate(CASES) if skip_reason(c, args.spawn) is None]
+        args.cases = ",".join(map(str, ready))
+    for index in map(int, args.cases.split(",")):
+        case = CASES[index]
+        runner.bench_time_func(
+            case.name,
+            _time,
+            case,
+            args.spawn,
+            inner_loops=inner_loops(case, args.spawn),
+        )
 
 
 if __name__ == "__main__":
