@@ -174,9 +174,10 @@ def targets(results: Results) -> list[Target]:
     return found
 
 
-def _time(seconds: float) -> str:
-    ns = seconds * 1e9
-    return f"{ns:,.1f} ns" if ns < 10_000 else f"{ns / 1000:,.1f} µs"
+def _times(*seconds: float) -> list[str]:
+    """Times in one unit, chosen by the first: ns below 10 µs, else µs."""
+    scale, unit = (1e9, "ns") if seconds[0] < 1e-5 else (1e6, "µs")
+    return [f"{t * scale:,.1f} {unit}" for t in seconds]
 
 
 def _table(headers: list[str], lines: list[list[str]]) -> Iterator[str]:
@@ -193,17 +194,16 @@ def _timing_lines(results: Results) -> list[list[str]]:
     lines = []
     for row in results.rows:
         if row.skipped:
-            lines.append([row.group, row.peer, "skipped", row.skipped, ""])
+            lines.append([row.group, row.peer, "skipped", "(see below)", ""])
             continue
         q1, q2, q3 = row.quartiles()
+        median, first, third = _times(q2, q1, q3)
         mine = results.row(row.group, "xlocal")
         versus = ""
         if mine is not None and mine is not row:
             ratio, low, high = _ratio(row, mine)
             versus = _range(ratio, low, high)
-        lines.append(
-            [row.group, row.peer, _time(q2), f"{_time(q1)} - {_time(q3)}", versus]
-        )
+        lines.append([row.group, row.peer, median, f"{first} - {third}", versus])
     return lines
 
 
@@ -221,6 +221,11 @@ def format_report(results: Results) -> str:
         ["case", "peer", "median", "spread (IQR)", "peer / xlocal"],
         _timing_lines(results),
     )
+    out += [""] + [
+        f"skipped: {row.group} | {row.peer}: {row.skipped}"
+        for row in results.rows
+        if row.skipped
+    ]
     memory = results.memory
     out += [
         "",
