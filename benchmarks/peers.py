@@ -1,0 +1,67 @@
+"""Loading the peers that xlocal is measured against, each one optional.
+
+A peer that cannot be imported makes its cases report "skipped" with the reason, so
+that a run (and the smoke test) works with whatever is installed.  xlocal 0.5 is a
+single top-level module ``xlocal.py`` that would shadow this package: ``--setup``
+installs it into a directory of its own and :func:`xlocal05` imports it from there
+under another name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["PEERS_DIR", "Unavailable", "install", "optional", "xlocal05"]
+
+HERE = Path(__file__).resolve().parent
+
+#: Where ``--setup`` installs xlocal 0.5; ``XLOCAL05_DIR`` overrides it.
+PEERS_DIR = Path(os.environ.get("XLOCAL05_DIR", HERE / ".peers"))
+
+
+class Unavailable(Exception):  # noqa: N818 - a reason to skip, not an error
+    """A peer cannot be loaded here; the message says why and how to get it."""
+
+
+def optional(module: str) -> ModuleType:
+    """Import *module*, or raise Unavailable naming the package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise Unavailable(
+            f"{module} is not installed: pip install -r benchmarks/requirements.txt"
+        ) from exc
+
+
+def xlocal05() -> ModuleType:
+    """Import xlocal 0.5 from PEERS_DIR as the module ``xlocal05``."""
+    loaded = sys.modules.get("xlocal05")
+    if loaded is not None:
+        return loaded
+    path = PEERS_DIR / "xlocal.py"
+    spec = importlib.util.spec_from_file_location("xlocal05", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise Unavailable(
+            f"xlocal 0.5 is not installed in {PEERS_DIR}: python -m benchmarks --setup"
+        )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["xlocal05"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def install(requirements: bool = True) -> None:
+    """Install the benchmark requirements, then xlocal 0.5 into PEERS_DIR."""
+    pip = [sys.executable, "-m", "pip", "install"]
+    if requirements:
+        subprocess.run([*pip, "-r", str(HERE / "requirements.txt")], check=True)
+    subprocess.run(
+        [*pip, "--no-deps", "--upgrade", "--target", str(PEERS_DIR), "xlocal==0.5"],
+        check=True,
+    )

@@ -1,0 +1,243 @@
+"""The figures of a run, the issue's targets checked against them, and the table.
+
+Times are medians over every value of every worker process; the spread shown is the
+interquartile range (25th to 75th percentile).  A ratio's range divides the quartiles
+crosswise (``q1_a / q3_b`` to ``q3_a / q1_b``), so it is wider than either spread; a
+target is judged on the ratio of medians and marked "(close)" when the range straddles
+its limit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from . import cases
+from .memory import Memory
+
+__all__ = ["Results", "Row", "Target", "format_report", "machine", "targets"]
+
+
+#: Bytes that may be left after the spawn runs: less than one small object per two
+#: units of 10,000, i.e. allocator and event-loop noise, not something kept per unit.
+_RETAINED_LIMIT = 16 * 1024
+
+
+@dataclass
+class Row:
+    """The seconds per operation of one case for one peer, or why it was skipped."""
+
+    group: str
+    peer: str
+    values: list[float] = field(default_factory=list)
+    skipped: str | None = None
+
+    def quartiles(self) -> tuple[float, float, float]:
+        if len(self.values) == 1:
+            return (self.values[0],) * 3
+        q1, q2, q3 = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q1, q2, q3
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+
+@dataclass
+class Results:
+    """Everything one run measured, as written by ``--json``."""
+
+    mode: str
+    machine: dict[str, str]
+    rows: list[Row]
+    memory: Memory
+
+    def row(self, group: str, peer: str) -> Row | None:
+        for row in self.rows:
+            if row.group == group and row.peer == peer and not row.skipped:
+                return row
+        return None
+
+
+@dataclass
+class Target:
+    """One target of issue 5: what is compared, the figure, the limit, the verdict."""
+
+    what: str
+    figure: str
+    limit: str
+    verdict: str
+
+
+def machine() -> dict[str, str]:
+    """The machine and the Python that ran the benchmarks."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            models = [
+                line.split(":", 1)[1].strip() for line in info if "model name" in line
+            ]
+        cpu = models[0] if models else cpu
+    except OSError:
+        pass
+    return {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpu": f"{cpu}, {os.cpu_count()} logical CPUs",
+        "executable": sys.executable,
+    }
+
+
+def _ratio(a: Row, b: Row) -> tuple[float, float, float]:
+    """a / b: ratio of medians, with the crosswise quartile range."""
+    a1, a2, a3 = a.quartiles()
+    b1, b2, b3 = b.quartiles()
+    return a2 / b2, a1 / b3, a3 / b1
+
+
+def _range(ratio: float, low: float, high: float) -> str:
+    return f"{ratio:.2f}x ({low:.2f}-{high:.2f})"
+
+
+@dataclass(frozen=True)
+class _Ratio:
+    """A target on the ratio of two rows' medians: *top* over *bottom*."""
+
+    what: str
+    top: tuple[str, str]
+    bottom: tuple[str, str]
+    limit: float
+    #: True: the ratio must be at most *limit*; False: at least.
+    most: bool
+
+    def check(self, results: Results) -> Target:
+        a, b = results.row(*self.top), results.row(*self.bottom)
+        limit = f"{'<=' if self.most else '>='} {self.limit:g}x"
+        if a is None or b is None:
+            return Target(self.what, "-", limit, "n/a (peer skipped)")
+        ratio, low, high = _ratio(a, b)
+        ok = ratio <= self.limit if self.most else ratio >= self.limit
+        close = " (close)" if low <= self.limit <= high else ""
+        verdict = ("pass" if ok else "MISS") + close
+        return Target(self.what, _range(ratio, low, high), limit, verdict)
+
+
+_READ, _MISSING, _BIND = cases.READ, cases.MISSING, cases.BIND1
+_RATIOS = (
+    _Ratio("read: xlocal / threading.local",
+           (_READ, "xlocal"), (_READ, "threading.local"), 2.5, most=True),
+    _Ratio("read: werkzeug Local / xlocal",
+           (_READ, "werkzeug Local"), (_READ, "xlocal"), 5, most=False),
+    _Ratio("read: xlocal 0.5 / xlocal",
+           (_READ, "xlocal 0.5"), (_READ, "xlocal"), 5, most=False),
+    _Ratio("read: xlocal / gevent.local",
+           (_READ, "xlocal"), (_READ, "gevent.local"), 1, most=True),
+    _Ratio("missing read: xlocal 0.5 / xlocal",
+           (_MISSING, "xlocal 0.5"), (_MISSING, "xlocal"), 2, most=False),
+    _Ratio("bind+unbind: xlocal 0.5 / xlocal",
+           (_BIND, "xlocal 0.5"), (_BIND, "xlocal"), 2, most=False),
+    _Ratio("bind+unbind: xlocal / ContextVar set+reset",
+           (_BIND, "xlocal"), (_BIND, "contextvars"), 6, most=True),
+    _Ratio("read: depth 100 / depth 1 (xlocal)",
+           (cases.depth_group(100), "xlocal"), (cases.depth_group(1), "xlocal"),
+           1.2, most=True),
+)  # fmt: skip
+
+
+def targets(results: Results) -> list[Target]:
+    """Issue 5's targets, each checked against this run's figures."""
+    found = [ratio.check(results) for ratio in _RATIOS]
+    memory = results.memory
+    found.append(
+        Target(
+            f"memory growth after {memory.cycles:,} bind/unbind cycles",
+            f"{memory.cycle_growth:+,} B",
+            "< 1 KiB",
+            "pass" if memory.cycle_growth < 1024 else "MISS",
+        )
+    )
+    for kind, live in memory.live_values.items():
+        left = memory.retained_bytes[kind]
+        ok = live == 0 and left < _RETAINED_LIMIT
+        found.append(
+            Target(
+                f"retained after {memory.spawned:,} {kind}",
+                f"{live} values, {left:+,} B",
+                "0 values, < 16 KiB",
+                "pass" if ok else "MISS",
+            )
+        )
+    return found
+
+
+def _times(*seconds: float) -> list[str]:
+    """Times in one unit, chosen by the first: ns below 10 µs, else µs."""
+    scale, unit = (1e9, "ns") if seconds[0] < 1e-5 else (1e6, "µs")
+    return [f"{t * scale:,.1f} {unit}" for t in seconds]
+
+
+def _table(headers: list[str], lines: list[list[str]]) -> Iterator[str]:
+    widths = [
+        max(len(cells[i]) for cells in [headers, *lines]) for i in range(len(headers))
+    ]
+    yield "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+    yield "  ".join("-" * w for w in widths)
+    for cells in lines:
+        yield "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+
+def _timing_lines(results: Results) -> list[list[str]]:
+    lines = []
+    for row in results.rows:
+        if row.skipped:
+            lines.append([row.group, row.peer, "skipped", "(see below)", ""])
+            continue
+        q1, q2, q3 = row.quartiles()
+        median, first, third = _times(q2, q1, q3)
+        mine = results.row(row.group, "xlocal")
+        versus = ""
+        if mine is not None and mine is not row:
+            ratio, low, high = _ratio(row, mine)
+            versus = _range(ratio, low, high)
+        lines.append([row.group, row.peer, median, f"{first} - {third}", versus])
+    return lines
+
+
+def format_report(results: Results) -> str:
+    """The whole report as text: machine, times, memory, targets."""
+    out = [f"xlocal benchmarks ({results.mode} run)", ""]
+    out += [f"{key}: {value}" for key, value in results.machine.items()]
+    out += [
+        "",
+        "Time per operation (median, interquartile range; last column: the",
+        "peer's median over xlocal's, >1 means xlocal is faster)",
+        "",
+    ]
+    out += _table(
+        ["case", "peer", "median", "spread (IQR)", "peer / xlocal"],
+        _timing_lines(results),
+    )
+    out += [""] + [
+        f"skipped: {row.group} | {row.peer}: {row.skipped}"
+        for row in results.rows
+        if row.skipped
+    ]
+    memory = results.memory
+    out += [
+        "",
+        f"Memory per live binding frame ({memory.frames:,} nested, tracemalloc)",
+        "",
+    ]
+    frames = [[peer, f"{size:,.0f} B"] for peer, size in memory.frame_bytes.items()]
+    frames += [[peer, f"skipped: {why}"] for peer, why in memory.skipped.items()]
+    out += _table(["peer", "bytes per frame"], frames)
+    out += ["", "Targets of issue 5", ""]
+    out += _table(
+        ["target", "figure (range)", "limit", "verdict"],
+        [[t.what, t.figure, t.limit, t.verdict] for t in targets(results)],
+    )
+    return "\n".join(out) + "\n"

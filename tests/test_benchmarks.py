@@ -1,0 +1,113 @@
+"""The benchmark suite's smoke run: every case still runs and reports (no timing)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import benchmarks
+except ImportError:
+    # benchmarks/ lives beside tests/ in the checkout, not in the installed package;
+    # appended, so that the installed xlocal still comes first.
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+    import benchmarks
+
+from benchmarks import cases, peers
+from benchmarks.__main__ import main
+from benchmarks.report import Results, format_report, targets
+from benchmarks.run import MODES, collect
+
+assert benchmarks.__doc__
+
+
+@pytest.fixture(scope="module")
+def results() -> Results:
+    """One smoke run, shared by the tests of this module."""
+    return collect(MODES["smoke"])
+
+
+def test_every_case_reports(results: Results) -> None:
+    """Each case gives positive times per operation or says why it was skipped."""
+    assert [(r.group, r.peer) for r in results.rows] == [
+        (c.group, c.peer) for c in cases.CASES
+    ]
+    for row in results.rows:
+        assert row.skipped or (row.values and min(row.values) > 0), row
+
+
+def test_xlocal_and_stdlib_peers_always_run(results: Results) -> None:
+    """The cases that need no optional peer are never skipped."""
+    always = {"xlocal", "threading.local", "contextvars", "no local", "plain call"}
+    for row in results.rows:
+        if row.peer in always and row.group != cases.SNAPSHOT:
+            assert not row.skipped, row
+
+
+def test_memory_figures(results: Results) -> None:
+    """The memory part measures frames, cycles and what spawned units leave."""
+    memory = results.memory
+    assert memory.frame_bytes["xlocal"] > 0
+    assert memory.frame_bytes["contextvars"] > 0
+    assert memory.cycles == MODES["smoke"].cycles
+    assert memory.live_values == {"gevent greenlets": 0, "asyncio tasks": 0}
+
+
+def test_report_states_every_target(results: Results) -> None:
+    """The report has the machine, the table and a verdict for each target."""
+    text = format_report(results)
+    for heading in ("python: CPython", "cpu: ", "peer / xlocal", "Targets of issue 5"):
+        assert heading in text
+    found = targets(results)
+    assert len(found) == 11
+    for target in found:
+        assert target.what in text
+        assert target.verdict.split()[0] in {"pass", "MISS", "n/a"}
+
+
+def test_missing_peers_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without werkzeug, asgiref or xlocal 0.5, their cases are skipped, saying why."""
+
+    def unavailable(*args: Any) -> Any:
+        raise peers.Unavailable("not here")
+
+    monkeypatch.setattr(cases, "xlocal05", unavailable)
+    real = peers.optional
+
+    def optional(module: str) -> Any:
+        if module.startswith(("werkzeug", "asgiref")):
+            unavailable()
+        return real(module)
+
+    monkeypatch.setattr(cases, "optional", optional)
+    monkeypatch.setattr(sys.modules["benchmarks.memory"], "xlocal05", unavailable)
+    results = collect(MODES["smoke"])
+    skipped = {r.peer for r in results.rows if r.skipped == "not here"}
+    assert skipped == {
+        "werkzeug Local",
+        "werkzeug LocalProxy",
+        "asgiref Local",
+        "xlocal 0.5",
+    }
+    verdicts = {t.what: t.verdict for t in targets(results)}
+    assert verdicts["read: xlocal 0.5 / xlocal"] == "n/a (peer skipped)"
+    assert "not here" in format_report(results)
+
+
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks --smoke --json FILE`` prints the report, saves figures."""
+    assert main(["--smoke", "--json", str(tmp_path / "figures.json")]) == 0
+    assert "Targets of issue 5" in capsys.readouterr().out
+    assert '"rows"' in (tmp_path / "figures.json").read_text()
+
+
+def test_plot(results: Results, tmp_path: Path) -> None:
+    """``--plot`` writes a PNG of the figures when matplotlib is installed."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.plot import plot  # noqa: PLC0415 - only with matplotlib
+
+    plot(results, tmp_path / "figures.png")
+    assert (tmp_path / "figures.png").read_bytes().startswith(b"\x89PNG")
