@@ -7,6 +7,7 @@ import contextvars
 import functools
 import gc
 import inspect
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -766,3 +767,63 @@ def test_thread_releases_captured_bindings_when_done(xcurrent: xlocal) -> None:
         assert ref() is None
     finally:
         gc.enable()
+
+
+class Service:
+    """Methods of each kind, to wrap bound."""
+
+    async def fetch(self, n: int) -> Any:
+        await asyncio.sleep(0)
+        return n, getattr(_current, "request", None)
+
+    def rows(self) -> Iterator[Any]:
+        yield getattr(_current, "request", None)
+
+
+_current = xlocal("_current")
+
+
+def _async_fetch(n: int) -> Any:
+    return Service().fetch(n)
+
+
+def _marked() -> Callable[[int], Any]:
+    """A plain function marked as a coroutine function (Python 3.12+)."""
+
+    def fetch(n: int) -> Any:
+        return _async_fetch(n)
+
+    return inspect.markcoroutinefunction(fetch)  # type: ignore[attr-defined,no-any-return]
+
+
+async def _attributed(n: int) -> Any:
+    return n, getattr(_current, "request", None)
+
+
+_attributed.tag = "has attributes"  # type: ignore[attr-defined]
+
+COROUTINE_FUNCTIONS = {
+    "partial": functools.partial(Service.fetch, Service()),
+    "bound method": Service().fetch,
+    "function with attributes": _attributed,
+}
+if sys.version_info >= (3, 12):
+    COROUTINE_FUNCTIONS["marked with inspect"] = _marked()
+
+
+@pytest.mark.parametrize("func", COROUTINE_FUNCTIONS.values(), ids=COROUTINE_FUNCTIONS)
+def test_wrap_recognises_coroutine_functions(func: Callable[[int], Any]) -> None:
+    """wrap tells coroutine functions in every form, so that their steps run in the
+    captured bindings."""
+    with _current(request="captured"):
+        wrapped = wrap(func)
+    assert inspect.iscoroutinefunction(wrapped)
+    assert asyncio.run(wrapped(7)) == (7, "captured")
+
+
+def test_wrap_recognises_bound_generator_methods() -> None:
+    """A bound generator method is wrapped as a generator."""
+    with _current(request="captured"):
+        wrapped = wrap(Service().rows)
+    with _current(request="consumer"):
+        assert list(wrapped()) == ["captured"]

@@ -17,14 +17,22 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
-import inspect
 import os
 import sys
 from collections.abc import Iterator
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn, TypeVar, cast
 
-from ._steps import ContextAsyncGenerator, ContextGenerator, async_within, within
+from ._steps import (
+    ASYNC_GENERATOR,
+    COROUTINE,
+    GENERATOR,
+    ContextAsyncGenerator,
+    ContextGenerator,
+    async_within,
+    kind,
+    within,
+)
 
 __all__ = ["Binding", "get_debug", "set_debug", "xlocal"]
 
@@ -325,19 +333,20 @@ class Binding(Generic[_X]):
                 f"names for a block, use `with {_call_form(self._xlocal)}(...):`"
             )
         bound: Callable[..., Any]
-        if inspect.iscoroutinefunction(func):
+        made = kind(func)
+        if made == COROUTINE:
 
             async def bound(*args: Any, **kwargs: Any) -> Any:
                 with self:
                     return await func(*args, **kwargs)
 
-        elif inspect.isgeneratorfunction(func):
+        elif made == GENERATOR:
 
             def bound(*args: Any, **kwargs: Any) -> Any:
                 steps = within(self, func(*args, **kwargs))
                 return ContextGenerator(steps, contextvars.copy_context())
 
-        elif inspect.isasyncgenfunction(func):
+        elif made == ASYNC_GENERATOR:
 
             def bound(*args: Any, **kwargs: Any) -> Any:
                 steps = async_within(self, func(*args, **kwargs))

@@ -14,13 +14,18 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import AbstractContextManager
+from types import FunctionType
 from typing import Any, TypeVar, cast
 
 __all__ = [
+    "ASYNC_GENERATOR",
+    "COROUTINE",
+    "GENERATOR",
     "ContextAsyncGenerator",
     "ContextGenerator",
     "async_within",
     "in_context",
+    "kind",
     "within",
 ]
 
@@ -84,6 +89,29 @@ class ContextAsyncGenerator(AsyncGenerator[Any, Any]):
         return self._step(self._inner.aclose())
 
 
+GENERATOR = inspect.CO_GENERATOR
+COROUTINE = inspect.CO_COROUTINE
+ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
+
+
+def kind(func: Callable[..., Any]) -> int:
+    """What calling *func* makes: GENERATOR, COROUTINE, ASYNC_GENERATOR, or 0.
+
+    A plain function without attributes (which could hold ``inspect``'s marks) is
+    told by its code flags at once; anything else, such as a partial or a method, the
+    way ``inspect`` tells it.
+    """
+    if type(func) is FunctionType and not func.__dict__:
+        return func.__code__.co_flags & (GENERATOR | COROUTINE | ASYNC_GENERATOR)
+    if inspect.isgeneratorfunction(func):
+        return GENERATOR
+    if inspect.isasyncgenfunction(func):
+        return ASYNC_GENERATOR
+    if inspect.iscoroutinefunction(func):
+        return COROUTINE
+    return 0
+
+
 def in_context(func: _F, new_context: Callable[[], contextvars.Context]) -> _F:
     """Wrap *func* so that each call runs in a context made by *new_context*.
 
@@ -91,17 +119,18 @@ def in_context(func: _F, new_context: Callable[[], contextvars.Context]) -> _F:
     call runs each of its steps in it, whoever resumes it.
     """
     wrapper: Callable[..., Any]
-    if inspect.isgeneratorfunction(func):
+    made = kind(func)
+    if made == GENERATOR:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return ContextGenerator(func(*args, **kwargs), new_context())
 
-    elif inspect.isasyncgenfunction(func):
+    elif made == ASYNC_GENERATOR:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return ContextAsyncGenerator(func(*args, **kwargs), new_context())
 
-    elif inspect.iscoroutinefunction(func):
+    elif made == COROUTINE:
 
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             return await ContextGenerator(func(*args, **kwargs), new_context())
@@ -111,7 +140,7 @@ def in_context(func: _F, new_context: Callable[[], contextvars.Context]) -> _F:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return new_context().run(func, *args, **kwargs)
 
-    return cast("_F", functools.wraps(func)(wrapper))
+    return cast("_F", functools.update_wrapper(wrapper, func))
 
 
 def within(
