@@ -20,7 +20,7 @@ from typing import Any
 import xlocal as xlocal_package
 from xlocal import xlocal
 
-from .peers import Unavailable, optional, xlocal05
+from .peers import optional, xlocal05
 
 __all__ = ["CASES", "Case", "Setup"]
 
@@ -134,17 +134,8 @@ def _snapshot(n: int) -> Iterator[Namespace]:
         yield {
             "f": lambda: o.a,
             "copy_context": contextvars.copy_context,
-            # ``xlocal.wrap`` (spawn helpers, not written yet) slots in when it exists.
-            "wrap": getattr(xlocal_package, "wrap", None),
+            "wrap": xlocal_package.wrap,
         }
-
-
-@contextlib.contextmanager
-def _xlocal_wrap(n: int) -> Iterator[Namespace]:
-    if not hasattr(xlocal_package, "wrap"):
-        raise Unavailable("xlocal.wrap does not exist yet; copy_context() stands in")
-    with _snapshot(n) as ns:
-        yield ns
 
 
 # --- spawning: n greenlets or tasks, each doing one unit of work ---------------------
@@ -276,7 +267,7 @@ def _cases() -> Iterator[Case]:
 
     yield Case(SNAPSHOT, "plain call", _snapshot, "f()")
     yield Case(SNAPSHOT, "copy_context().run", _snapshot, "copy_context().run(f)")
-    yield Case(SNAPSHOT, "xlocal", _xlocal_wrap, "wrap(f)()")
+    yield Case(SNAPSHOT, "xlocal", _snapshot, "wrap(f)()")
 
     for peer in ("no local", "contextvars", "xlocal"):
         greenlets = "joinall([spawn(f) for _ in r])"
