@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         help="install benchmarks/requirements.txt and xlocal 0.5 (aside), then exit",
     )
     args = parser.parse_args(argv)
+    if args.plot and not _importable("matplotlib"):
+        parser.error(
+            "--plot needs matplotlib: `python -m benchmarks --setup` installs it "
+            "(or `pip install matplotlib`)"
+        )
     if args.setup:
         install()
         return 0
@@ -44,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
 
         plot(results, args.plot)
     return 0
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

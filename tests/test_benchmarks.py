@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,33 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert '"rows"' in (tmp_path / "figures.json").read_text()
 
 
-def test_plot(results: Results, tmp_path: Path) -> None:
-    """``--plot`` writes a PNG of the figures when matplotlib is installed."""
-    pytest.importorskip("matplotlib")
-    from benchmarks.plot import plot  # noqa: PLC0415 - only with matplotlib
+def test_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--plot`` writes a PNG where matplotlib is installed, and where it is not,
+    refuses before measuring anything, saying how to get it."""
+    png = tmp_path / "figures.png"
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        refuses_without_matplotlib(png, capsys)
+    else:
+        assert main(["--smoke", "--plot", str(png)]) == 0
+        assert png.read_bytes().startswith(b"\x89PNG")
 
-    plot(results, tmp_path / "figures.png")
-    assert (tmp_path / "figures.png").read_bytes().startswith(b"\x89PNG")
+
+def test_plot_without_matplotlib(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without matplotlib, ``--plot`` is refused at once with the way to install it."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes importing it fail
+    refuses_without_matplotlib(tmp_path / "figures.png", capsys)
+
+
+def refuses_without_matplotlib(png: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--smoke", "--plot", str(png)])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert (
+        "--plot needs matplotlib: `python -m benchmarks --setup` installs it" in error
+    )
+    assert not png.exists()
