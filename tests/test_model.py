@@ -492,27 +492,23 @@ class XlocalMachine(RuleBasedStateMachine):
         layers = [(i % XLOCALS, {name: self.value()}) for i, name in blocks]
         xs = self.xs
 
-        def body() -> Observation:
-            with contextlib.ExitStack() as stack:
+        def run() -> tuple[Observation, Observation]:
+            seen: list[Observation] = []
+            with contextlib.suppress(KeyError), contextlib.ExitStack() as stack:
                 for i, values in layers:
                     stack.enter_context(xs[i](**values))
-                seen = observe(xs)
+                seen.append(observe(xs))
                 if fail:
-                    raise KeyError("body fails")
-            return seen
-
-        def run() -> Observation:
-            try:
-                return body()
-            except KeyError:
-                return observe(xs) if fail else []
+                    raise KeyError("the body fails")
+            return seen[0], observe(xs)
 
         inside = u.model.copy(u.model.ctx)
         for i, values in layers:
             inside.stacks[i].append(Entry(xs[0](a=0), values, u.model.ctx))
         note(f"{u.label}: with-blocks {layers} fail={fail}")
-        seen = u.call(run)
-        self.check(seen, u.model if fail else inside, f"{u.label} in with-blocks")
+        seen, after = u.call(run)
+        self.check(seen, inside, f"{u.label} in with-blocks")
+        self.check(after, u.model, f"{u.label} after with-blocks")
 
     @rule(parent=pick, kind=st.sampled_from(KINDS), carry=st.booleans())
     def spawn(self, parent: int, kind: str, carry: bool) -> None:
