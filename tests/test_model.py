@@ -302,6 +302,9 @@ class GeventUnit(Unit):
         self.inbox.put(None)
         self.g.join(TIMEOUT)
         assert self.g.dead
+        # The hub holds the dead greenlet (and the context it died with) until it has
+        # notified the greenlet's links: let it finish that.
+        gevent.idle()
         super().stop()
 
 
@@ -477,6 +480,24 @@ class XlocalMachine(RuleBasedStateMachine):
         if candidates:
             i, binding = candidates[b % len(candidates)]
             self.exit_in(u, i, binding)
+
+    @rule(unit=pick, b=pick)
+    def exit_inherited(self, unit: int, b: int) -> None:
+        """Exit, in a task or a unit spawned through wrap, a binding it inherited: its
+        creator's entry, still active there or exited already."""
+        live = [u for u in self.units if u.alive]
+        for k in range(len(live)):
+            u = live[(unit + k) % len(live)]
+            inherited = [
+                (i, e.binding)
+                for i, stack in enumerate(u.model.stacks)
+                for e in stack
+                if e.ctx != u.model.ctx
+            ]
+            if inherited:
+                i, binding = inherited[b % len(inherited)]
+                self.exit_in(u, i, binding)
+                return
 
     @rule(
         unit=pick,
