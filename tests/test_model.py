@@ -363,7 +363,8 @@ class XlocalMachine(RuleBasedStateMachine):
         self.refs: list[weakref.ref[Value]] = []
         self.loop = asyncio.new_event_loop()
         self.units: list[Unit] = [Unit(Exec(0), "main")]
-        self.bindings: list[tuple[int, Binding[Any]]] = []
+        #: Every binding made, with its xlocal's index and the values it binds.
+        self.bindings: list[tuple[int, Binding[Any], dict[str, Value]]] = []
         self.captures: list[Capture] = []
         self.steps = 0
 
@@ -435,7 +436,7 @@ class XlocalMachine(RuleBasedStateMachine):
             values = {name: self.value() for name in bound}
             x = self.xs[i % XLOCALS]
             binding = u.call(lambda: x(**values))  # noqa: B023 - called at once
-            self.bindings.append((i % XLOCALS, binding))
+            self.bindings.append((i % XLOCALS, binding, values))
             self.enter(u, i % XLOCALS, binding, values)
 
     @rule(unit=pick, b=pick)
@@ -445,10 +446,12 @@ class XlocalMachine(RuleBasedStateMachine):
         u = self.live(unit)
         if not self.bindings:
             return
-        i, binding = self.bindings[b % len(self.bindings)]
-        self.enter(u, i, binding, binding._names)
+        i, binding, values = self.bindings[b % len(self.bindings)]
+        self.enter(u, i, binding, values)
 
-    def enter(self, u: Unit, i: int, binding: Binding[Any], values: dict[str, Value]):
+    def enter(
+        self, u: Unit, i: int, binding: Binding[Any], values: dict[str, Value]
+    ) -> None:
         note(f"{u.label}: enter {binding!r} {values}")
         assert u.call(binding.__enter__) is self.xs[i]
         entry = Entry(binding, dict(values), u.model.ctx)
@@ -474,7 +477,9 @@ class XlocalMachine(RuleBasedStateMachine):
             (i, e.binding) for i, stack in enumerate(u.model.stacks) for e in stack
         ]
         others = [
-            (i, bd) for i, bd in self.bindings if all(bd is not s for _, s in stacked)
+            (i, bd)
+            for i, bd, _ in self.bindings
+            if all(bd is not s for _, s in stacked)
         ]
         candidates = stacked + others
         if candidates:
@@ -488,15 +493,19 @@ class XlocalMachine(RuleBasedStateMachine):
         live = [u for u in self.units if u.alive]
         for k in range(len(live)):
             u = live[(unit + k) % len(live)]
-            inherited = [
-                (i, e.binding)
-                for i, stack in enumerate(u.model.stacks)
-                for e in stack
-                if e.ctx != u.model.ctx
-            ]
+            # Those whose creator has exited them already first: the rarer case.
+            inherited = sorted(
+                (
+                    (i, e)
+                    for i, stack in enumerate(u.model.stacks)
+                    for e in stack
+                    if e.ctx != u.model.ctx
+                ),
+                key=lambda ie: not ie[1].used,
+            )
             if inherited:
-                i, binding = inherited[b % len(inherited)]
-                self.exit_in(u, i, binding)
+                i, entry = inherited[b % len(inherited)]
+                self.exit_in(u, i, entry.binding)
                 return
 
     @rule(
