@@ -29,7 +29,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=3000,
+    max_examples=1000,
     stateful_step_count=80,
     database=None,
     deadline=None,
