@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from xlocal import xlocal
 from xlocal._core import _EMPTY
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE: "ci" (the default) is
+# deterministic and bounded to a few seconds; "long" draws many more random programs,
+# with a fresh seed each run (hypothesis prints how to reproduce a failure).
+settings.register_profile(
+    "ci",
+    max_examples=150,
+    stateful_step_count=40,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "long",
+    max_examples=1000,
+    stateful_step_count=80,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Every xlocal a test makes through the ``make_xlocal`` fixture, to check afterwards.
 _made: weakref.WeakSet[xlocal] = weakref.WeakSet()
