@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import collected
 
+import xlocal as xl
 import xlocal as xlocal_module
 from xlocal import Binding, _core, xlocal
 
@@ -529,6 +530,27 @@ def test_exit_in_another_task(xcurrent: xlocal) -> None:
             assert xcurrent.a == 1
 
     asyncio.run(main())
+
+
+def test_exit_of_an_inherited_entry_exited_already(xcurrent: xlocal) -> None:
+    """A snapshot run cannot exit an entry its maker has exited; nothing changes."""
+    binding = xcurrent(a=1)
+    with binding:
+        snapshot = xl.capture()
+
+    def exit_it() -> list[str]:
+        with pytest.raises(
+            RuntimeError,
+            match=r"^cannot exit <Binding xcurrent\(a=\.\.\.\)> here: it was entered "
+            r"in another asyncio task or contextvars.Context, and exited there "
+            r"already; here it was only inherited, and it ends with this task or "
+            r"snapshot run\. Nothing was changed$",
+        ):
+            binding.__exit__(None, None, None)
+        return dir(xcurrent)
+
+    assert snapshot.run(exit_it) == ["a"]
+    assert dir(xcurrent) == []
 
 
 def test_exit_in_another_task_under_its_own_binding(xcurrent: xlocal) -> None:

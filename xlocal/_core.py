@@ -310,8 +310,8 @@ class Binding(Generic[_X]):
             _exit_misplaced(self)
         try:
             var.reset(token)
-        except ValueError:
-            _exit_elsewhere(self, var.get())
+        except (ValueError, RuntimeError) as error:
+            _exit_elsewhere(self, var.get(), error)
 
     async def __aenter__(self) -> _X:
         return self.__enter__()
@@ -372,12 +372,25 @@ class Binding(Generic[_X]):
         return f"<Binding {_call_form(self._xlocal)}({names})>"
 
 
-def _exit_elsewhere(binding: Binding[Any], frame: dict[Any, Any]) -> NoReturn:
-    """Report an exit in another Context than the entry's; reset refused it."""
+def _exit_elsewhere(
+    binding: Binding[Any], frame: dict[Any, Any], refusal: Exception
+) -> NoReturn:
+    """Report an exit of an entry this execution only inherited; reset refused it.
+
+    ``reset`` raises RuntimeError if the entry's token was used, that is, the entry was
+    exited already where it was made; ValueError if it is still open there.
+    """
+    if isinstance(refusal, RuntimeError):
+        state = (
+            "and exited there already; here it was only inherited, and it ends with "
+            "this task or snapshot run"
+        )
+    else:
+        state = "where it is still bound; exit it there"
     raise RuntimeError(
         f"cannot exit {_entered(binding, frame)} here: it was entered in another "
-        f"asyncio task or contextvars.Context, where it is still bound; exit it "
-        f"there. Nothing was changed{_exited_at()}"
+        f"asyncio task or contextvars.Context, {state}. Nothing was changed"
+        f"{_exited_at()}"
     ) from None
 
 
@@ -393,8 +406,8 @@ def _exit_misplaced(binding: Binding[Any]) -> NoReturn:
         if active is binding:
             try:
                 binding._var.reset(token)
-            except ValueError:
-                _exit_elsewhere(binding, frame)
+            except (ValueError, RuntimeError) as error:
+                _exit_elsewhere(binding, frame, error)
             raise RuntimeError(
                 f"{_entered(binding, frame)} exited out of order: {len(inner)} "
                 f"binding(s) entered after it were still active, innermost {inner[0]}. "
