@@ -14,154 +14,18 @@ import asyncio
 import gc
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import collected
+from executions import MODELS, SPAWNING, TIMEOUT, Model, Scenario
 
 from xlocal import xlocal
 
 greenlet = pytest.importorskip("greenlet")
 gevent = pytest.importorskip("gevent")
 eventlet = pytest.importorskip("eventlet")
-
-TIMEOUT = 60
-
-#: A unit of work: given the local to test and the unit's number, it binds and reads,
-#: yielding wherever the other units should get a turn.
-Scenario = Callable[[Any, int], Iterator[None]]
-
-
-# -- execution models ------------------------------------------------------------------
-
-
-class Model:
-    """Runs *n* units of a scenario concurrently, each in its own execution."""
-
-    name: str
-    units: int
-
-    def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
-        raise NotImplementedError
-
-    def spawn_and_get(self, func: Callable[[], Any]) -> Any:
-        """Run *func* in a new unit of this kind and return its result."""
-        raise NotImplementedError
-
-
-class Threads(Model):
-    name, units = "thread", 50
-
-    def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
-        n = n or self.units
-        barrier = threading.Barrier(n, timeout=TIMEOUT)
-        errors: list[BaseException] = []
-
-        def unit(i: int) -> None:
-            try:
-                for _ in scenario(x, i):
-                    barrier.wait()
-            except BaseException as e:
-                errors.append(e)
-                barrier.abort()
-
-        threads = [threading.Thread(target=unit, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(TIMEOUT)
-        raise_first(errors, ignore=threading.BrokenBarrierError)
-
-    def spawn_and_get(self, func: Callable[[], Any]) -> Any:
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(func).result(TIMEOUT)
-
-
-class Greenlets(Model):
-    """Raw greenlets switched round-robin by hand: no hub, no timing."""
-
-    name, units = "greenlet", 1000
-
-    def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
-        n = n or self.units
-        main = greenlet.getcurrent()
-
-        def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                main.switch()
-
-        units = [greenlet.greenlet(unit) for _ in range(n)]
-        for _ in range(TIMEOUT * 100):
-            live = [(i, g) for i, g in enumerate(units) if not g.dead]
-            if not live:
-                return
-            for i, g in live:
-                g.switch(i) if not g else g.switch()
-        pytest.fail("greenlets did not finish")
-
-    def spawn_and_get(self, func: Callable[[], Any]) -> Any:
-        return greenlet.greenlet(func).switch()
-
-
-class Gevent(Model):
-    name, units = "gevent", 10_000
-
-    def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
-        def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                gevent.sleep(0)
-
-        jobs = [gevent.spawn(unit, i) for i in range(n or self.units)]
-        done = gevent.joinall(jobs, timeout=TIMEOUT, raise_error=True)
-        assert len(done) == len(jobs)
-
-    def spawn_and_get(self, func: Callable[[], Any]) -> Any:
-        return gevent.spawn(func).get(timeout=TIMEOUT)
-
-
-class Eventlet(Model):
-    name, units = "eventlet", 1000
-
-    def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
-        def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                eventlet.sleep(0)
-
-        jobs = [eventlet.spawn(unit, i) for i in range(n or self.units)]
-        with eventlet.Timeout(TIMEOUT):
-            for job in jobs:
-                job.wait()
-
-    def spawn_and_get(self, func: Callable[[], Any]) -> Any:
-        with eventlet.Timeout(TIMEOUT):
-            return eventlet.spawn(func).wait()
-
-
-class Tasks(Model):
-    name, units = "asyncio", 10_000
-
-    def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
-        async def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                await asyncio.sleep(0)
-
-        async def main() -> None:
-            units = (unit(i) for i in range(n or self.units))
-            await asyncio.wait_for(asyncio.gather(*units), TIMEOUT)
-
-        asyncio.run(main())
-
-
-def raise_first(errors: list[BaseException], ignore: type[BaseException]) -> None:
-    real = [e for e in errors if not isinstance(e, ignore)] or errors
-    if real:
-        raise real[0]
-
-
-MODELS = [Threads(), Greenlets(), Gevent(), Eventlet(), Tasks()]
-SPAWNING = [m for m in MODELS if not isinstance(m, Tasks)]
 
 
 @pytest.fixture(params=MODELS, ids=lambda m: m.name)

@@ -10,14 +10,12 @@ import math
 import operator
 import pickle
 import threading
-import warnings
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-import gevent
-import gevent.event
 import greenlet
 import pytest
+from executions import MODELS, Model
 
 from xlocal import xlocal
 from xlocal.local import (
@@ -968,156 +966,24 @@ class _Shared:
         vars(self).clear()
 
 
-_WORKERS = 4
+@pytest.fixture(params=MODELS, ids=lambda m: m.name)
+def model(request: pytest.FixtureRequest) -> Model:
+    """Each execution model in turn."""
+    return request.param  # type: ignore[no-any-return]
 
 
-def _run_threads(scenario: Callable[[int], Generator[None, None, None]]) -> None:
-    barrier = threading.Barrier(_WORKERS, timeout=TIMEOUT)
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        try:
-            for _ in scenario(i):
-                barrier.wait()
-        except BaseException as exc:
-            errors.append(exc)
-            barrier.abort()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(_WORKERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-    _raise_first(errors)
-
-
-def _run_greenlets(scenario: Callable[[int], Generator[None, None, None]]) -> None:
-    main = greenlet.getcurrent()
-    workers = [
-        greenlet.greenlet(lambda i=i: [main.switch() for _ in scenario(i)])
-        for i in range(_WORKERS)
-    ]
-    while any(not worker.dead for worker in workers):
-        for worker in workers:
-            if not worker.dead:
-                worker.switch()
-
-
-class _CoopBarrier:
-    """A reusable barrier for cooperative greenlets, on the framework's own event."""
-
-    def __init__(self, make: Callable[[], Any], set_: Callable[[Any], None]) -> None:
-        self._make = make
-        self._set = set_
-        self._count = 0
-        self._event = make()
-
-    def wait(self) -> None:
-        event = self._event
-        self._count += 1
-        if self._count == _WORKERS:
-            self._count = 0
-            self._event = self._make()
-            self._set(event)
-        elif not event.wait(TIMEOUT):
-            raise TimeoutError("barrier timed out: a worker is stuck or failed")
-
-
-def _run_gevent(scenario: Callable[[int], Generator[None, None, None]]) -> None:
-    barrier = _CoopBarrier(gevent.event.Event, lambda event: event.set())
-
-    def work(i: int) -> None:
-        for _ in scenario(i):
-            barrier.wait()
-
-    jobs = [gevent.spawn(work, i) for i in range(_WORKERS)]
-    try:
-        gevent.joinall(jobs, timeout=TIMEOUT, raise_error=True)
-        assert all(job.successful() for job in jobs)
-    finally:
-        gevent.killall(jobs)
-
-
-def _run_eventlet(scenario: Callable[[int], Generator[None, None, None]]) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # eventlet warns that it is deprecated
-        eventlet = importlib.import_module("eventlet")
-        importlib.import_module("eventlet.event")
-
-    barrier = _CoopBarrier(eventlet.event.Event, lambda event: event.send(True))
-
-    def work(i: int) -> None:
-        for _ in scenario(i):
-            barrier.wait()
-
-    jobs = [eventlet.spawn(work, i) for i in range(_WORKERS)]
-    try:
-        for job in jobs:
-            job.wait()
-    finally:
-        for job in jobs:
-            job.kill()
-
-
-def _run_asyncio(scenario: Callable[[int], Generator[None, None, None]]) -> None:
-    async def main() -> None:
-        state = {"count": 0, "event": asyncio.Event()}
-
-        async def wait() -> None:
-            event = state["event"]
-            assert isinstance(event, asyncio.Event)
-            state["count"] = int(state["count"]) + 1  # type: ignore[call-overload]
-            if state["count"] == _WORKERS:
-                state["count"] = 0
-                state["event"] = asyncio.Event()
-                event.set()
-            else:
-                await asyncio.wait_for(event.wait(), TIMEOUT)
-
-        async def work(i: int) -> None:
-            for _ in scenario(i):
-                await wait()
-
-        await asyncio.gather(*(work(i) for i in range(_WORKERS)))
-
-    asyncio.run(main())
-
-
-def _raise_first(errors: list[BaseException]) -> None:
-    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
-    if real or errors:
-        raise (real or errors)[0]
-
-
-_MODELS = {
-    "thread": _run_threads,
-    "greenlet": _run_greenlets,
-    "gevent": _run_gevent,
-    "eventlet": _run_eventlet,
-    "asyncio": _run_asyncio,
-}
-
-
-@pytest.fixture(params=sorted(_MODELS))
-def run_concurrently(request: pytest.FixtureRequest) -> Any:
-    """Run a scenario in several workers of one execution model, in lock-step."""
-    return _MODELS[request.param]
-
-
-def test_isolation(run_concurrently: Any, xcurrent: xlocal) -> None:
+def test_isolation(model: Model, xcurrent: xlocal) -> None:
     """Locals, stacks, proxies and xlocal bindings are per-execution in every model."""
     local = Local()
     stack: LocalStack[int] = LocalStack()
-    run_concurrently(lambda i: _scenario(i, local, stack, xcurrent))
+    model.run(lambda x, i: _scenario(i, local, stack, x), xcurrent, n=4)
     assert list(local) == []
     assert not _stored(_local_var(local))
 
 
-def test_isolation_check_detects_sharing(
-    run_concurrently: Any, xcurrent: xlocal
-) -> None:
+def test_isolation_check_detects_sharing(model: Model, xcurrent: xlocal) -> None:
     """The isolation scenario fails when the storage is shared between executions."""
     shared = _Shared()
     stack: LocalStack[int] = LocalStack()
     with pytest.raises(AssertionError):
-        run_concurrently(lambda i: _scenario(i, shared, stack, xcurrent))
+        model.run(lambda x, i: _scenario(i, shared, stack, x), xcurrent, n=4)
