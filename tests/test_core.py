@@ -475,7 +475,8 @@ def test_exit_twice(xcurrent: xlocal) -> None:
             RuntimeError,
             match=r"^cannot exit <Binding xcurrent\(a=\.\.\.\)>: it is not active in "
             r"this execution\. It was exited already, or entered in another thread, "
-            r"greenlet or task \(exit it there\)\. Nothing was changed$",
+            r"greenlet or task \(exit it there\), as when a generator or coroutine "
+            r"abandoned there is finalized here\. Nothing was changed$",
         ):
             binding.__exit__(None, None, None)
         assert xcurrent.base == 0

@@ -7,6 +7,7 @@ bound value is kept alive.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import threading
 import weakref
@@ -288,3 +289,155 @@ def test_exit_raising_keeps_other_executions_intact(xcurrent: xlocal) -> None:
     assert sorted(map(str, seen)) == sorted(
         ["victim"] + [str((i, 1)) for i in range(n - 1)]
     )
+
+
+# -- foreign exits of a shared binding object ------------------------------------------
+
+
+class _Pause:
+    """An awaitable that suspends a coroutine once, so tests can step it by hand."""
+
+    def __await__(self) -> Iterator[None]:
+        yield
+
+
+def test_abandoned_decorated_coroutine_finalized_in_another_execution(
+    xcurrent: xlocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coroutine of a binding-decorated function, abandoned inside its binding and
+    finalized while another call of the same function is inside it, leaves that other
+    call's binding alone."""
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    @xcurrent(role="admin")
+    async def handler() -> str:
+        await _Pause()
+        return str(xcurrent.role)
+
+    mine, theirs = contextvars.Context(), contextvars.Context()
+    abandoned = handler()
+    mine.run(abandoned.send, None)  # entered in its own context, then suspended
+    innocent = handler()
+    theirs.run(innocent.send, None)
+
+    def collect_here() -> str:
+        nonlocal abandoned
+        del abandoned  # finalized here: its exit runs in the innocent's context
+        return str(xcurrent.role)
+
+    assert theirs.run(collect_here) == "admin"
+    with pytest.raises(StopIteration) as done:
+        theirs.run(innocent.send, None)
+    assert done.value.value == "admin"
+    assert theirs.run(dir, xcurrent) == []
+    assert len(unraisable) == 1
+    assert "not active in this execution" in str(unraisable[0].exc_value)
+    unraisable.clear()
+
+
+def test_kept_binding_generator_collected_in_another_thread(
+    xcurrent: xlocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generator abandoned inside a kept binding and collected in a thread that is
+    inside the same binding object does not end that thread's entry."""
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    admin = xcurrent(role="admin")
+
+    def gen() -> Iterator[None]:
+        with admin:
+            yield
+            yield
+
+    holder = [gen()]
+    seen: list[Any] = []
+
+    def first() -> None:
+        next(holder[0])  # the generator's entry is in this thread, left open
+
+    def second() -> None:
+        with admin:
+            holder.clear()  # the generator is finalized here
+            seen.append(getattr(xcurrent, "role", None))
+        seen.append(dir(xcurrent))
+
+    for target in (first, second):
+        t = threading.Thread(target=target)
+        t.start()
+        t.join(TIMEOUT)
+    assert seen == ["admin", []]
+    assert len(unraisable) == 1
+    assert "not active in this execution" in str(unraisable[0].exc_value)
+    unraisable.clear()
+
+
+def test_shared_binding_in_two_tasks_one_closed_in_the_other(xcurrent: xlocal) -> None:
+    """Two tasks inside one binding object: one task's coroutine closed inside the
+    other (as a finalizer would) fails there and leaves the other's binding alone."""
+    admin = xcurrent(role="admin")
+
+    async def main() -> list[Any]:
+        entered, gate = asyncio.Event(), asyncio.Event()
+        results: list[Any] = []
+
+        async def victim() -> None:
+            async with admin:
+                entered.set()
+                await gate.wait()
+
+        task = asyncio.create_task(victim())
+        async with admin:
+            await asyncio.wait_for(entered.wait(), TIMEOUT)
+            try:
+                task.get_coro().close()  # the victim's exit runs in this task
+            except RuntimeError as error:
+                results.append(str(error))
+            results.append(xcurrent.role)
+        results.append(dir(xcurrent))
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, RuntimeError)):
+            await task  # its coroutine is closed: the task ends either way
+        return results
+
+    results = asyncio.run(main())
+    assert "not active in this execution" in results[0]
+    assert results[1:] == ["admin", []]
+
+
+def test_hand_written_exit_in_another_thread(xcurrent: xlocal) -> None:
+    """A context manager that exits a shared binding by hand, called in a thread that
+    is inside the same binding, cannot end that thread's own entry."""
+    admin = xcurrent(role="admin")
+
+    class Admin:
+        def __enter__(self) -> None:
+            admin.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            admin.__exit__(None, None, None)
+
+    manager = Admin()
+    seen: list[Any] = []
+
+    def other() -> None:
+        with admin:
+            try:
+                manager.__exit__(None, None, None)  # meant for the main thread
+            except RuntimeError as error:
+                seen.append(str(error))
+            seen.append(xcurrent.role)
+        seen.append(dir(xcurrent))
+
+    with manager:
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(TIMEOUT)
+        assert xcurrent.role == "admin"
+    assert dir(xcurrent) == []
+    assert seen[0].startswith(
+        "cannot exit <Binding xcurrent(role=...)> here: its innermost entry in this "
+        "execution belongs to a with-statement still running around this call, in "
+        "other at line "
+    )
+    assert seen[1:] == ["admin", []]

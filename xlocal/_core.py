@@ -10,6 +10,13 @@ greenlet.
 Reads take the fast road: every xlocal gets a class of its own whose __getattribute__ is
 a closure over the variable's ``get``, so a read is one call, one ``get`` and one dict
 lookup.
+
+Entries are identified as themselves, not by their binding object: the frame's record
+is a fresh tuple per entry, and the Token that undoes it is kept by the binding, keyed
+by the Python frame whose with-statement made the entry.  So an exit finds its own
+entry even when one binding object is entered by many executions at once, and no frame
+holds a Token: a context never reaches itself (no cycle keeps a dead thread's values),
+and a child that inherited frames does not keep its parent's whole context alive.
 """
 
 from __future__ import annotations
@@ -36,13 +43,15 @@ from ._steps import (
 
 __all__ = ["Binding", "get_debug", "set_debug", "xlocal"]
 
-#: The key under which a frame records ``(binding, token)``.  It is not a string, so no
-#: attribute read can reach it, and the names a user binds can never collide with it.
+#: The key under which a frame records its entry: a tuple ``(names, parent frame)``, new
+#: for each entry, whose ``names`` is the dict of the binding that made it.  The key is
+#: not a string, so no attribute read can reach it, and the names a user binds can never
+#: collide with it.
 _ENTRY: Any = object()
 
 #: The value of every xlocal's variable where nothing is bound.  Being the variable's
 #: default, it is never stored in any context.
-_EMPTY: dict[Any, Any] = {_ENTRY: (None, None)}
+_EMPTY: dict[Any, Any] = {_ENTRY: None}
 
 _X = TypeVar("_X", bound="xlocal")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -55,6 +64,7 @@ _VALID_NAMES_CAP = 4096
 _object_getattribute = object.__getattribute__
 _object_setattr = object.__setattr__
 _new = object.__new__
+_getframe = sys._getframe
 
 
 def _check_greenlet() -> None:
@@ -192,6 +202,7 @@ def _binder(var: contextvars.ContextVar[dict[Any, Any]]) -> Callable[..., Any]:
         binding._xlocal = self
         binding._var = var
         binding._names = names
+        binding._entries = {}
         return binding
 
     return __call__
@@ -277,7 +288,7 @@ class Binding(Generic[_X]):
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("_names", "_var", "_where", "_xlocal")
+    __slots__ = ("_entries", "_names", "_var", "_where", "_xlocal")
 
     # Made only by calling an xlocal, which checks the names and hands over the fresh
     # dict of its keyword arguments: kept as it is, never copied nor changed.  The
@@ -285,6 +296,11 @@ class Binding(Generic[_X]):
     _xlocal: _X
     _var: contextvars.ContextVar[dict[Any, Any]]
     _names: dict[str, Any]
+    # The open entries, by the Python frame that entered them (the frame running the
+    # with-statement, kept alive so that no other frame can take its id while the
+    # entry is open): ``(record, token, older)``, where *older* is an earlier open
+    # entry made by the same frame, or None.
+    _entries: dict[FrameType, _Open]
     _where: str  # where it was last entered, in debug mode only
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Binding[_X]:
@@ -294,8 +310,13 @@ class Binding(Generic[_X]):
 
     def __enter__(self) -> _X:
         var = self._var
-        frame = {**var.get(), **self._names}
-        frame[_ENTRY] = (self, var.set(frame))
+        parent = var.get()
+        names = self._names
+        frame = {**parent, **names}
+        frame[_ENTRY] = record = (names, parent)
+        owner = _getframe(1)
+        entries = self._entries
+        entries[owner] = (record, var.set(frame), entries.get(owner))
         return self._xlocal
 
     def __exit__(
@@ -304,17 +325,22 @@ class Binding(Generic[_X]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        var = self._var
-        binding, token = var.get()[_ENTRY]
-        if binding is not self:
-            _exit_misplaced(self)
-        try:
-            var.reset(token)
-        except (ValueError, RuntimeError) as error:
-            _exit_elsewhere(self, var.get(), error)
+        owner = _getframe(1)
+        mine = self._entries.pop(owner, None)
+        if mine is not None and mine[2] is None:
+            var = self._var
+            if var.get()[_ENTRY] is mine[0]:
+                try:
+                    var.reset(mine[1])
+                except (ValueError, RuntimeError) as error:
+                    _exit_elsewhere(self, mine[0], error)
+                return
+        _exit_rest(self, owner, mine)
 
     async def __aenter__(self) -> _X:
-        return self.__enter__()
+        # The frame that awaits this one runs the async with-statement: it owns the
+        # entry, as the caller of __enter__ does for a with-statement.
+        return _enter_for(self, _getframe(1))
 
     async def __aexit__(
         self,
@@ -322,7 +348,15 @@ class Binding(Generic[_X]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        owner = _getframe(1)
+        _exit_rest(self, owner, self._entries.pop(owner, None))
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError(
+            f"cannot copy or pickle {self!r}: a binding is entered by with-statements "
+            f"in this process; make another by calling the xlocal, or carry bindings "
+            f"to other processes with xlocal.portable"
+        )
 
     def __call__(self, func: _F) -> _F:
         """Decorate *func* to run with these names bound, on top of the caller's.
@@ -372,9 +406,104 @@ class Binding(Generic[_X]):
         return f"<Binding {_call_form(self._xlocal)}({names})>"
 
 
-def _exit_elsewhere(
-    binding: Binding[Any], frame: dict[Any, Any], refusal: Exception
-) -> NoReturn:
+#: An open entry, as a binding keeps it: ``(record, token, older)``.
+_Open = tuple[Any, "contextvars.Token[dict[Any, Any]]", Any]
+
+
+def _enter_for(binding: Binding[_X], owner: FrameType) -> _X:
+    """Binding.__enter__ for an entry made by the with-statement running in *owner*."""
+    var = binding._var
+    parent = var.get()
+    names = binding._names
+    frame = {**parent, **names}
+    frame[_ENTRY] = record = (names, parent)
+    entries = binding._entries
+    entries[owner] = (record, var.set(frame), entries.get(owner))
+    return binding._xlocal
+
+
+def _exit_rest(
+    binding: Binding[Any],
+    owner: FrameType,
+    mine: _Open | None,
+) -> None:
+    """Binding.__exit__ beyond its fast path; *mine* is the entry *owner* made."""
+    if mine is None:
+        _exit_unowned(binding)
+        return
+    record, token, older = mine
+    if older is not None:
+        binding._entries[owner] = older
+    _exit_misplaced(binding, record, token)
+
+
+def _exit_unowned(binding: Binding[Any]) -> None:
+    """Exit an entry of *binding* from a frame that did not make one.
+
+    ``ExitStack`` and ``__exit__`` called by hand end an entry from another frame
+    than the one that entered it: the entry they end is the innermost one of
+    *binding* in this execution.
+    """
+    names = binding._names
+    for record, _frame in _active(binding._var.get()):
+        if record[0] is names:
+            found = _open_entry(binding, record)
+            if found is None:
+                # Its own exit ran already: this execution only inherited it.
+                _exit_elsewhere(binding, record, RuntimeError())
+            key, token = found
+            if _running(key):
+                raise RuntimeError(
+                    f"cannot exit {binding!r} here: its innermost entry in this "
+                    f"execution belongs to a with-statement still running around this "
+                    f"call, in {key.f_code.co_name} at line {key.f_lineno}, which "
+                    f"exits it itself. An exit called by hand, or by a context "
+                    f"manager shared with another thread, often causes this. Nothing "
+                    f"was changed{_exited_at()}"
+                )
+            _exit_misplaced(binding, record, token, key)
+            return
+    _not_active(binding)
+
+
+def _running(frame: FrameType) -> bool:
+    """Whether *frame* is running in this thread, around the current call."""
+    current: FrameType | None = _getframe(2)
+    while current is not None:
+        if current is frame:
+            return True
+        current = current.f_back
+    return False
+
+
+def _open_entry(
+    binding: Binding[Any], record: Any
+) -> tuple[FrameType, contextvars.Token[Any]] | None:
+    """The key and token of *binding*'s open entry *record*, if it has it."""
+    for key, chain in list(binding._entries.items()):
+        while chain is not None:
+            if chain[0] is record:
+                return key, chain[1]
+            chain = chain[2]
+    return None
+
+
+def _forget(binding: Binding[Any], record: Any, key: FrameType) -> None:
+    """Take the open entry *record*, made by the frame *key*, out of *binding*."""
+    entries = binding._entries
+    chain = entries.pop(key, None)
+    kept: list[_Open] = []
+    while chain is not None and chain[0] is not record:
+        kept.append(chain)
+        chain = chain[2]
+    older = None if chain is None else chain[2]
+    for item in reversed(kept):
+        older = (item[0], item[1], older)
+    if older is not None:
+        entries[key] = older
+
+
+def _exit_elsewhere(binding: Binding[Any], record: Any, refusal: Exception) -> NoReturn:
     """Report an exit of an entry this execution only inherited; reset refused it.
 
     ``reset`` raises RuntimeError if the entry's token was used, that is, the entry was
@@ -388,62 +517,84 @@ def _exit_elsewhere(
     else:
         state = "where it is still bound; exit it there"
     raise RuntimeError(
-        f"cannot exit {_entered(binding, frame)} here: it was entered in another "
-        f"asyncio task or contextvars.Context, {state}. Nothing was changed"
+        f"cannot exit {_entered(binding._xlocal, record, binding._var.get())} here: "
+        f"it was entered in "
+        f"another asyncio task or contextvars.Context, {state}. Nothing was changed"
         f"{_exited_at()}"
     ) from None
 
 
-def _exit_misplaced(binding: Binding[Any]) -> NoReturn:
-    """Exit *binding* although it is not the innermost one here, and say so.
+def _exit_misplaced(
+    binding: Binding[Any],
+    record: Any,
+    token: contextvars.Token[Any],
+    key: FrameType | None = None,
+) -> None:
+    """Exit the entry *record* of *binding*, which may not be the innermost one here.
 
-    If it is active further out, it and every binding entered after it are exited at
-    once, as an exception unwinding them would, so that no stale binding is left in
-    this execution; then RuntimeError reports the misuse.
+    If it is active further out, it and every entry made after it are exited at once,
+    as an exception unwinding them would, so that no stale binding is left in this
+    execution; then RuntimeError reports the misuse.  If it is not active here, it was
+    made in another execution (an abandoned generator or coroutine finalized here, an
+    exit called in another thread): nothing is changed.  *key*, if given, is the frame
+    that made the entry, to forget the entry by once it is exited.
     """
+    x = binding._xlocal
+    var = binding._var
     inner: list[str] = []
-    for active, token, frame in _active(binding._var.get()):
-        if active is binding:
+    for active, frame in _active(var.get()):
+        if active is record:
             try:
-                binding._var.reset(token)
+                var.reset(token)
             except (ValueError, RuntimeError) as error:
-                _exit_elsewhere(binding, frame, error)
+                _exit_elsewhere(binding, record, error)
+            if key is not None:
+                _forget(binding, record, key)
+            if not inner:
+                return
             raise RuntimeError(
-                f"{_entered(binding, frame)} exited out of order: {len(inner)} "
+                f"{_entered(x, record, frame)} exited out of order: {len(inner)} "
                 f"binding(s) entered after it were still active, innermost {inner[0]}. "
                 f"A generator suspended inside a with-block, or __enter__/__exit__ "
                 f"called by hand, often causes this. All of them have been exited, "
                 f"which restores the bindings from before {binding!r} was entered"
                 f"{_exited_at()}"
             )
-        inner.append(_entered(active, frame))
+        inner.append(_entered(x, active, frame))
+    _not_active(binding)
+
+
+def _not_active(binding: Binding[Any]) -> NoReturn:
     where = getattr(binding, "_where", None)
     last = f" (last entered at {where})" if where else ""
     raise RuntimeError(
         f"cannot exit {binding!r}{last}: it is not active in this execution. It was "
         f"exited already, or entered in another thread, greenlet or task (exit it "
-        f"there). Nothing was changed{_exited_at()}"
+        f"there), as when a generator or coroutine abandoned there is finalized here. "
+        f"Nothing was changed{_exited_at()}"
     )
 
 
-def _active(
-    frame: dict[Any, Any],
-) -> Iterator[tuple[Binding[Any], contextvars.Token[Any], dict[Any, Any]]]:
-    """The entries active in an execution, innermost first, with their frames."""
-    binding, token = frame[_ENTRY]
-    while binding is not None:
-        yield binding, token, frame
-        frame = token.old_value
-        if frame is contextvars.Token.MISSING:
-            return
-        binding, token = frame[_ENTRY]
+def _active(frame: dict[Any, Any]) -> Iterator[tuple[Any, dict[Any, Any]]]:
+    """The entries active in an execution, innermost first: ``(record, frame)``."""
+    record = frame[_ENTRY]
+    while record is not None:
+        yield record, frame
+        frame = record[1]
+        record = frame[_ENTRY]
+
+
+def _describe(x: xlocal, names: dict[str, Any]) -> str:
+    """The repr of a binding of *names* on *x*."""
+    shown = ", ".join(f"{name}=..." for name in names)
+    return f"<Binding {_call_form(x)}({shown})>"
 
 
 # -- debug mode: where bindings were entered -------------------------------------------
 
-#: In debug mode, the key under which a frame records ``(token, place)``: where the
-#: entry that made the frame was entered.  Tied to the token, so that the record a
-#: child frame copies from its parent is never taken for the child's own.
+#: In debug mode, the key under which a frame records ``(record, place)``: where the
+#: entry that made the frame was entered.  Tied to the entry's record, so that the
+#: place a child frame copies from its parent is never taken for the child's own.
 _WHERE: Any = object()
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -460,12 +611,14 @@ def _caller() -> str:
     return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
 
 
-def _entered(binding: Binding[Any], frame: dict[Any, Any]) -> str:
-    """The binding's repr, with the place it was entered when debug mode recorded it."""
+def _entered(x: xlocal, record: Any, frame: dict[Any, Any]) -> str:
+    """The repr of the entry *record* of *x*, made in *frame*, with the place it was
+    entered when debug mode recorded it."""
     where = frame.get(_WHERE)
-    if where is not None and where[0] is frame[_ENTRY][1]:
-        return f"{binding!r} (entered at {where[1]})"
-    return repr(binding)
+    shown = _describe(x, record[0])
+    if where is not None and where[0] is record:
+        return f"{shown} (entered at {where[1]})"
+    return shown
 
 
 def _exited_at() -> str:
@@ -478,10 +631,10 @@ def _exited_at() -> str:
 
 def _debug_enter(self: Binding[_X]) -> _X:
     """Binding.__enter__ in debug mode: enter, then record where."""
-    target = _plain_enter(self)
+    target = _enter_for(self, _getframe(1))
     where = _caller()
     frame = self._var.get()
-    frame[_WHERE] = (frame[_ENTRY][1], where)
+    frame[_WHERE] = (frame[_ENTRY], where)
     self._where = where
     return target
 
