@@ -480,11 +480,12 @@ def _open_entry(
     binding: Binding[Any], record: Any
 ) -> tuple[FrameType, contextvars.Token[Any]] | None:
     """The key and token of *binding*'s open entry *record*, if it has it."""
-    for key, chain in list(binding._entries.items()):
-        while chain is not None:
-            if chain[0] is record:
-                return key, chain[1]
-            chain = chain[2]
+    for key, newest in list(binding._entries.items()):
+        entry = newest
+        while entry is not None:
+            if entry[0] is record:
+                return key, entry[1]
+            entry = entry[2]
     return None
 
 
