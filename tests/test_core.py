@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+import gc
 import pickle
 import subprocess
 import sys
@@ -663,3 +664,82 @@ def test_old_greenlet_refused() -> None:
         "ImportError: xlocal needs greenlet 0.4.17 or newer, but greenlet 0.4.16 is "
         "installed: it does not give each greenlet its own contextvars.Context"
     ) in result.stderr
+
+
+# -- values die with their execution, without the garbage collector --------------------
+
+
+@pytest.fixture
+def no_collector() -> Any:
+    """Turn the cyclic garbage collector off: only reference counting frees."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_value_released_when_thread_dies_inside_its_block(
+    xcurrent: xlocal, no_collector: None
+) -> None:
+    """A value bound by an entry its thread never exits is released when the thread
+    ends."""
+    value = Value()
+    ref = weakref.ref(value)
+
+    def run(v: Value) -> None:
+        xcurrent(v=v).__enter__()  # never exited: the thread dies inside the block
+
+    t = threading.Thread(target=run, args=(value,))
+    del value
+    t.start()
+    t.join(10)
+    del t
+    assert ref() is None
+
+
+def test_value_released_when_greenlet_dies_inside_its_block(
+    xcurrent: xlocal, no_collector: None
+) -> None:
+    """A value bound in a greenlet that ends inside its block is released at once."""
+    greenlet = pytest.importorskip("greenlet")
+    value = Value()
+    ref = weakref.ref(value)
+
+    def run(v: Value) -> None:
+        xcurrent(v=v).__enter__()
+
+    g = greenlet.greenlet(run)
+    g.switch(value)
+    del value, g
+    assert ref() is None
+
+
+def test_child_keeps_only_what_it_sees(xcurrent: xlocal, no_collector: None) -> None:
+    """A long-lived task started inside a block does not keep its parent's context:
+    a value the parent set after starting it is released when the parent finishes."""
+    other: contextvars.ContextVar[Value] = contextvars.ContextVar("other")
+    ref: list[weakref.ref[Value]] = []
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def child() -> None:
+            await release.wait()
+            assert xcurrent.a == 1
+
+        async def parent() -> asyncio.Task[None]:
+            with xcurrent(a=1):
+                task = asyncio.create_task(child())
+            value = Value()
+            ref.append(weakref.ref(value))
+            other.set(value)
+            return task
+
+        task = await asyncio.create_task(parent())
+        await asyncio.sleep(0)
+        assert ref[0]() is None  # the parent is done; the child still runs
+        release.set()
+        await task
+
+    asyncio.run(main())

@@ -436,8 +436,6 @@ def test_hand_written_exit_in_another_thread(xcurrent: xlocal) -> None:
         assert xcurrent.role == "admin"
     assert dir(xcurrent) == []
     assert seen[0].startswith(
-        "cannot exit <Binding xcurrent(role=...)> here: its innermost entry in this "
-        "execution belongs to a with-statement still running around this call, in "
-        "other at line "
+        "cannot exit <Binding xcurrent(role=...)>: it is not active in this execution"
     )
     assert seen[1:] == ["admin", []]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import decimal
 import functools
 import gc
 import inspect
@@ -18,6 +19,7 @@ import pytest
 
 import xlocal as xl
 from xlocal import ContextExecutor, Snapshot, Thread, capture, isolated, wrap, xlocal
+from xlocal.local import Local, LocalStack
 
 greenlet = pytest.importorskip("greenlet")
 gevent = pytest.importorskip("gevent")
@@ -827,3 +829,223 @@ def test_wrap_recognises_bound_generator_methods() -> None:
         wrapped = wrap(Service().rows)
     with _current(request="consumer"):
         assert list(wrapped()) == ["captured"]
+
+
+# -- callables that do not say what they make ------------------------------------------
+
+
+async def _seen(n: int) -> Any:
+    await asyncio.sleep(0)
+    return n, getattr(_current, "request", None)
+
+
+class _AsyncCall:
+    """An object whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, n: int) -> Any:
+        return await _seen(n)
+
+
+class _Awaitable:
+    """An awaitable that is not a coroutine; its body runs when awaited."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __await__(self) -> Iterator[Any]:
+        yield from asyncio.sleep(0).__await__()
+        return self.n, getattr(_current, "request", None)
+
+
+def _sync_decorated(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def call(*args: Any) -> Any:
+        return func(*args)
+
+    return call
+
+
+def _returns_coroutine(n: int) -> Any:
+    return _seen(n)
+
+
+def _returns_task(n: int) -> Any:
+    return asyncio.ensure_future(_seen(n))
+
+
+ASYNC_CALLABLES: dict[str, Callable[[int], Any]] = {
+    "object with async __call__": _AsyncCall(),
+    "partial of a coroutine function": functools.partial(_seen),
+    "function returning a coroutine": _returns_coroutine,
+    "sync-decorated coroutine function": _sync_decorated(_seen),
+    "function returning an awaitable": _Awaitable,
+    "function returning a task": _returns_task,
+}
+
+
+@pytest.mark.parametrize("func", ASYNC_CALLABLES.values(), ids=ASYNC_CALLABLES)
+def test_binding_reaches_the_awaited_body_of_any_async_callable(
+    func: Callable[[int], Any],
+) -> None:
+    """The binding decorator covers the awaited body of a callable that returns
+    something to await, whatever the callable looks like."""
+    bound = _current(request="bound")(func)
+
+    async def main() -> Any:
+        result = await bound(3)
+        assert dir(_current) == []
+        return result
+
+    assert asyncio.run(main()) == (3, "bound")
+
+
+@pytest.mark.parametrize("func", ASYNC_CALLABLES.values(), ids=ASYNC_CALLABLES)
+def test_wrap_reaches_the_awaited_body_of_any_async_callable(
+    func: Callable[[int], Any],
+) -> None:
+    """wrap runs the awaited body of a callable that returns something to await with
+    the captured bindings, whatever the callable looks like."""
+    with _current(request="captured"):
+        wrapped = wrap(func)
+
+    async def main() -> Any:
+        with _current(request="awaiter"):
+            return await wrapped(4)
+
+    assert asyncio.run(main()) == (4, "captured")
+
+
+def _gen_of(n: int) -> Iterator[Any]:
+    yield n, getattr(_current, "request", None)
+
+
+async def _agen_of(n: int) -> AsyncIterator[Any]:
+    yield n, getattr(_current, "request", None)
+
+
+def _returns_gen(n: int) -> Any:
+    return _gen_of(n)
+
+
+def _returns_agen(n: int) -> Any:
+    return _agen_of(n)
+
+
+def test_binding_reaches_generators_returned_by_plain_functions() -> None:
+    """A plain function that returns a generator or async generator gets the binding
+    in every step, and its consumer does not see it."""
+    gen = _current(request="bound")(_returns_gen)
+    agen = _current(request="bound")(_returns_agen)
+    assert list(gen(1)) == [(1, "bound")]
+
+    async def main() -> list[Any]:
+        items = [item async for item in agen(2)]
+        assert dir(_current) == []
+        return items
+
+    assert asyncio.run(main()) == [(2, "bound")]
+
+
+def test_wrap_reaches_generators_returned_by_plain_functions() -> None:
+    """wrap steps a generator or async generator returned by a plain function in the
+    captured bindings."""
+    with _current(request="captured"):
+        gen = wrap(_returns_gen)
+        agen = wrap(_returns_agen)
+    with _current(request="consumer"):
+        assert list(gen(1)) == [(1, "captured")]
+
+    async def main() -> list[Any]:
+        return [item async for item in agen(2)]
+
+    assert asyncio.run(main()) == [(2, "captured")]
+
+
+# -- what the spawn helpers carry ------------------------------------------------------
+
+_users_var: contextvars.ContextVar[list[str]] = contextvars.ContextVar("users_var")
+
+
+def _changes_decimal_and_reads_own_var() -> Any:
+    decimal.getcontext().prec = 3
+    return _current.request, _users_var.get(None), decimal.getcontext().prec
+
+
+SPAWNED_RUNS: dict[str, Callable[[Callable[[], Any]], Any]] = {
+    "Thread": lambda f: spawn_thread(f)(),
+    "wrap in a thread": lambda f: spawn_plain_thread_with_wrap(f)(),
+    "ContextExecutor": lambda f: spawn_executor(f)(),
+    "greenlet": lambda f: spawn_raw_greenlet(f)(),
+    "Snapshot.run": lambda f: capture().run(f),
+}
+
+
+@pytest.mark.parametrize("run", SPAWNED_RUNS.values(), ids=SPAWNED_RUNS)
+def test_spawn_helpers_carry_only_xlocal_state(run: Callable[..., Any]) -> None:
+    """A spawned execution gets the spawner's xlocal bindings, a decimal context of
+    its own, and none of the spawner's other context variables."""
+    before = decimal.getcontext().prec
+    token = _users_var.set(["mutable", "state"])
+    try:
+        with _current(request="carried"):
+            assert run(_changes_decimal_and_reads_own_var) == ("carried", None, 3)
+    finally:
+        _users_var.reset(token)
+    assert decimal.getcontext().prec == before
+
+
+def test_snapshot_holds_local_data(xcurrent: xlocal) -> None:
+    """Data of the werkzeug-compatible Local and LocalStack is carried like bindings."""
+    local, stack = Local(), LocalStack[str]()
+
+    def hold() -> Any:
+        local.user = "ann"
+        stack.push("top")
+        return capture()
+
+    snapshot = contextvars.Context().run(hold)
+    assert snapshot.run(lambda: (local.user, stack.top)) == ("ann", "top")
+
+
+def test_never_started_thread_releases_its_bindings(xcurrent: xlocal) -> None:
+    """An xlocal.Thread that never starts holds its captured values only as long as
+    the thread object lives, without the collector."""
+
+    class Value:
+        pass
+
+    value = Value()
+    ref = weakref.ref(value)
+    gc.disable()
+    try:
+        with xcurrent(v=value):
+            t = Thread(target=lambda: None)
+        del value, t
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_subclass_run_chain_runs_once_in_the_snapshot(xcurrent: xlocal) -> None:
+    """Subclasses whose run() calls super().run() run the whole chain in one copy of
+    the captured bindings, and the thread object lets go of them."""
+    seen: list[Any] = []
+
+    class Base(Thread):
+        def run(self) -> None:
+            with xcurrent(level="base"):
+                seen.append((xcurrent.request, xcurrent.level))
+
+    class Child(Base):
+        def run(self) -> None:
+            with xcurrent(level="child"):
+                seen.append((xcurrent.request, xcurrent.level))
+                super().run()
+                seen.append(xcurrent.level)
+
+    with xcurrent(request="r"):
+        t = Child()
+    t.start()
+    t.join(TIMEOUT)
+    assert seen == [("r", "child"), ("r", "base"), "child"]
+    assert "_xlocal_snapshot" not in t.__dict__

@@ -38,6 +38,7 @@ from ._steps import (
     ContextGenerator,
     async_within,
     kind,
+    lazy,
     within,
 )
 
@@ -381,29 +382,44 @@ class Binding(Generic[_X]):
                 with self:
                     return await func(*args, **kwargs)
 
-        elif made == GENERATOR:
+        elif made:
 
             def bound(*args: Any, **kwargs: Any) -> Any:
-                steps = within(self, func(*args, **kwargs))
-                return ContextGenerator(steps, contextvars.copy_context())
-
-        elif made == ASYNC_GENERATOR:
-
-            def bound(*args: Any, **kwargs: Any) -> Any:
-                steps = async_within(self, func(*args, **kwargs))
-                return ContextAsyncGenerator(steps, contextvars.copy_context())
+                return _bound_steps(self, made, func(*args, **kwargs))
 
         else:
 
             def bound(*args: Any, **kwargs: Any) -> Any:
                 with self:
-                    return func(*args, **kwargs)
+                    result = func(*args, **kwargs)
+                later = lazy(result)
+                return _bound_steps(self, later, result) if later else result
 
         return cast("_F", functools.wraps(func)(bound))
 
     def __repr__(self) -> str:
         names = ", ".join(f"{name}=..." for name in self._names)
         return f"<Binding {_call_form(self._xlocal)}({names})>"
+
+
+def _bound_steps(binding: Binding[Any], made: int, result: Any) -> Any:
+    """*result*, a suspendable object of kind *made*, run inside *binding*.
+
+    A generator or async generator runs each step with the binding, on top of the
+    bindings of the code that made it, in a context of its own; a coroutine or other
+    awaitable is awaited inside the binding, in the execution that awaits it.
+    """
+    if made == GENERATOR:
+        return ContextGenerator(within(binding, result), contextvars.copy_context())
+    if made == ASYNC_GENERATOR:
+        steps = async_within(binding, result)
+        return ContextAsyncGenerator(steps, contextvars.copy_context())
+    return _await_within(binding, result)
+
+
+async def _await_within(binding: Binding[Any], awaitable: Any) -> Any:
+    with binding:
+        return await awaitable
 
 
 #: An open entry, as a binding keeps it: ``(record, token, older)``.
@@ -440,40 +456,48 @@ def _exit_rest(
 def _exit_unowned(binding: Binding[Any]) -> None:
     """Exit an entry of *binding* from a frame that did not make one.
 
-    ``ExitStack`` and ``__exit__`` called by hand end an entry from another frame
-    than the one that entered it: the entry they end is the innermost one of
-    *binding* in this execution.
+    ``ExitStack``, ``__exit__`` called by hand or by a context manager's own
+    ``__exit__`` end an entry made by another frame.  The entry they end is the
+    innermost one of *binding* in this execution whose maker is done, as for an
+    ExitStack; failing that, if the binding has such an entry in another execution,
+    the exit was meant for that one, and is refused; failing that, the innermost entry
+    here, whose maker is running and ends its entry through a helper.
     """
     names = binding._names
-    for record, _frame in _active(binding._var.get()):
-        if record[0] is names:
-            found = _open_entry(binding, record)
-            if found is None:
-                # Its own exit ran already: this execution only inherited it.
-                _exit_elsewhere(binding, record, RuntimeError())
-            key, token = found
-            if _running(key):
-                raise RuntimeError(
-                    f"cannot exit {binding!r} here: its innermost entry in this "
-                    f"execution belongs to a with-statement still running around this "
-                    f"call, in {key.f_code.co_name} at line {key.f_lineno}, which "
-                    f"exits it itself. An exit called by hand, or by a context "
-                    f"manager shared with another thread, often causes this. Nothing "
-                    f"was changed{_exited_at()}"
-                )
-            _exit_misplaced(binding, record, token, key)
+    mine = [record for record, _ in _active(binding._var.get()) if record[0] is names]
+    running = _running_frames()
+    fallback = None
+    for record in mine:
+        found = _open_entry(binding, record)
+        if found is None:
+            # Its own exit ran already: this execution only inherited it.
+            _exit_elsewhere(binding, record, RuntimeError())
+        if found[0] not in running:
+            _exit_misplaced(binding, record, found[1], found[0])
             return
-    _not_active(binding)
+        if fallback is None:
+            fallback = record, found
+    here = set(map(id, mine))
+    for key, newest in list(binding._entries.items()):
+        entry = newest
+        while entry is not None:
+            if id(entry[0]) not in here and key not in running:
+                _not_active(binding)
+            entry = entry[2]
+    if fallback is None:
+        _not_active(binding)
+    record, (key, token) = fallback
+    _exit_misplaced(binding, record, token, key)
 
 
-def _running(frame: FrameType) -> bool:
-    """Whether *frame* is running in this thread, around the current call."""
-    current: FrameType | None = _getframe(2)
-    while current is not None:
-        if current is frame:
-            return True
-        current = current.f_back
-    return False
+def _running_frames() -> set[FrameType]:
+    """The frames running in this thread around the current call."""
+    running: set[FrameType] = set()
+    frame: FrameType | None = _getframe(2)
+    while frame is not None:
+        running.add(frame)
+        frame = frame.f_back
+    return running
 
 
 def _open_entry(
@@ -663,6 +687,17 @@ def get_debug() -> bool:
     .. versionadded:: 1.0
     """
     return Binding.__enter__ is _debug_enter
+
+
+def _carried(value: Any) -> bool:
+    """Whether a context variable holding *value* is xlocal's own, for spawn helpers.
+
+    A frame of an xlocal, or a value whose type says it is safe to share between
+    executions (it is never changed in place) with ``__xlocal_carried__ = True``.
+    """
+    if type(value) is dict:
+        return _ENTRY in value
+    return getattr(type(value), "__xlocal_carried__", False) is True
 
 
 def _names(frame: dict[Any, Any]) -> dict[str, Any]:

@@ -14,11 +14,12 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import AbstractContextManager
-from types import FunctionType
+from types import AsyncGeneratorType, CoroutineType, FunctionType, GeneratorType
 from typing import Any, TypeVar, cast
 
 __all__ = [
     "ASYNC_GENERATOR",
+    "AWAITABLE",
     "COROUTINE",
     "GENERATOR",
     "ContextAsyncGenerator",
@@ -26,6 +27,8 @@ __all__ = [
     "async_within",
     "in_context",
     "kind",
+    "lazy",
+    "steps_in",
     "within",
 ]
 
@@ -99,7 +102,8 @@ def kind(func: Callable[..., Any]) -> int:
 
     A plain function without attributes (which could hold ``inspect``'s marks) is
     told by its code flags at once; anything else, such as a partial or a method, the
-    way ``inspect`` tells it.
+    way ``inspect`` tells it, and an object by its ``__call__``.  0 means "not known
+    from the callable": what a call returns is then looked at (see steps_in).
     """
     if type(func) is FunctionType and not func.__dict__:
         return func.__code__.co_flags & (GENERATOR | COROUTINE | ASYNC_GENERATOR)
@@ -109,14 +113,46 @@ def kind(func: Callable[..., Any]) -> int:
         return ASYNC_GENERATOR
     if inspect.iscoroutinefunction(func):
         return COROUTINE
+    call = inspect.getattr_static(type(func), "__call__", None)
+    if isinstance(call, FunctionType) and not isinstance(func, type):
+        return kind(call)  # an object with a generator or `async def __call__`
     return 0
+
+
+def lazy(result: Any) -> int:
+    """What kind of suspendable object *result* is, if its body has yet to run.
+
+    Coroutines, generators, async generators and other awaitables run their body
+    when they are stepped, so a call that returned one has not run it yet.  Futures
+    and tasks run on their own: 0, as for any other value.
+    """
+    made = type(result)
+    if made is CoroutineType:
+        return COROUTINE
+    if made is GeneratorType:
+        return GENERATOR
+    if made is AsyncGeneratorType:
+        return ASYNC_GENERATOR
+    if (
+        made.__module__ != "builtins"
+        and hasattr(made, "__await__")
+        and getattr(result, "_asyncio_future_blocking", None) is None
+    ):
+        return AWAITABLE
+    return 0
+
+
+#: lazy()'s answer for an awaitable other than a coroutine, stepped through __await__.
+AWAITABLE = -1
 
 
 def in_context(func: _F, new_context: Callable[[], contextvars.Context]) -> _F:
     """Wrap *func* so that each call runs in a context made by *new_context*.
 
     A plain function runs in it; a generator, coroutine or async generator made by the
-    call runs each of its steps in it, whoever resumes it.
+    call runs each of its steps in it, whoever resumes it.  That holds also when the
+    callable does not say what it makes (a function that returns a coroutine, say):
+    what the call returns is looked at.
     """
     wrapper: Callable[..., Any]
     made = kind(func)
@@ -138,9 +174,28 @@ def in_context(func: _F, new_context: Callable[[], contextvars.Context]) -> _F:
     else:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return new_context().run(func, *args, **kwargs)
+            context = new_context()
+            result = context.run(func, *args, **kwargs)
+            later = lazy(result)
+            return steps_in(later, result, context) if later else result
 
     return cast("_F", functools.update_wrapper(wrapper, func))
+
+
+def steps_in(made: int, result: Any, context: contextvars.Context) -> Any:
+    """*result*, a suspendable object of kind *made*, stepped in *context*."""
+    if made == GENERATOR:
+        return ContextGenerator(result, context)
+    if made == ASYNC_GENERATOR:
+        return ContextAsyncGenerator(result, context)
+    if made == AWAITABLE:
+        result = result.__await__()
+    return _awaited(ContextGenerator(result, context))
+
+
+async def _awaited(steps: ContextGenerator) -> Any:
+    """A coroutine that awaits *steps*, for whoever needs a real coroutine."""
+    return await steps
 
 
 def within(

@@ -64,12 +64,18 @@ _NO_ITEMS: list[Any] = []
 class _Values(dict[str, Any]):
     """The dict a Local stores; remembers the token that undoes its first write."""
 
+    #: Never changed in place (writes copy, then set): the spawn helpers carry it.
+    __xlocal_carried__ = True
+
     __slots__ = ("_reset",)
     _reset: contextvars.Token[Any] | None
 
 
 class _Items(list[Any]):
     """The list a LocalStack stores; remembers the token that undoes its first push."""
+
+    #: Never changed in place (pushes copy, then set): the spawn helpers carry it.
+    __xlocal_carried__ = True
 
     __slots__ = ("_reset",)
     _reset: contextvars.Token[Any] | None

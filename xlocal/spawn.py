@@ -1,11 +1,11 @@
 """Carry bindings across execution boundaries: snapshots, wrap, threads, executors.
 
 A new thread or greenlet starts with nothing bound.  To let work spawned there see the
-bindings of the code that spawned it, capture them (``capture()``, O(1) for all xlocal
-objects at once: it is ``contextvars.copy_context()``) and run the work in the capture
-(``wrap(func)``).  Every run uses its own copy of the capture, so runs may overlap, in
-any thread, greenlet or task, and what one run binds never reaches another or the
-spawner.
+bindings of the code that spawned it, capture them (``capture()``: the bindings of all
+xlocal objects at once, and nothing else of the spawner's context) and run the work in
+the capture (``wrap(func)``).  Every run uses its own copy of the capture, so runs may
+overlap, in any thread, greenlet or task, and what one run binds never reaches another
+or the spawner.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ._core import _EMPTY, _ENTRY, _names, _var, xlocal
+from ._core import _EMPTY, _ENTRY, _carried, _names, _var, xlocal
 from ._steps import in_context
 
 if TYPE_CHECKING:
@@ -83,12 +83,34 @@ class Snapshot:
 def capture() -> Snapshot:
     """Capture the bindings of every xlocal in the current execution.
 
-    O(1) whatever is bound: it is ``contextvars.copy_context()``, so it holds every
-    other context variable too.
+    It holds xlocal's own state and nothing else: the bindings of every xlocal, and the
+    data of the werkzeug-compatible ``Local`` and ``LocalStack`` objects, all of which
+    are never changed in place, so that the executions that run in the snapshot share
+    nothing they could change under each other.  Other context variables, such as
+    ``decimal``'s context or a ContextVar of the program's own, are not carried: code
+    run in a snapshot sees them as a new thread would.
 
     .. versionadded:: 1.0
     """
-    return Snapshot(contextvars.copy_context())
+    return Snapshot(_own_state())
+
+
+def _own_state() -> contextvars.Context:
+    """A new Context holding xlocal's own variables from the current one."""
+    own = [
+        (var, value)
+        for var, value in contextvars.copy_context().items()
+        if _carried(value)
+    ]
+    context = contextvars.Context()
+    if own:
+        context.run(_set_all, own)
+    return context
+
+
+def _set_all(pairs: list[tuple[contextvars.ContextVar[Any], Any]]) -> None:
+    for var, value in pairs:
+        var.set(value)
 
 
 def wrap(func: _F) -> _F:
@@ -132,24 +154,43 @@ class Thread(threading.Thread):
 
     A drop-in for ``threading.Thread``: the same arguments, and subclasses that override
     ``run()`` get the bindings too.  The bindings are captured when the thread object is
-    made, not when it starts.
+    made, not when it starts, and let go of as soon as ``run()`` starts: a thread that
+    never starts holds them only as long as the thread object lives.
 
     .. versionadded:: 1.0
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        run = functools.partial(_run_once, self, capture(), self.run)
-        self.run = run  # type: ignore[method-assign]
+        self._xlocal_snapshot: Snapshot | None = capture()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:
+            cls.run = _in_snapshot(cls.__dict__["run"])  # type: ignore[method-assign,assignment]
+
+    def run(self) -> None:
+        super().run()
 
 
-def _run_once(thread: Thread, snapshot: Snapshot, run: Callable[[], object]) -> None:
-    try:
-        snapshot.run(run)
-    finally:
-        # Like threading.Thread dropping its target: the captured bindings go as soon
-        # as the thread is done, and the thread object holds no cycle through itself.
-        del thread.run
+def _in_snapshot(run: Callable[[Thread], None]) -> Callable[[Thread], None]:
+    """Make a Thread's ``run`` run in the thread's snapshot, taken from it once."""
+
+    @functools.wraps(run)
+    def run_in_snapshot(self: Thread) -> None:
+        # The outermost run() of the class chain takes the snapshot; a run() it calls
+        # through super() finds none and runs in the context it is already in.  The
+        # thread object keeps no reference to it, and so no cycle through itself.
+        snapshot = self.__dict__.pop("_xlocal_snapshot", None)
+        if snapshot is None:
+            run(self)
+        else:
+            snapshot.run(run, self)
+
+    return run_in_snapshot
+
+
+Thread.run = _in_snapshot(Thread.run)  # type: ignore[method-assign,assignment]
 
 
 class ContextExecutor(concurrent.futures.Executor):
