@@ -104,10 +104,36 @@ def test_every_public_name_is_bindable(xcurrent: xlocal, name: str) -> None:
     assert not hasattr(xcurrent, name)
 
 
-def test_keyword_names_are_bindable(xcurrent: xlocal) -> None:
-    """Even Python keywords can be bound and read with getattr."""
-    with xcurrent(**{"class": "c"}):
-        assert getattr(xcurrent, "class") == "c"
+@pytest.mark.parametrize("name", ["class", "None", "True", "async", "lambda"])
+def test_keywords_are_refused(xcurrent: xlocal, name: str) -> None:
+    """A keyword cannot be read as an attribute, so binding it is refused."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^cannot bind {name!r} on <xlocal 'xcurrent'>: it is a Python keyword, "
+        rf"so `xcurrent\.{name}` cannot be written; choose another name$",
+    ):
+        xcurrent(**{name: 1})
+
+
+@pytest.mark.parametrize("name", ["match", "case", "type"])
+def test_soft_keywords_are_bindable(xcurrent: xlocal, name: str) -> None:
+    """Soft keywords are ordinary attribute names, and bind like any other."""
+    with xcurrent(**{name: 1}):
+        assert eval(f"xcurrent.{name}", {"xcurrent": xcurrent}) == 1
+
+
+def test_names_changed_by_normalisation_are_refused(xcurrent: xlocal) -> None:
+    """A name that Python's NFKC normalisation changes could never be read back as
+    written, so binding it is refused, naming what Python reads instead."""
+    with pytest.raises(
+        ValueError,
+        match=r"^cannot bind '\ufb01' on <xlocal 'xcurrent'>: Python reads "
+        r"`xcurrent\.\ufb01` as 'fi' \(NFKC normalisation\); bind the normalised "
+        r"name$",
+    ):
+        xcurrent(**{"\ufb01": 1})
+    with xcurrent(fi=1):  # what `xcurrent.\ufb01` reads
+        assert eval("xcurrent.\ufb01", {"xcurrent": xcurrent}) == 1
 
 
 def test_none_and_falsy_values(xcurrent: xlocal) -> None:
@@ -423,6 +449,22 @@ def test_copy_and_pickle_refused(xcurrent: xlocal, action: Any) -> None:
     """An xlocal cannot be copied or pickled: its bindings belong to executions."""
     with pytest.raises(TypeError, match=r"^cannot copy or pickle <xlocal 'xcurrent'>"):
         action(xcurrent)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [pickle.dumps, copy.copy, copy.deepcopy],
+    ids=["pickle", "copy", "deepcopy"],
+)
+def test_binding_copy_and_pickle_refused(xcurrent: xlocal, action: Any) -> None:
+    """A binding cannot be copied or pickled; the message says what to do instead."""
+    with pytest.raises(
+        TypeError,
+        match=r"^cannot copy or pickle <Binding xcurrent\(a=\.\.\.\)>: a binding is "
+        r"entered by with-statements in this process; make another by calling the "
+        r"xlocal, or carry bindings to other processes with xlocal\.portable$",
+    ):
+        action(xcurrent(a=1))
 
 
 # -- exits out of order, twice, or elsewhere -------------------------------------------

@@ -48,18 +48,44 @@ def test_turned_on_and_off(debug: None) -> None:
     assert xlocal.get_debug()
 
 
-def test_environment_variable() -> None:
-    """XLOCAL_DEBUG=1 turns debug mode on at import; 0 or empty leaves it off."""
-    for value, expected in [("1", "True"), ("0", "False"), ("", "False")]:
-        result = subprocess.run(
-            [sys.executable, "-c", "import xlocal; print(xlocal.get_debug())"],
-            env={**os.environ, "XLOCAL_DEBUG": value},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert result.stdout.strip() == expected
+ON = ["1", "true", "TRUE", "yes", "On", " on "]
+OFF = ["", "0", "false", "False", "no", "NO", "off"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(v, "True") for v in ON] + [(v, "False") for v in OFF]
+)
+def test_environment_variable(value: str, expected: str) -> None:
+    """XLOCAL_DEBUG turns debug mode on at import for 1/true/yes/on in any case, and
+    leaves it off for 0/false/no/off and empty."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import xlocal; print(xlocal.get_debug())"],
+        env={**os.environ, "XLOCAL_DEBUG": value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("value", ["2", "debug", "enabled", "y"])
+def test_environment_variable_not_understood(value: str) -> None:
+    """Any other XLOCAL_DEBUG value makes the import fail, saying what is accepted."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import xlocal"],
+        env={**os.environ, "XLOCAL_DEBUG": value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ValueError: XLOCAL_DEBUG={value!r} is not understood: set it to 1, true, "
+        f"yes or on to turn debug mode on, or to 0, false, no, off or nothing to "
+        f"leave it off"
+    )
 
 
 def test_bindings_read_the_same(debug: None, xcurrent: xlocal.xlocal) -> None:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
+import keyword
 import os
 import sys
+import unicodedata
 from collections.abc import Iterator
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn, TypeVar, cast
@@ -266,6 +268,17 @@ def _check_names(x: xlocal, names: dict[str, Any]) -> None:
             why = "names starting with '_' are reserved for the xlocal itself"
         elif not key.isidentifier():
             why = "names must be Python identifiers"
+        elif keyword.iskeyword(key):
+            why = (
+                f"it is a Python keyword, so `{_call_form(x)}.{key}` cannot be "
+                f"written; choose another name"
+            )
+        elif unicodedata.normalize("NFKC", key) != key:
+            why = (
+                f"Python reads `{_call_form(x)}.{key}` as "
+                f"{unicodedata.normalize('NFKC', key)!r} (NFKC normalisation); "
+                f"bind the normalised name"
+            )
         else:
             if len(_valid_names) < _VALID_NAMES_CAP:
                 _valid_names.add(key)
@@ -674,7 +687,9 @@ def set_debug(enabled: bool = True) -> None:
     of order or in the wrong execution name the place of each entry involved and the
     place of the bad exit.  Entering costs about twice as much; when debug mode is off
     nothing is recorded and nothing is checked.  The environment variable
-    ``XLOCAL_DEBUG=1`` turns it on at import.
+    ``XLOCAL_DEBUG`` set to ``1``, ``true``, ``yes`` or ``on`` (any case) turns it on at
+    import; ``0``, ``false``, ``no``, ``off`` or empty leave it off; any other value
+    makes the import fail with ValueError.
 
     .. versionadded:: 1.0
     """
@@ -705,8 +720,20 @@ def _names(frame: dict[Any, Any]) -> dict[str, Any]:
     return {k: v for k, v in frame.items() if isinstance(k, str)}
 
 
-if os.environ.get("XLOCAL_DEBUG", "") not in (
-    "",
-    "0",
+def _debug_from_environment(value: str) -> bool:
+    """What ``XLOCAL_DEBUG`` asks for; anything unclear is an error, not a guess."""
+    setting = value.strip().lower()
+    if setting in ("", "0", "false", "no", "off"):
+        return False
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(
+        f"XLOCAL_DEBUG={value!r} is not understood: set it to 1, true, yes or on to "
+        f"turn debug mode on, or to 0, false, no, off or nothing to leave it off"
+    )
+
+
+if _debug_from_environment(
+    os.environ.get("XLOCAL_DEBUG", "")
 ):  # pragma: no cover - subprocess test
     set_debug(True)
