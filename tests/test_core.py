@@ -131,7 +131,7 @@ def test_names_changed_by_normalisation_are_refused(xcurrent: xlocal) -> None:
         r"`xcurrent\.\ufb01` as 'fi' \(NFKC normalisation\); bind the normalised "
         r"name$",
     ):
-        xcurrent(**{"\ufb01": 1})
+        xcurrent(**{"\ufb01": 1})  # noqa: PIE804 - in source, Python would read fi
     with xcurrent(fi=1):  # what `xcurrent.\ufb01` reads
         assert eval("xcurrent.\ufb01", {"xcurrent": xcurrent}) == 1
 
