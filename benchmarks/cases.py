@@ -102,6 +102,21 @@ def _bound(factory: Callable[[], Any], names: list[str]) -> Setup:
     return setup
 
 
+class _Typed(xlocal):
+    """A typed namespace: ``a`` declared, ``d`` declared with a default."""
+
+    a: object
+    d: object = V
+
+
+@contextlib.contextmanager
+def _typed(n: int) -> Iterator[Namespace]:
+    """A typed namespace with ``a`` bound; ``d`` reads its default."""
+    o = xlocal_package.new(_Typed, "o")
+    with o(a=V):
+        yield {"o": o, "v": V}
+
+
 @contextlib.contextmanager
 def _werkzeug_proxy(n: int) -> Iterator[Namespace]:
     """A werkzeug LocalProxy to an object in a ContextVar, as Flask's ``request``."""
@@ -211,6 +226,8 @@ BIND5 = "bind+unbind 5 names"
 SNAPSHOT = "capture and run"
 GREENLETS = "spawn gevent greenlet"
 TASKS = "spawn asyncio task"
+TYPED = "xlocal typed namespace"
+TYPED_DEFAULT = "xlocal typed, default"
 
 
 def depth_group(depth: int) -> str:
@@ -234,6 +251,8 @@ def _cases() -> Iterator[Case]:
     for peer, setup in _PLAIN.items():
         yield Case(READ, peer, setup, "o.a")
     yield Case(READ, "werkzeug LocalProxy", _werkzeug_proxy, "o.a")
+    yield Case(READ, TYPED, _typed, "o.a")
+    yield Case(READ, TYPED_DEFAULT, _typed, "o.d")
     yield Case(READ, "contextvars", _contextvars, "o.get()")
     for peer, factory in _SCOPED.items():
         yield Case(READ, peer, _bound(factory, ["a"]), "o.a")

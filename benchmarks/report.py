@@ -65,7 +65,7 @@ class Results:
 
 @dataclass
 class Target:
-    """One target of issue 5: what is compared, the figure, the limit, the verdict."""
+    """One target: what is compared, the figure, the limit, the verdict."""
 
     what: str
     figure: str
@@ -142,6 +142,10 @@ _RATIOS = (
            (_BIND, "xlocal 0.5"), (_BIND, "xlocal"), 2, most=False),
     _Ratio("bind+unbind: xlocal / ContextVar set+reset",
            (_BIND, "xlocal"), (_BIND, "contextvars"), 6, most=True),
+    _Ratio("read: typed namespace / plain xlocal",
+           (_READ, cases.TYPED), (_READ, "xlocal"), 1.1, most=True),
+    _Ratio("read of a default: typed namespace / plain xlocal",
+           (_READ, cases.TYPED_DEFAULT), (_READ, "xlocal"), 1.1, most=True),
     _Ratio("read: depth 100 / depth 1 (xlocal)",
            (cases.depth_group(100), "xlocal"), (cases.depth_group(1), "xlocal"),
            1.2, most=True),
@@ -149,7 +153,7 @@ _RATIOS = (
 
 
 def targets(results: Results) -> list[Target]:
-    """Issue 5's targets, each checked against this run's figures."""
+    """The targets, each checked against this run's figures."""
     found = [ratio.check(results) for ratio in _RATIOS]
     memory = results.memory
     found.append(
@@ -235,7 +239,7 @@ def format_report(results: Results) -> str:
     frames = [[peer, f"{size:,.0f} B"] for peer, size in memory.frame_bytes.items()]
     frames += [[peer, f"skipped: {why}"] for peer, why in memory.skipped.items()]
     out += _table(["peer", "bytes per frame"], frames)
-    out += ["", "Targets of issue 5", ""]
+    out += ["", "Targets", ""]
     out += _table(
         ["target", "figure (range)", "limit", "verdict"],
         [[t.what, t.figure, t.limit, t.verdict] for t in targets(results)],

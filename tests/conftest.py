@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import os
 import weakref
@@ -13,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from xlocal import xlocal
-from xlocal._core import _EMPTY
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE: "ci" (the default) is
 # deterministic and bounded to a few seconds; "long" draws many more random programs,
@@ -67,7 +67,8 @@ def _nothing_left_bound() -> Iterator[None]:
     """Each test starts and ends with nothing bound in the test's own execution."""
     _made.clear()
     yield
-    left = [x for x in _made if object.__getattribute__(x, "_var").get() is not _EMPTY]
+    context = contextvars.copy_context()
+    left = [x for x in _made if object.__getattribute__(x, "_var") in context]
     _made.clear()
     assert left == [], "left bound after the test"
 

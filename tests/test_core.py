@@ -291,6 +291,7 @@ def test_exports() -> None:
         "capture",
         "get_debug",
         "isolated",
+        "new",
         "set_debug",
         "wrap",
         "xlocal",

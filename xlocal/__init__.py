@@ -13,7 +13,7 @@ greenlet or asyncio task::
 See README.txt for the manual.
 """
 
-from ._core import Binding, get_debug, set_debug, xlocal
+from ._core import Binding, get_debug, new, set_debug, xlocal
 from .spawn import ContextExecutor, Snapshot, Thread, capture, isolated, wrap
 
 __version__ = "1.0.0a1"
@@ -27,6 +27,7 @@ __all__ = [
     "capture",
     "get_debug",
     "isolated",
+    "new",
     "set_debug",
     "wrap",
     "xlocal",

@@ -24,14 +24,29 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
-import keyword
+import inspect
 import os
 import sys
-import unicodedata
 from collections.abc import Iterator
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Generic,
+    NoReturn,
+    TypeVar,
+    cast,
+)
 
+from ._namespace import (
+    OPEN,
+    Namespace,
+    describe_attribute,
+    invalid_name,
+    read_namespace,
+)
 from ._steps import (
     ASYNC_GENERATOR,
     COROUTINE,
@@ -44,7 +59,7 @@ from ._steps import (
     within,
 )
 
-__all__ = ["Binding", "get_debug", "set_debug", "xlocal"]
+__all__ = ["Binding", "get_debug", "new", "set_debug", "xlocal"]
 
 #: The key under which a frame records its entry: a tuple ``(names, parent frame)``, new
 #: for each entry, whose ``names`` is the dict of the binding that made it.  The key is
@@ -57,6 +72,9 @@ _ENTRY: Any = object()
 _EMPTY: dict[Any, Any] = {_ENTRY: None}
 
 _X = TypeVar("_X", bound="xlocal")
+#: What entering a binding gives: the xlocal.  Not bound to xlocal, because the bound
+#: sends mypy into an endless recursion when it checks how xlocal is called.
+_B = TypeVar("_B")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Names already found valid, so that binding checks them with one set operation.  It is
@@ -87,7 +105,53 @@ def _check_greenlet() -> None:
 
 _check_greenlet()
 
+if TYPE_CHECKING:
+    from typing import Protocol, overload
 
+    from typing_extensions import ParamSpec, Self, dataclass_transform
+
+    _P = ParamSpec("_P")
+    _X_co = TypeVar("_X_co", bound="xlocal", covariant=True)
+
+    # How type checkers see typed namespaces.  A subclass of xlocal is dataclass-like
+    # for them (PEP 681): they synthesize a ``__replace__`` (Python 3.13+) whose
+    # keyword-only parameters are the declared names, all optional, which is exactly
+    # what a binding takes; calling an xlocal takes that signature.  A plain xlocal
+    # has no fields, so its bindings take any names and its reads are Any.
+
+    class _Declared(Protocol[_P, _X_co]):
+        def __replace__(self, *args: _P.args, **kwargs: _P.kwargs) -> _X_co: ...
+
+    class _Open(Protocol):
+        # A plain xlocal declares ``__match_args__`` as below; dataclass-like
+        # subclasses get ``tuple[()]`` instead, which this protocol refuses: only a
+        # plain xlocal reads any name.
+        @property
+        def __match_args__(self) -> tuple[str]: ...
+
+    _Self_co = TypeVar("_Self_co", covariant=True)
+
+    class _Binder(Generic[_Self_co]):
+        # ``__call__`` of an xlocal whose type is _Self_co.  Parametrised by the
+        # instance's own type (``_Binder[Self]``), not generic in ``__get__``: the
+        # latter sends mypy into an endless recursion on some overloads.
+        @overload
+        def __get__(
+            self: _Binder[_Declared[_P, _X]], instance: object, owner: Any
+        ) -> Callable[_P, Binding[_X]]: ...
+        @overload
+        def __get__(
+            self: _Binder[_X], instance: object, owner: Any
+        ) -> Callable[..., Binding[_X]]: ...
+        def __get__(self, instance: object, owner: Any) -> Any: ...
+
+else:
+
+    def dataclass_transform(**_: Any) -> Callable[[type[Any]], type[Any]]:
+        return lambda cls: cls
+
+
+@dataclass_transform(kw_only_default=True)
 class xlocal:  # noqa: N801 - the lowercase name is the library's identity
     """A global-looking object whose attributes are bound only by a with-statement.
 
@@ -108,14 +172,23 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
 
     _name: str | None
     _var: contextvars.ContextVar[dict[Any, Any]]
+    #: What the class declares (typed namespaces); a plain xlocal is open.
+    _namespace: ClassVar[Namespace] = OPEN
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__xlocal_own__" not in cls.__dict__:
+            cls._namespace = read_namespace(cls, xlocal)
 
     def __new__(cls: type[_X], name: str | None = None) -> _X:
         if name is not None and not isinstance(name, str):
             raise TypeError(
                 f"xlocal name must be a str or None, not {type(name).__name__}"
             )
+        namespace: Namespace = cls._namespace
+        empty = {**namespace.defaults, _ENTRY: None} if namespace.defaults else _EMPTY
         var: contextvars.ContextVar[dict[Any, Any]] = contextvars.ContextVar(
-            name or "xlocal", default=_EMPTY
+            name or "xlocal", default=empty
         )
         # One class per xlocal, so that reading and binding reach its variable through
         # closures: reads ~2x faster than fetching it from the instance (DESIGN.md),
@@ -127,8 +200,9 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
                 "__slots__": (),
                 "__module__": cls.__module__,
                 "__qualname__": cls.__qualname__,
-                "__getattribute__": _reader(var),
-                "__call__": _binder(var),
+                "__getattribute__": _reader(var, namespace),
+                "__call__": _binder(var, namespace),
+                "__xlocal_own__": True,
             },
         )
         self: _X = object.__new__(own)
@@ -137,13 +211,16 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
         return self
 
     if TYPE_CHECKING:
-        # For type checkers only: any name may be bound, and reads are typed Any.  A
-        # subclass that annotates names (``user: User``) gets those types instead.
-        def __getattr__(self, attr: str) -> Any: ...
+        # For type checkers only (see _Binder and _Open above).  A plain xlocal binds
+        # and reads any name, typed Any; a typed namespace binds its declared names
+        # with their types and reads them typed, and other names are errors.
+        __match_args__: tuple[str]
+        __replace__: None  # a plain xlocal is not _Declared; typed ones override it
+
+        def __getattr__(self: _Open, attr: str) -> Any: ...
 
         # Each xlocal's own class has the real one, made by _binder().
-        def __call__(self: _X, *args: Any, **names: Any) -> Binding[_X]:
-            """Return a binding of *names*, to be entered with a with-statement."""
+        __call__: _Binder[Self]
 
     def __setattr__(self, attr: str, value: Any) -> None:
         raise AttributeError(
@@ -158,11 +235,18 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
         )
 
     def __dir__(self) -> list[str]:
-        return sorted(_bound_names(self))
+        namespace = _object_getattribute(self, "_namespace")
+        return sorted(
+            {*_bound_names(self), *(namespace.declared or ()), *namespace.own}
+        )
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(_bound_names(self)))
-        return f"{_label(self)[:-1]} {'bound: ' + names if names else 'unbound'}>"
+        shown = f"{_label(self)[:-1]} {'bound: ' + names if names else 'unbound'}"
+        declared = _object_getattribute(self, "_namespace").declared
+        if declared is not None:
+            shown += f"; declared: {', '.join(sorted(declared))}"
+        return shown + ">"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(
@@ -172,25 +256,50 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
         )
 
 
-def _reader(var: contextvars.ContextVar[dict[Any, Any]]) -> Callable[..., Any]:
-    """Make ``__getattribute__`` for the xlocal that owns *var*: the read path."""
+def _reader(
+    var: contextvars.ContextVar[dict[Any, Any]], namespace: Namespace
+) -> Callable[..., Any]:
+    """Make ``__getattribute__`` for the xlocal that owns *var*: the read path.
+
+    A bound name, or a declared name's default (the defaults sit in the variable's
+    default frame), is found by the first lookup in both kinds of xlocal.
+    """
     get = var.get
+    if namespace is OPEN:
+
+        def read(self: xlocal, attr: str) -> Any:
+            try:
+                return get()[attr]
+            except KeyError:
+                pass
+            if attr[:1] == "_":
+                return _object_getattribute(self, attr)
+            # Raised outside the except clause, so that no KeyError is chained to it.
+            raise _UnboundError(attr, self)
+
+        return read
+
+    own, declared = namespace.own, namespace.declared
 
     def __getattribute__(self: xlocal, attr: str) -> Any:  # noqa: N807
         try:
             return get()[attr]
         except KeyError:
             pass
-        if attr[:1] == "_":
+        if attr in own or attr[:1] == "_":
             return _object_getattribute(self, attr)
-        # Raised outside the except clause, so that no KeyError is chained to it.
+        if declared is not None and attr not in declared:
+            raise _UndeclaredError(attr, self)
         raise _UnboundError(attr, self)
 
     return __getattribute__
 
 
-def _binder(var: contextvars.ContextVar[dict[Any, Any]]) -> Callable[..., Any]:
+def _binder(
+    var: contextvars.ContextVar[dict[Any, Any]], namespace: Namespace
+) -> Callable[..., Any]:
     """Make ``__call__`` for the xlocal that owns *var*."""
+    declared, own = namespace.declared, namespace.own
 
     def __call__(self: _X, *args: Any, **names: Any) -> Binding[_X]:  # noqa: N807
         """Return a binding of *names*, to be entered with a with-statement."""
@@ -199,7 +308,10 @@ def _binder(var: contextvars.ContextVar[dict[Any, Any]]) -> Callable[..., Any]:
                 f"{_label(self)} takes only keyword arguments, as in "
                 f"`with {_call_form(self)}(name=value)`; got {len(args)} positional"
             )
-        if not _valid_names.issuperset(names):
+        if declared is not None:
+            if not declared.issuperset(names):
+                _check_names(self, names)
+        elif not _valid_names.issuperset(names) or not own.isdisjoint(names):
             _check_names(self, names)
         binding: Binding[_X] = _new(Binding)
         binding._xlocal = self
@@ -209,6 +321,20 @@ def _binder(var: contextvars.ContextVar[dict[Any, Any]]) -> Callable[..., Any]:
         return binding
 
     return __call__
+
+
+def new(cls: type[_X], name: str | None = None) -> _X:
+    """Make an xlocal of the class *cls*, named *name*: ``new(Current, "current")``.
+
+    The same as ``cls(name)``.  Type checkers see a typed namespace as a dataclass of
+    its declared names (that is how they check its bindings), and so read a call of the
+    class as one that takes those names; this call is checked as what it is.
+
+    .. versionadded:: 1.0
+    """
+    if not (isinstance(cls, type) and issubclass(cls, xlocal)):
+        raise TypeError(f"new() takes a subclass of xlocal, not {cls!r}")
+    return cls(name)
 
 
 class _UnboundError(AttributeError):
@@ -234,8 +360,22 @@ class _UnboundError(AttributeError):
         return AttributeError, (str(self),)
 
 
-_UnboundError.__module__ = "builtins"
-_UnboundError.__name__ = _UnboundError.__qualname__ = "AttributeError"
+class _UndeclaredError(_UnboundError):
+    """The AttributeError for a name a typed namespace does not declare."""
+
+    def __str__(self) -> str:
+        attr, x = self.args
+        declared = _object_getattribute(x, "_namespace").declared
+        return (
+            f"{attr!r} is not a declared name of {_label(x)}: its names are "
+            f"{', '.join(sorted(declared))}"
+        )
+
+
+for _error in (_UnboundError, _UndeclaredError):
+    _error.__module__ = "builtins"
+    _error.__name__ = _error.__qualname__ = "AttributeError"
+del _error
 
 
 def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:
@@ -263,30 +403,28 @@ def _kw(attr: str) -> str:
 
 
 def _check_names(x: xlocal, names: dict[str, Any]) -> None:
+    namespace: Namespace = _object_getattribute(x, "_namespace")
+    declared, own = namespace.declared, namespace.own
     for key in names:
-        if key[:1] == "_":
-            why = "names starting with '_' are reserved for the xlocal itself"
-        elif not key.isidentifier():
-            why = "names must be Python identifiers"
-        elif keyword.iskeyword(key):
-            why = (
-                f"it is a Python keyword, so `{_call_form(x)}.{key}` cannot be "
-                f"written; choose another name"
+        if key in own:
+            kind = describe_attribute(inspect.getattr_static(type(x), key))
+            raise TypeError(
+                f"cannot bind {key!r} on {_label(x)}: {type(x).__name__} defines "
+                f"it as a {kind}, not a name to bind"
             )
-        elif unicodedata.normalize("NFKC", key) != key:
-            why = (
-                f"Python reads `{_call_form(x)}.{key}` as "
-                f"{unicodedata.normalize('NFKC', key)!r} (NFKC normalisation); "
-                f"bind the normalised name"
+        why = invalid_name(key, f"{_call_form(x)}.{key}")
+        if why is not None:
+            raise ValueError(f"cannot bind {key!r} on {_label(x)}: {why}")
+        if declared is not None and key not in declared:
+            raise TypeError(
+                f"cannot bind {key!r} on {_label(x)}: it is not one of its declared "
+                f"names, which are {', '.join(sorted(declared))}"
             )
-        else:
-            if len(_valid_names) < _VALID_NAMES_CAP:
-                _valid_names.add(key)
-            continue
-        raise ValueError(f"cannot bind {key!r} on {_label(x)}: {why}")
+        if declared is None and len(_valid_names) < _VALID_NAMES_CAP:
+            _valid_names.add(key)
 
 
-class Binding(Generic[_X]):
+class Binding(Generic[_B]):
     """Names to bind on an xlocal, made by calling it: ``xcurrent(request=req)``.
 
     Entering binds the names in the current execution on top of what it has already
@@ -307,22 +445,22 @@ class Binding(Generic[_X]):
     # Made only by calling an xlocal, which checks the names and hands over the fresh
     # dict of its keyword arguments: kept as it is, never copied nor changed.  The
     # xlocal's variable is kept too, so that entering and exiting look nothing up.
-    _xlocal: _X
+    _xlocal: _B
     _var: contextvars.ContextVar[dict[Any, Any]]
     _names: dict[str, Any]
     # The open entries, by the Python frame that entered them (the frame running the
     # with-statement, kept alive so that no other frame can take its id while the
     # entry is open): ``(record, token, older)``, where *older* is an earlier open
     # entry made by the same frame, or None.
-    _entries: dict[FrameType, _Open]
+    _entries: dict[FrameType, _OpenEntry]
     _where: str  # where it was last entered, in debug mode only
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Binding[_X]:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Binding[_B]:
         raise TypeError(
             "a Binding is made by calling an xlocal: `xcurrent(name=value)`"
         )
 
-    def __enter__(self) -> _X:
+    def __enter__(self) -> _B:
         var = self._var
         parent = var.get()
         names = self._names
@@ -351,7 +489,7 @@ class Binding(Generic[_X]):
                 return
         _exit_rest(self, owner, mine)
 
-    async def __aenter__(self) -> _X:
+    async def __aenter__(self) -> _B:
         # The frame that awaits this one runs the async with-statement: it owns the
         # entry, as the caller of __enter__ does for a with-statement.
         return _enter_for(self, _getframe(1))
@@ -385,7 +523,8 @@ class Binding(Generic[_X]):
         if not callable(func):
             raise TypeError(
                 f"{self!r} decorates a callable, not {type(func).__name__}; to bind "
-                f"names for a block, use `with {_call_form(self._xlocal)}(...):`"
+                f"names for a block, use "
+                f"`with {_call_form(cast('xlocal', self._xlocal))}(...):`"
             )
         bound: Callable[..., Any]
         made = kind(func)
@@ -412,7 +551,7 @@ class Binding(Generic[_X]):
 
     def __repr__(self) -> str:
         names = ", ".join(f"{name}=..." for name in self._names)
-        return f"<Binding {_call_form(self._xlocal)}({names})>"
+        return f"<Binding {_call_form(cast('xlocal', self._xlocal))}({names})>"
 
 
 def _bound_steps(binding: Binding[Any], made: int, result: Any) -> Any:
@@ -436,10 +575,10 @@ async def _await_within(binding: Binding[Any], awaitable: Any) -> Any:
 
 
 #: An open entry, as a binding keeps it: ``(record, token, older)``.
-_Open = tuple[Any, "contextvars.Token[dict[Any, Any]]", Any]
+_OpenEntry = tuple[Any, "contextvars.Token[dict[Any, Any]]", Any]
 
 
-def _enter_for(binding: Binding[_X], owner: FrameType) -> _X:
+def _enter_for(binding: Binding[_B], owner: FrameType) -> _B:
     """Binding.__enter__ for an entry made by the with-statement running in *owner*."""
     var = binding._var
     parent = var.get()
@@ -454,7 +593,7 @@ def _enter_for(binding: Binding[_X], owner: FrameType) -> _X:
 def _exit_rest(
     binding: Binding[Any],
     owner: FrameType,
-    mine: _Open | None,
+    mine: _OpenEntry | None,
 ) -> None:
     """Binding.__exit__ beyond its fast path; *mine* is the entry *owner* made."""
     if mine is None:
@@ -530,7 +669,7 @@ def _forget(binding: Binding[Any], record: Any, key: FrameType) -> None:
     """Take the open entry *record*, made by the frame *key*, out of *binding*."""
     entries = binding._entries
     chain = entries.pop(key, None)
-    kept: list[_Open] = []
+    kept: list[_OpenEntry] = []
     while chain is not None and chain[0] is not record:
         kept.append(chain)
         chain = chain[2]
@@ -667,7 +806,7 @@ def _exited_at() -> str:
     )
 
 
-def _debug_enter(self: Binding[_X]) -> _X:
+def _debug_enter(self: Binding[_B]) -> _B:
     """Binding.__enter__ in debug mode: enter, then record where."""
     target = _enter_for(self, _getframe(1))
     where = _caller()
@@ -716,8 +855,13 @@ def _carried(value: Any) -> bool:
 
 
 def _names(frame: dict[Any, Any]) -> dict[str, Any]:
-    """The names bound in a frame, without its private records."""
-    return {k: v for k, v in frame.items() if isinstance(k, str)}
+    """The names bound in a frame: not its private records, nor declared defaults."""
+    bound: set[str] = set()
+    record = frame[_ENTRY]
+    while record is not None:
+        bound.update(record[0])
+        record = record[1][_ENTRY]
+    return {k: v for k, v in frame.items() if k in bound}
 
 
 def _debug_from_environment(value: str) -> bool:

@@ -1,0 +1,60 @@
+# pyright: strict
+"""Typed namespaces as type checkers see them (read by tests/test_typing.py, never run).
+
+Every line that ends in ``# error`` must be reported by mypy and by pyright, and no
+other line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from typing_extensions import assert_type
+
+import xlocal as xl
+from xlocal import Binding, xlocal
+
+
+class User:
+    name: str = "ann"
+
+
+class Current(xlocal):
+    user: User
+    tenant: str = "public"
+    instances: ClassVar[int] = 0
+
+    def describe(self) -> str:
+        return f"{self.user.name}@{self.tenant}"
+
+
+current = xl.new(Current, "current")
+with current(user=User()) as bound:
+    assert_type(bound, Current)
+    assert_type(current.user, User)
+    assert_type(current.tenant, str)
+    assert_type(current.describe(), str)
+assert_type(current(tenant="acme"), Binding[Current])
+assert_type(current.instances, int)
+
+with current(usr=User()):  # error
+    pass
+with current(user=42):  # error
+    pass
+print(current.usr)  # error
+
+
+class Request(Current):
+    path: str
+
+
+request = xl.new(Request, "request")
+with request(user=User(), path="/"):
+    assert_type(request.path, str)
+with request(path=3):  # error
+    pass
+
+plain = xlocal("plain")
+with plain(anything=1, other="x") as p:
+    assert_type(p, xlocal)
+    assert_type(plain.anything, Any)
