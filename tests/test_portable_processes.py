@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 import types
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import _portable_app as app
@@ -275,3 +278,34 @@ def test_carry_with_multiprocessing_process(method: str) -> None:
     assert process.exitcode == 0
     assert result["pid"] == process.pid
     assert bound(result) == {"request": {"user_id": 2}}
+
+
+def readme_block(readme: str, intro: str) -> str:
+    """The literal block that follows the line ending in *intro* in README.txt."""
+    lines = readme.split(intro + "\n", 1)[1].split("\n")
+    block = []
+    for line in lines[1:]:  # the blank line after the intro
+        if line and not line.startswith("    "):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip() + "\n"
+
+
+def test_readme_example_program(tmp_path: Path) -> None:
+    """The README's process-pool program runs under spawn and prints what it shows."""
+    readme = (Path(__file__).resolve().parent.parent / "README.txt").read_text("utf-8")
+    program = readme_block(readme, "(``tests/test_portable_processes.py``)::")
+    expected = readme_block(readme, "It prints::")
+    assert program.startswith("# example.py\n")
+    (tmp_path / "example.py").write_text(program)
+    done = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.stderr == ""
+    assert done.returncode == 0
+    assert done.stdout == expected
