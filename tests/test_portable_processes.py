@@ -21,11 +21,16 @@ import pytest
 from xlocal import ContextExecutor, xlocal
 from xlocal.portable import CarrierError, UnportableError, carry
 
-# Python 3.12+ warns when a multi-threaded process forks; the suite's other modules
-# leave pool threads alive, and the fork start method is what is tested here.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded:DeprecationWarning"
-)
+# Python 3.12+ warns when a multi-threaded process forks, and eventlet (imported by
+# other test modules) warns at every fork; the fork start method is what is tested here.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:This process .* is multi-threaded:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        r"ignore:Using fork\(\) is a bad idea:DeprecationWarning"
+    ),
+]
 
 METHODS = ["spawn", "fork", "forkserver"]
 TIMEOUT = 120
@@ -197,6 +202,19 @@ def test_errors_come_from_submit(pool: ContextExecutor) -> None:
         pool.submit(app.seen, threading.Lock())
     with pytest.raises(TypeError, match=r"^submit\(\) takes a callable, not int$"):
         pool.submit(3)  # type: ignore[arg-type]
+
+
+def test_unpicklable_result_gets_a_clear_error(pool: ContextExecutor) -> None:
+    """A result that cannot be pickled back fails naming the task, not the pool."""
+    future = pool.submit(app.returns_lock)
+    with pytest.raises(
+        TypeError,
+        match=r"^cannot send the result of <function returns_lock at .*> back from "
+        r"the worker process: it returned a lock, and pickling it failed \(cannot "
+        r"pickle '_thread.lock' object\)\. Return values that can be pickled$",
+    ):
+        future.result(TIMEOUT)
+    assert pool.submit(app.square, 2).result(TIMEOUT) == (4, None)
 
 
 @pytest.fixture
