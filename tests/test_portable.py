@@ -296,6 +296,18 @@ def test_extract_is_reusable_and_exits_on_errors() -> None:
     assert repr(extract({})) == "<Extracted (nothing)>"
 
 
+def test_extracted_exited_out_of_order_exits_all_then_raises() -> None:
+    """An Extracted exited with a later entry still active exits all, then says so."""
+    with app.request(user_id=7), app.trace(span="s"):
+        extracted = extract(inject())
+    extracted.__enter__()
+    later = app.trace(span="later")
+    later.__enter__()
+    with pytest.raises(RuntimeError, match=r"exited out of order: 1 binding\(s\)"):
+        extracted.__exit__(None, None, None)
+    assert visible() == {}
+
+
 def test_extract_with_async_with() -> None:
     """An Extracted works with async with too."""
 
@@ -459,6 +471,18 @@ BROKEN: list[tuple[str, Any, str]] = [
         carrier_of({"b": {"portable_app.trace": {"a": "{"}}, "v": 1}),
         r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
         r"\(Expecting",
+    ),
+    (
+        "value with extra data",
+        carrier_of({"b": {"portable_app.trace": {"a": "1 2"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(Extra data after the value, at character 1\)",
+    ),
+    (
+        "empty value",
+        carrier_of({"b": {"portable_app.trace": {"a": ""}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(Expecting a JSON value at the start\)",
     ),
     (
         "bad codec value",

@@ -232,8 +232,12 @@ def _pickled(
         ) from error
 
 
-def _run_pickled(task: bytes) -> _Returned:
-    """Run a task that :func:`_pickled` made, in a process pool's worker."""
+def _run_pickled(task: bytes) -> _Returned:  # pragma: no cover - in worker processes
+    """Run a task that :func:`_pickled` made, in a process pool's worker.
+
+    Tested with real pools in tests/test_portable_processes.py, where coverage does
+    not measure.
+    """
     try:
         carried, args, kwargs = pickle.loads(task)
     except Exception as error:
@@ -262,7 +266,7 @@ class _Returned:
         self._value = value
         self._task = task
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Any, ...]:  # pragma: no cover - in worker processes
         from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
 
         try:
