@@ -406,7 +406,11 @@ BROKEN: list[tuple[str, Any, str]] = [
         {CARRIER_KEY: '{"b": {}, "v": NaN}'},
         r"it is not valid JSON \(NaN is not a JSON value\)",
     ),
-    ("deep", {CARRIER_KEY: "[" * 3000 + "]" * 3000}, r"it is not valid JSON"),
+    (
+        "deep",
+        {CARRIER_KEY: "[" * 3000 + "]" * 3000},
+        r"(it is not valid JSON|it holds no JSON object)",  # by the recursion limit
+    ),
     ("array", carrier_of([1]), r"it holds no JSON object"),
     (
         "no version",
@@ -529,6 +533,20 @@ def test_broken_carrier_is_refused_and_binds_nothing(
             pytest.fail("bound a broken carrier")
         assert isinstance(raised.value, ValueError)
         assert visible() == {"request": {"tenant": "kept"}}
+
+
+def test_deeply_nested_carrier_is_refused() -> None:
+    """Nesting past the recursion limit is a CarrierError, in the carrier or a value."""
+    deep = "[" * 200_000 + "]" * 200_000
+    with pytest.raises(
+        CarrierError, match=r"carrier: it is not valid JSON \(.*recursion"
+    ):
+        extract({CARRIER_KEY: deep}, limit=10**6)
+    value = json.dumps({"b": {"portable_app.trace": {"a": deep}}, "v": 1})
+    with pytest.raises(
+        CarrierError, match=r"'a' on .* cannot be decoded \(.*recursion"
+    ):
+        extract({CARRIER_KEY: value}, limit=10**6)
 
 
 def test_limit_applies_on_the_receiving_side() -> None:
