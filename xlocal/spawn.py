@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from ._core import _EMPTY, _ENTRY, _names, _var, xlocal
 from ._steps import in_context
-from .portable import Carried, carry
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
+
+    from .portable import Carried
 
     _P = ParamSpec("_P")
 
@@ -218,7 +219,10 @@ def _pickled(
     """The task for a process pool, carried and pickled here, so that errors are."""
     if not callable(fn):
         raise TypeError(f"submit() takes a callable, not {type(fn).__name__}")
-    from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415 - only here
+    # Imported here, so that `import xlocal` needs neither json nor multiprocessing.
+    from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
+
+    from .portable import carry  # noqa: PLC0415
 
     carried = carry(fn)
     try:
@@ -248,6 +252,8 @@ def _run_pickled(task: bytes) -> _Returned:  # pragma: no cover - in worker proc
             f"its xlocals: define them in an importable module, not in __main__ of "
             f"an interactive session"
         ) from None
+    from .portable import Carried  # noqa: PLC0415
+
     assert isinstance(carried, Carried)
     return _Returned(carried(*args, **kwargs), carried)
 
