@@ -6,6 +6,8 @@ import asyncio
 import gc
 import json
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import _portable_app as app
@@ -621,6 +623,23 @@ def test_carry_refuses_what_would_lose_its_bindings() -> None:
         carry(gen)
     with pytest.raises(ValueError, match=r"^unknown= must be 'ignore' or 'error'"):
         carry(app.seen, unknown="never")  # type: ignore[arg-type]
+
+
+def test_import_xlocal_loads_no_coder() -> None:
+    """import xlocal loads neither xlocal.portable nor json nor multiprocessing."""
+    probe = (
+        "import sys, xlocal; "
+        "print([m for m in ('xlocal.portable', 'json', 'multiprocessing') "
+        "if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == "[]\n"
 
 
 def test_public_names() -> None:
