@@ -235,7 +235,9 @@ def _portable(x: xlocal) -> frozenset[str] | bool:
 def _encode_all(limit: int) -> str:
     """The carrier value for the portable bindings of the current execution."""
     payload: dict[str, dict[str, str]] = {}
-    for xname, ref in list(_portables.items()):
+    # A copy, made without allocating per entry: a collection that runs meanwhile may
+    # drop a collected xlocal from the registry.
+    for xname, ref in _portables.copy().items():
         x = ref()
         if x is None:  # pragma: no cover - collected, its callback not run yet
             continue
