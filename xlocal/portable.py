@@ -26,6 +26,8 @@ binds anything, and raises :class:`CarrierError` (a ``ValueError``) for a carrie
 is malformed, oversized, tampered with or of another version.  It never imports a
 module: an xlocal name this process does not know (its module is not imported here) is
 ignored, or an error with ``unknown="error"``; so is a name that is not portable here.
+A well-formed carrier is believed unless it is signed: with a secret shared by both
+sides, ``inject(key=...)`` signs it and ``extract(key=...)`` refuses any change.
 """
 
 from __future__ import annotations
