@@ -13,16 +13,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import functools
+import pickle
+import sys
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from ._core import _EMPTY, _ENTRY, _carried, _names, _var, xlocal
 from ._steps import in_context
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
+
+    from .portable import Carried
 
     _P = ParamSpec("_P")
 
@@ -196,8 +200,8 @@ Thread.run = _in_snapshot(Thread.run)  # type: ignore[method-assign,assignment]
 class ContextExecutor(concurrent.futures.Executor):
     """An executor whose tasks run with the bindings of the code that submitted them.
 
-    Wraps any ``concurrent.futures.Executor``: a thread pool, a process pool (bindings
-    are not pickled, so there it only keeps the interface), gevent's thread pool::
+    Wraps any ``concurrent.futures.Executor``: a thread pool, gevent's thread pool, or
+    a process pool::
 
         executor = ContextExecutor(ThreadPoolExecutor(max_workers=4))
         with xcurrent(request=req):
@@ -205,6 +209,11 @@ class ContextExecutor(concurrent.futures.Executor):
 
     ``submit``, ``map`` and ``loop.run_in_executor(executor, ...)`` all carry bindings.
     Shutting it down shuts down the wrapped executor.
+
+    Around a ``ProcessPoolExecutor`` the task gets the submitter's *portable*
+    bindings only (see :mod:`xlocal.portable`), encoded at ``submit``: an unencodable
+    value, or a function or argument that cannot be pickled, raises there.  The
+    worker runs it in a fresh, empty context with those bindings entered around it.
 
     .. versionadded:: 1.0
     """
@@ -220,6 +229,10 @@ class ContextExecutor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> concurrent.futures.Future[_R]:
+        if _is_process_pool(self._executor):
+            task = _pickled(self._executor, fn, args, kwargs)
+            future = self._executor.submit(_run_pickled, task)
+            return cast("concurrent.futures.Future[_R]", future)
         return self._executor.submit(capture().run, fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -230,6 +243,88 @@ class ContextExecutor(concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         return f"<ContextExecutor of {self._executor!r}>"
+
+
+def _is_process_pool(executor: concurrent.futures.Executor) -> bool:
+    # Without importing concurrent.futures.process (and multiprocessing) for others.
+    process = sys.modules.get("concurrent.futures.process")
+    return process is not None and isinstance(executor, process.ProcessPoolExecutor)
+
+
+def _pickled(
+    executor: concurrent.futures.Executor,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> bytes:
+    """The task for a process pool, carried and pickled here, so that errors are."""
+    if not callable(fn):
+        raise TypeError(f"submit() takes a callable, not {type(fn).__name__}")
+    # Imported here, so that `import xlocal` needs neither json nor multiprocessing.
+    from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
+
+    from .portable import carry  # noqa: PLC0415
+
+    carried = carry(fn)
+    try:
+        return bytes(ForkingPickler.dumps((carried, args, kwargs)))
+    except Exception as error:
+        raise TypeError(
+            f"cannot submit {fn!r} to {type(executor).__name__}: a process pool "
+            f"pickles the function and its arguments, and pickling failed ({error}). "
+            f"Submit a function defined at module level (not a lambda or a local "
+            f"function), with arguments that can be pickled"
+        ) from error
+
+
+def _run_pickled(task: bytes) -> _Returned:  # pragma: no cover - in worker processes
+    """Run a task that :func:`_pickled` made, in a process pool's worker.
+
+    Tested with real pools in tests/test_portable_processes.py, where coverage does
+    not measure.
+    """
+    try:
+        carried, args, kwargs = pickle.loads(task)
+    except Exception as error:
+        raise RuntimeError(
+            f"cannot run the task in the worker process: unpickling it failed "
+            f"({type(error).__name__}: {error}). Under the spawn and forkserver start "
+            f"methods the worker imports the modules that define the function and "
+            f"its xlocals: define them in an importable module, not in __main__ of "
+            f"an interactive session"
+        ) from None
+    from .portable import Carried  # noqa: PLC0415
+
+    assert isinstance(carried, Carried)
+    return _Returned(carried(*args, **kwargs), carried)
+
+
+class _Returned:
+    """A process-pool task's result, which pickles as itself or fails saying why.
+
+    The pool pickles it in the worker to send it back, and the submitter gets the
+    value itself.  A value that cannot be pickled becomes an error naming the task,
+    instead of the pool's bare pickling traceback.
+    """
+
+    __slots__ = ("_task", "_value")
+
+    def __init__(self, value: Any, task: Carried) -> None:
+        self._value = value
+        self._task = task
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pragma: no cover - in worker processes
+        from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
+
+        try:
+            data = bytes(ForkingPickler.dumps(self._value))
+        except Exception as error:
+            raise TypeError(
+                f"cannot send the result of {self._task._func!r} back from the "
+                f"worker process: it returned a {type(self._value).__name__}, and "
+                f"pickling it failed ({error}). Return values that can be pickled"
+            ) from None
+        return pickle.loads, (data,)
 
 
 def _check_callable(func: object, helper: str) -> None:
