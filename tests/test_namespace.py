@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextvars
 import threading
 import typing
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytest
 
 import xlocal as xl
 from xlocal import capture, new, xlocal
+from xlocal.portable import UnportableError, extract, inject
 
 TIMEOUT = 60
 
@@ -298,3 +299,56 @@ def test_classvar_string_annotations() -> None:
     assert dir(new(Vars, "v")) == ["a", "b", "c"]
     with pytest.raises(TypeError, match=r"defines it as a class attribute"):
         new(Vars, "v")(a=2)
+
+
+# -- with portable bindings ------------------------------------------------------------
+
+
+class _UserCodec:
+    """Users travel as their name."""
+
+    def encode(self, value: User) -> str:
+        if not isinstance(value, User):
+            raise TypeError(f"not a User: {value!r}")
+        return value.name
+
+    def decode(self, text: str) -> User:
+        return User(text)
+
+
+class Portable(xlocal):
+    """A typed namespace whose declared type chooses the codec of ``user``."""
+
+    user: Annotated[User, _UserCodec()]
+    tenant: str = "public"
+    local_only: object = None
+
+
+def test_declared_type_chooses_the_codec() -> None:
+    """A declared Annotated type gives the codec of its name; other names use the
+    xlocal's codec, and defaults are not carried."""
+    p = new(Portable, "tests.namespace.portable", portable={"user", "tenant"})
+    with p(user=User("ann"), local_only=object()):
+        carrier = inject()
+    assert "local_only" not in carrier["xlocal"]
+    assert "tenant" not in carrier["xlocal"]  # a default, not bound
+    seen: list[Any] = []
+
+    def receive() -> None:
+        with extract(carrier):
+            seen.append((p.user.name, p.tenant, p.local_only))
+
+    contextvars.Context().run(receive)
+    assert seen == [("ann", "public", None)]
+
+
+def test_declared_codec_refuses_what_it_cannot_encode() -> None:
+    """A value the declared codec refuses fails on the sender, naming the name."""
+    p = new(Portable, "tests.namespace.refused", portable=True)
+    with (
+        p(user="not a user"),
+        pytest.raises(  # type: ignore[arg-type]
+            UnportableError, match=r"^cannot carry 'user' of <Portable "
+        ),
+    ):
+        inject()

@@ -347,18 +347,25 @@ def _binder(
     return __call__
 
 
-def new(cls: type[_X], name: str | None = None) -> _X:
-    """Make an xlocal of the class *cls*, named *name*: ``new(Current, "current")``.
+def new(
+    cls: type[_X],
+    name: str | None = None,
+    *,
+    portable: bool | Iterable[str] | None = None,
+    codec: Codec | None = None,
+) -> _X:
+    """Make an xlocal of the class *cls*: ``new(Current, "current")``.
 
-    The same as ``cls(name)``.  Type checkers see a typed namespace as a dataclass of
-    its declared names (that is how they check its bindings), and so read a call of the
-    class as one that takes those names; this call is checked as what it is.
+    The same as ``cls(name, portable=..., codec=...)``.  Type checkers see a typed
+    namespace as a dataclass of its declared names (that is how they check its
+    bindings), and so read a call of the class as one that takes those names; this
+    call is checked as what it is.
 
     .. versionadded:: 1.0
     """
     if not (isinstance(cls, type) and issubclass(cls, xlocal)):
         raise TypeError(f"new() takes a subclass of xlocal, not {cls!r}")
-    return cls(name)
+    return cls(name, portable=portable, codec=codec)
 
 
 class _UnboundError(AttributeError):

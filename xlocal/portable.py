@@ -39,12 +39,14 @@ import hmac
 import json
 import json.scanner
 import math
+import sys
+import weakref
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar, overload
 
 from ._core import (
-    _EMPTY,
+    _ENTRY,
     Binding,
     _label,
     _names,
@@ -226,9 +228,57 @@ JSON = JSONCodec()
 
 
 def _codec(x: xlocal, name: str) -> Codec:
-    """The codec for *name* on *x*: the one place that chooses it."""
+    """The codec for *name* on *x*: the one place that chooses it.
+
+    A typed namespace may choose it in the declared type, as
+    ``user: Annotated[User, UserCodec()]``; then the xlocal's ``codec=``; then JSON.
+    """
+    declared = _declared_codecs(type(x)).get(name)
+    if declared is not None:
+        return declared
     codec: Codec | None = _object_getattribute(x, "_codec")
     return JSON if codec is None else codec
+
+
+#: The codecs that typed namespaces declare, by class, read at the first use.
+_declared: weakref.WeakKeyDictionary[type, dict[str, Codec]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _evaluated(klass: type, annotation: Any) -> Any:
+    """*annotation*, made by *klass*, evaluated where the class was defined."""
+    if not isinstance(annotation, str):
+        return annotation
+    module = sys.modules.get(klass.__module__)
+    try:
+        return eval(annotation, vars(module) if module else {}, dict(vars(klass)))
+    except Exception as error:
+        raise UnportableError(
+            f"cannot read the declared type {annotation!r} of {klass.__name__} to find "
+            f"the codec it chooses: {type(error).__name__}: {error}; make the names it "
+            f"uses importable where the class is defined"
+        ) from error
+
+
+def _declared_codecs(cls: type) -> dict[str, Codec]:
+    """The codecs *cls*'s declared types choose with ``Annotated``, by name."""
+    try:
+        return _declared[cls]
+    except KeyError:
+        pass
+    codecs: dict[str, Codec] = {}
+    names = cls._namespace.declared  # type: ignore[attr-defined]
+    for klass in reversed(cls.__mro__):
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if names and name in names and "Annotated" in str(annotation):
+                for extra in getattr(_evaluated(klass, annotation), "__metadata__", ()):
+                    if callable(getattr(extra, "encode", None)) and callable(
+                        getattr(extra, "decode", None)
+                    ):
+                        codecs[name] = extra
+    _declared[cls] = codecs
+    return codecs
 
 
 def _portable(x: xlocal) -> frozenset[str] | bool:
@@ -249,7 +299,7 @@ def _encode_all(limit: int) -> str:
         if x is None:  # pragma: no cover - collected, its callback not run yet
             continue
         frame = _var(x).get()
-        if frame is _EMPTY:
+        if frame[_ENTRY] is None:  # nothing bound (a typed namespace's defaults only)
             continue
         names = _portable(x)
         encoded: dict[str, str] = {}
