@@ -910,9 +910,10 @@ def test_release_local_rejects_proxy() -> None:
 
 
 def test_public_names() -> None:
-    """xlocal.local exports exactly its public API, defined under its public path."""
-    module = importlib.import_module("xlocal.local")
-    assert sorted(module.__all__) == [
+    """xlocal.local and xlocal.proxy export their API, each name under its own path."""
+    local = importlib.import_module("xlocal.local")
+    proxy_module = importlib.import_module("xlocal.proxy")
+    assert sorted(local.__all__) == [
         "Local",
         "LocalManager",
         "LocalProxy",
@@ -920,8 +921,12 @@ def test_public_names() -> None:
         "proxy",
         "release_local",
     ]
-    for name in module.__all__:
-        assert getattr(module, name).__module__ == "xlocal.local"
+    assert sorted(proxy_module.__all__) == ["LocalProxy", "proxy"]
+    for name in proxy_module.__all__:
+        assert getattr(local, name) is getattr(proxy_module, name)
+        assert getattr(proxy_module, name).__module__ == "xlocal.proxy"
+    for name in set(local.__all__) - set(proxy_module.__all__):
+        assert getattr(local, name).__module__ == "xlocal.local"
 
 
 # -- Isolation under every execution model --------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from ._core import xlocal
-from .local import Local, LocalManager, LocalStack, _middleware_setup
+from ._middleware import Releasable, setup
 
 __all__ = ["ASGIApplication", "Receive", "Scope", "Send", "XlocalMiddleware"]
 
@@ -57,14 +57,12 @@ class XlocalMiddleware:
         *,
         scope: str | None = "scope",
         factories: Mapping[str, Callable[[Scope, Receive, Send], Any]] | None = None,
-        locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
+        locals: Iterable[Releasable] = (),
     ) -> None:
         self._app = app
         self._x = x
         self._scope = scope
-        self._factories, self._release = _middleware_setup(
-            x, scope, "scope", factories, locals
-        )
+        self._factories, self._release = setup(x, scope, "scope", factories, locals)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in _REQUESTS:

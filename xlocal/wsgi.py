@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._core import xlocal
-from .local import Local, LocalManager, LocalStack, _middleware_setup, _run_all
+from ._middleware import (
+    ClosingIterable,
+    Releasable,
+    StartResponse,
+    WSGIApplication,
+    WSGIEnvironment,
+    run_all,
+    setup,
+)
 
 __all__ = [
     "ClosingIterable",
@@ -28,38 +36,8 @@ __all__ = [
     "XlocalMiddleware",
 ]
 
-WSGIEnvironment = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
-
-
-class ClosingIterable:
-    """A WSGI response that runs *callbacks* after closing the wrapped response.
-
-    The callbacks run once, when the server calls ``close()``, each even if the ones
-    before it raised.
-
-    .. versionadded:: 1.0
-    """
-
-    __slots__ = ("_callbacks", "_closed", "_response")
-
-    def __init__(
-        self, response: Iterable[bytes], *callbacks: Callable[[], Any]
-    ) -> None:
-        self._response = response
-        self._callbacks = callbacks
-        self._closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._response)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        close: Callable[[], Any] | None = getattr(self._response, "close", None)
-        _run_all([close, *self._callbacks] if close else list(self._callbacks))
+# Defined with the plumbing that LocalManager.make_middleware shares; shown here.
+ClosingIterable.__module__ = __name__
 
 
 class XlocalMiddleware:
@@ -94,14 +72,12 @@ class XlocalMiddleware:
         *,
         environ: str | None = "environ",
         factories: Mapping[str, Callable[[WSGIEnvironment], Any]] | None = None,
-        locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
+        locals: Iterable[Releasable] = (),
     ) -> None:
         self._app = app
         self._x = x
         self._environ = environ
-        self._factories, self._release = _middleware_setup(
-            x, environ, "environ", factories, locals
-        )
+        self._factories, self._release = setup(x, environ, "environ", factories, locals)
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -127,7 +103,7 @@ class XlocalMiddleware:
         try:
             response = self._app(environ, start_response)
         except BaseException:
-            _run_all([finish, self._release])
+            run_all([finish, self._release])
             raise
         return _BoundResponse(context, ClosingIterable(response, finish, self._release))
 

@@ -1,0 +1,101 @@
+"""What the WSGI and ASGI middleware and ``LocalManager.make_middleware`` share.
+
+The WSGI types, a response that runs callbacks when it is closed, and the checks a
+middleware makes once, when it is built.  A store to release after each request is
+anything whose type has ``__release_local__`` (werkzeug's protocol): ``Local``,
+``LocalStack`` and ``LocalManager`` have it, and this module needs none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from ._core import xlocal
+
+WSGIEnvironment = dict[str, Any]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+
+
+class Releasable(Protocol):
+    """A store whose current execution's data can be dropped (werkzeug's protocol)."""
+
+    def __release_local__(self) -> None: ...
+
+
+def run_all(callbacks: Iterable[Callable[[], Any]]) -> None:
+    """Call each of *callbacks*; re-raise the first error once all have run."""
+    error: BaseException | None = None
+    for callback in callbacks:
+        try:
+            callback()
+        except BaseException as exc:  # re-raised below
+            if error is None:
+                error = exc
+    if error is not None:
+        raise error
+
+
+class ClosingIterable:
+    """A WSGI response that runs *callbacks* after closing the wrapped response.
+
+    The callbacks run once, when the server calls ``close()``, each even if the ones
+    before it raised.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_callbacks", "_closed", "_response")
+
+    def __init__(
+        self, response: Iterable[bytes], *callbacks: Callable[[], Any]
+    ) -> None:
+        self._response = response
+        self._callbacks = callbacks
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._response)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close: Callable[[], Any] | None = getattr(self._response, "close", None)
+        run_all([close, *self._callbacks] if close else list(self._callbacks))
+
+
+def releaser(locals: Iterable[Releasable]) -> Callable[[], None]:
+    """Return a function that releases each of *locals* (a manager: all it holds)."""
+    calls = [type(local).__release_local__.__get__(local) for local in locals]
+
+    def release() -> None:
+        run_all(calls)
+
+    return release
+
+
+def setup(
+    x: xlocal,
+    own: str | None,
+    what: str,
+    factories: Mapping[str, Callable[..., Any]] | None,
+    locals: Iterable[Releasable],
+) -> tuple[dict[str, Callable[..., Any]], Callable[[], None]]:
+    """Check the arguments of a WSGI or ASGI middleware, once, when it is made.
+
+    *own* is the name the middleware binds the *what* (environ, scope) under.  Returns
+    the factories and the function that releases *locals* after each request.
+    """
+    if not isinstance(x, xlocal):
+        raise TypeError(
+            f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
+        )
+    made = dict(factories or {})
+    if own in made:
+        raise ValueError(
+            f"cannot bind {own!r} twice: it is both the {what}'s name and a factory's"
+        )
+    x(**dict.fromkeys([*made, *([own] if own else [])]))  # checks the names now
+    return made, releaser(locals)
