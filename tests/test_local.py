@@ -862,7 +862,7 @@ def test_manager_ident_func_is_deprecated() -> None:
     """werkzeug 0.x's ident_func is accepted, ignored and warned about once."""
     with pytest.warns(
         DeprecationWarning,
-        match=r"^LocalManager\(ident_func=\.\.\.\) is deprecated and ignored: "
+        match=r"^LocalManager\(ident_func=\.\.\.\) is deprecated: it is ignored, as "
         r"xlocal\.local keeps its data in contextvars, which isolate threads, "
         r"greenlets and asyncio tasks by themselves; remove the argument$",
     ) as record:

@@ -9,6 +9,7 @@ anything whose type has ``__release_local__`` (werkzeug's protocol): ``Local``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 from ._core import xlocal
@@ -64,6 +65,37 @@ class ClosingIterable:
         self._closed = True
         close: Callable[[], Any] | None = getattr(self._response, "close", None)
         run_all([close, *self._callbacks] if close else list(self._callbacks))
+
+
+class ClosingIterator(ClosingIterable):
+    """werkzeug's ``ClosingIterator``: an iterator over *iterable* with callbacks.
+
+    ``ClosingIterator(iterable, callbacks)`` takes one callable or an iterable of
+    them, as ``werkzeug.wsgi.ClosingIterator`` does; ``close()`` closes *iterable*
+    and runs them, once, each even if one before it raised.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(
+        self,
+        iterable: Iterable[bytes],
+        callbacks: Callable[[], Any] | Iterable[Callable[[], Any]] | None = None,
+    ) -> None:
+        if callbacks is None:
+            callbacks = ()
+        elif callable(callbacks):
+            callbacks = (callbacks,)
+        super().__init__(iterable, *callbacks)
+        self._next: Callable[[], bytes] = partial(next, iter(iterable))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return self._next()
 
 
 def releaser(locals: Iterable[Releasable]) -> Callable[[], None]:

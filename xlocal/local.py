@@ -18,21 +18,33 @@ the write that filled it, so an empty Local or LocalStack stores nothing at all.
 from __future__ import annotations
 
 import contextvars
+import copy  # noqa: F401 - werkzeug.local's namespace, see below
+import math  # noqa: F401
+import operator  # noqa: F401
 import sys
 import threading
+import typing as t  # noqa: F401
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar  # noqa: F401
 from functools import partial, update_wrapper
+from operator import attrgetter  # noqa: F401
 from typing import Any, Generic, TypeVar, Union
 
 from ._middleware import (
     ClosingIterable,
+    ClosingIterator,  # noqa: F401
     StartResponse,
     WSGIApplication,
     WSGIEnvironment,
     run_all,
 )
 from .proxy import LocalProxy, _then, proxy
+
+# werkzeug.local has no __all__: code imports any name of its namespace.  Besides the
+# API below, werkzeug 2.x and 3.x hold ContextVar (Flask 2.0 imports it from there),
+# ClosingIterator, get_ident (2.0, deprecated), the type variables F and T, and the
+# standard-library names marked "noqa: F401" above; so they are here too.
 
 __all__ = [
     "Local",
@@ -44,9 +56,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The single wording of this module's deprecation warnings.
-_DEPRECATED = "{what} is deprecated and ignored: {why}; {instead}"
+_DEPRECATED = "{what} is deprecated: {why}; {instead}"
 
 #: What an unset variable reads as.  Never stored and never mutated.
 _NO_VALUES: dict[str, Any] = {}
@@ -353,8 +366,9 @@ class LocalManager:
                 _DEPRECATED.format(
                     what="LocalManager(ident_func=...)",
                     why=(
-                        "xlocal.local keeps its data in contextvars, which isolate "
-                        "threads, greenlets and asyncio tasks by themselves"
+                        "it is ignored, as xlocal.local keeps its data in "
+                        "contextvars, which isolate threads, greenlets and asyncio "
+                        "tasks by themselves"
                     ),
                     instead="remove the argument",
                 ),
@@ -426,3 +440,31 @@ class LocalManager:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} storages: {len(self.locals)}>"
+
+
+def get_ident() -> Any:
+    """Return werkzeug 2.0's identity of the current greenlet or thread (deprecated).
+
+    The current greenlet where greenlet is installed, else the thread's id, as
+    ``werkzeug.local.get_ident`` returned; it warns with a DeprecationWarning, as
+    werkzeug 2.0 did.  Nothing in xlocal uses it.
+
+    .. versionadded:: 1.0
+    """
+    warnings.warn(
+        _DEPRECATED.format(
+            what="get_ident()",
+            why="xlocal.local keeps its data in contextvars and needs no identity",
+            instead=(
+                "use greenlet.getcurrent() or threading.get_ident() as werkzeug 2.0 "
+                "did, or LocalManager().get_ident(), which tells asyncio tasks apart"
+            ),
+        ),
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    try:
+        from greenlet import getcurrent  # noqa: PLC0415 - only where it is installed
+    except ImportError:
+        return threading.get_ident()
+    return getcurrent()

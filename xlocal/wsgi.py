@@ -20,6 +20,7 @@ from typing import Any
 from ._core import xlocal
 from ._middleware import (
     ClosingIterable,
+    ClosingIterator,
     Releasable,
     StartResponse,
     WSGIApplication,
@@ -30,6 +31,7 @@ from ._middleware import (
 
 __all__ = [
     "ClosingIterable",
+    "ClosingIterator",
     "StartResponse",
     "WSGIApplication",
     "WSGIEnvironment",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 # Defined with the plumbing that LocalManager.make_middleware shares; shown here.
-ClosingIterable.__module__ = __name__
+ClosingIterable.__module__ = ClosingIterator.__module__ = __name__
 
 
 class XlocalMiddleware:
