@@ -668,11 +668,19 @@ def test_format_bytes_copy(bound: Any) -> None:
     assert deep[0] is not data[0]
 
 
-def test_pickling_gives_the_object(bound: Any) -> None:
-    """Pickling a proxy pickles the object it resolves to."""
-    restored = pickle.loads(pickle.dumps(bound([1, 2])))
-    assert type(restored) is list
-    assert restored == [1, 2]
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickling_is_refused(bound: Any, protocol: int) -> None:
+    """Pickling a proxy, bound or not, is refused with what to pickle instead."""
+    local = Local()
+    for p in (bound([1, 2]), local("unset")):
+        with pytest.raises(
+            TypeError,
+            match=r"^cannot pickle a LocalProxy \(of .+\): it stands for an object of "
+            r"the execution that uses it; pickle proxy\._get_current_object\(\) to "
+            r"pickle that object$",
+        ):
+            pickle.dumps(p, protocol)
+    assert pickle.loads(pickle.dumps(bound([1, 2])._get_current_object())) == [1, 2]
 
 
 def test_with_is_forwarded(bound: Any) -> None:
@@ -740,7 +748,7 @@ def test_wrapped_and_doc(bound: Any) -> None:
     unbound = proxy(x, "value")
     assert unbound.__wrapped__ is x
     assert unbound.__doc__ == LocalProxy.__doc__
-    assert LocalProxy.__doc__.startswith("A stand-in that forwards")
+    assert LocalProxy.__doc__.startswith("A proxy that forwards")
     assert bound(_Box(1)).__doc__ == "A plain object to proxy."
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
+import pickle
 import threading
 import types
 import typing
 from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 import werkzeug.local
 
 import xlocal.local
+from xlocal.local import LocalStack
 
 #: werkzeug.local's public names per version, and Flask's imports from it, recorded by
 #: tests/data/record_werkzeug.py from the released packages.
@@ -199,3 +203,108 @@ def test_get_ident_is_deprecated_identity() -> None:
     thread.start()
     thread.join(10)
     assert other[0] is not ident
+
+
+# -- LocalProxy details werkzeug users meet (werkzeug's tests/test_local.py) ----------
+
+_VAR: ContextVar[Any] = ContextVar("test_werkzeug.var")
+
+
+def test_unbound_proxy_module_doc_wrapped(module: Any) -> None:
+    """Unbound, __module__ and __doc__ are the proxy class's, __wrapped__ the source."""
+    local, stack = module.Local(), module.LocalStack()
+    for source, p in [
+        (local, local("name")),
+        (stack, stack()),
+        (_VAR, module.LocalProxy(_VAR)),
+    ]:
+        assert p.__module__ == module.LocalProxy.__module__
+        assert p.__doc__ == module.LocalProxy.__doc__
+        assert p.__wrapped__ is source
+    assert module.LocalProxy.__doc__.startswith("A proxy")
+
+
+def test_bound_proxy_doc_and_wrapped(module: Any) -> None:
+    """Bound, __doc__ and __wrapped__ are the object's, or AttributeError."""
+
+    def example() -> None:
+        """Example doc."""
+
+    class Wrapper:
+        __wrapped__ = "wrapped"
+
+    local = module.Local()
+    local.func, local.wrapper, local.number = example, Wrapper(), 42
+    assert local("func").__doc__ == "Example doc."
+    assert local("wrapper").__wrapped__ == "wrapped"
+    with pytest.raises(AttributeError):
+        local("number").__wrapped__  # noqa: B018
+    module.release_local(local)
+
+
+def test_stack_top_none_is_unbound(module: Any) -> None:
+    """A proxy to a LocalStack whose top is None is unbound, as werkzeug's is."""
+    stack = module.LocalStack()
+    stack.push(None)
+    for p in (stack(), stack("attr")):
+        assert repr(p) == "<LocalProxy unbound>"
+        assert not p
+        with pytest.raises(RuntimeError):
+            p._get_current_object()
+    stack.push(1)
+    assert stack() == 1
+    stack.pop()
+    stack.pop()
+
+
+def test_stack_top_none_message() -> None:
+    """The unbound message of a proxy to a None top says so and what to do."""
+    stack: Any = LocalStack()
+    stack.push(None)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^the top of <LocalStack at 0x\w+> is None in this execution, which a "
+        r"proxy treats as empty \(as werkzeug's does\): push an object before using "
+        r"the proxy$",
+    ):
+        stack().real  # noqa: B018
+    with pytest.raises(RuntimeError, match=r"^no request$"):
+        stack(unbound_message="no request").real  # noqa: B018
+    stack.pop()
+
+
+def test_proxy_copy_and_deepcopy(module: Any) -> None:
+    """copy and deepcopy copy the object, with its own __copy__ and __deepcopy__."""
+
+    class Same:
+        def __copy__(self) -> Same:
+            return self
+
+        def __deepcopy__(self, memo: Any) -> Same:
+            return self
+
+    local = module.Local()
+    local.same, local.nested = Same(), [[1]]
+    assert copy.copy(local("same")) is local.same
+    assert copy.deepcopy(local("same")) is local.same
+    shallow, deep = copy.copy(local("nested")), copy.deepcopy(local("nested"))
+    assert type(shallow) is type(deep) is list
+    assert shallow == deep == [[1]]
+    assert shallow[0] is local.nested[0]
+    assert deep[0] is not local.nested[0]
+    memo: dict[int, Any] = {}
+    assert copy.deepcopy([local("nested")], memo) == [[[1]]]
+    module.release_local(local)
+    for operation in (copy.copy, copy.deepcopy):
+        with pytest.raises(RuntimeError):
+            operation(local("nested"))
+
+
+def test_proxy_pickling_is_refused(module: Any) -> None:
+    """Pickling a proxy fails, bound or unbound, as with werkzeug."""
+    local = module.Local()
+    local.value = [1, 2]
+    for p in (local("value"), local("unset")):
+        with pytest.raises((TypeError, pickle.PicklingError)):
+            pickle.dumps(p)
+    module.release_local(local)

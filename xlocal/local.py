@@ -298,17 +298,23 @@ class LocalStack(Generic[T]):
         self, name: str | None, unbound_message: str | None
     ) -> Callable[[], T]:
         """Return what resolves ``LocalProxy(self, name)``: the top, or its *name*."""
-        message = unbound_message or (
+        empty = unbound_message or (
             f"{self!r} is empty in this execution: push an object before using the "
             f"proxy"
+        )
+        none = unbound_message or (
+            f"the top of {self!r} is None in this execution, which a proxy treats as "
+            f"empty (as werkzeug's does): push an object before using the proxy"
         )
         get = self._storage.get
 
         def get_current() -> T:
             items = get(_NO_ITEMS)
             if not items:
-                raise RuntimeError(message)
-            top: T = items[-1]
+                raise RuntimeError(empty)
+            top: T | None = items[-1]
+            if top is None:
+                raise RuntimeError(none)
             return top
 
         return _then(get_current, name)
