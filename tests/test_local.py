@@ -818,6 +818,53 @@ def test_manager_takes_single_local_or_none() -> None:
     assert LocalManager().locals == []
 
 
+def test_manager_checks_its_locals() -> None:
+    """LocalManager refuses what is not a store at once, naming the argument."""
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not int$",
+    ):
+        LocalManager([Local(), 3])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not LocalProxy: give the Local or LocalStack it "
+        r"proxies$",
+    ):
+        LocalManager([Local()("user")])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not int$",
+    ):
+        LocalManager(3)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^make_middleware\(\) takes the WSGI application to wrap, a callable, "
+        r"not str$",
+    ):
+        LocalManager().make_middleware("app")  # type: ignore[arg-type]
+
+
+def test_manager_releases_managers_and_all_despite_errors() -> None:
+    """A manager releases nested managers, and every store even if one fails."""
+    first, second = Local(), Local()
+
+    class Failing:
+        def __release_local__(self) -> None:
+            raise OSError("release failed")
+
+    manager = LocalManager([first, Failing(), LocalManager(second)])  # type: ignore[list-item]
+    first.value = second.value = 1
+    with pytest.raises(OSError, match=r"^release failed$"):
+        manager.cleanup()
+    assert list(first) == list(second) == []
+    second.value = 2
+    release_local(LocalManager([second]))
+    assert list(second) == []
+
+
 def _wsgi_app(local: Local) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         """The app's docstring."""

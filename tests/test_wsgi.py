@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import gc
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,6 +220,106 @@ def test_misuse_messages(xcurrent: xlocal) -> None:
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"environ": _Req})
     with pytest.raises(ValueError, match=r"^cannot bind '_req' on <xlocal 'xcurrent'>"):
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"_req": _Req})
+
+
+#: Bad arguments of the middleware, and the start of the message each gets.
+_BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"app": "app"},
+        r"XlocalMiddleware\(app=\.\.\.\) takes the WSGI application to wrap, a "
+        r"callable, not str$",
+    ),
+    (
+        {"factories": {"request": "Request"}},
+        r"XlocalMiddleware\(factories=\.\.\.\): the factory for 'request' is "
+        r"str, not a callable; give a callable that makes the value from the environ$",
+    ),
+    (
+        {"factories": [("request", _Req)]},
+        r"XlocalMiddleware\(factories=\.\.\.\) takes a "
+        r"mapping of names to callables, as in factories=\{'request': Request\}, not "
+        r"list$",
+    ),
+    (
+        {"factories": {1: _Req}},
+        r"XlocalMiddleware\(factories=\.\.\.\) takes names as "
+        r"str keys, not 1$",
+    ),
+    (
+        {"environ": 1},
+        r"XlocalMiddleware\(environ=\.\.\.\) takes the name to bind the "
+        r"environ under, or None, not int$",
+    ),
+    (
+        {"locals": [3]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not int$",
+    ),
+    (
+        {"locals": [Local()("user")]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, "
+        r"LocalStack and LocalManager objects, not LocalProxy: give the Local or "
+        r"LocalStack it proxies$",
+    ),
+    (
+        {"locals": [xlocal("other")]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, "
+        r"LocalStack and LocalManager objects, not xlocal: its bindings end with their "
+        r"with-blocks and need no release$",
+    ),
+    (
+        {"locals": 3},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not int$",
+    ),
+    (
+        {"locals": "local"},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes a Local, "
+        r"LocalStack or LocalManager, or a list of them, not str$",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"), _BAD_ARGUMENTS, ids=lambda a: str(a)[:40]
+)
+def test_arguments_checked_when_built(
+    xcurrent: xlocal, arguments: dict[str, Any], message: str
+) -> None:
+    """Bad apps, factories, names and locals are refused at once, naming them."""
+    arguments = {"app": _reader(xcurrent, []), **arguments}
+    with pytest.raises(TypeError, match=f"^{message}"):
+        XlocalMiddleware(x=xcurrent, **arguments)
+
+
+class _Value:
+    """A value stored by a request, to see when it is freed."""
+
+
+@pytest.mark.parametrize("kind", ["Local", "LocalStack", "LocalManager"])
+def test_single_store_is_released(xcurrent: xlocal, kind: str) -> None:
+    """locals= takes one Local, LocalStack or LocalManager as well as a list of them."""
+    local = Local()
+    stack: LocalStack[_Value] = LocalStack()
+    store = {"Local": local, "LocalStack": stack, "LocalManager": LocalManager(local)}
+    refs: list[weakref.ref[_Value]] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        value = _Value()
+        refs.append(weakref.ref(value))
+        if kind == "LocalStack":
+            stack.push(value)
+        else:
+            local.value = value
+        return [b"x"]
+
+    response = XlocalMiddleware(app, xcurrent, locals=store[kind])({}, _start_response)
+    assert list(response) == [b"x"]
+    response.close()  # type: ignore[attr-defined]
+    # The response keeps its request's Context alive: only a release frees the value.
+    gc.collect()
+    assert refs[0]() is None
+    assert response is not None
 
 
 def test_closing_iterable_runs_callbacks_once() -> None:

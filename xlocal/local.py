@@ -29,15 +29,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar  # noqa: F401
 from functools import partial, update_wrapper
 from operator import attrgetter  # noqa: F401
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 from ._middleware import (
     ClosingIterable,
     ClosingIterator,  # noqa: F401
+    Releasable,
     StartResponse,
     WSGIApplication,
     WSGIEnvironment,
     run_all,
+    stores,
 )
 from .proxy import LocalProxy, _then, proxy
 
@@ -326,11 +328,11 @@ class LocalStack(Generic[T]):
         return f"<{type(self).__name__} at {id(self):#x}>"
 
 
-def release_local(local: Local | LocalStack[Any]) -> None:
+def release_local(local: Releasable) -> None:
     """Drop everything the current execution stored in *local*.
 
-    Works for :class:`Local` and :class:`LocalStack`, not for a proxy: keep a reference
-    to the store itself.
+    Works for :class:`Local` and :class:`LocalStack` (and a :class:`LocalManager`: all
+    it manages), not for a proxy: keep a reference to the store itself.
 
     .. versionadded:: 1.0
     """
@@ -343,14 +345,11 @@ def release_local(local: Local | LocalStack[Any]) -> None:
     release(local)
 
 
-_Releasable = Union[Local, LocalStack[Any]]
-
-
 class LocalManager:
     """Release several Locals and LocalStacks at once, typically after each request.
 
-    :param locals: a Local or LocalStack, or an iterable of them; more can be appended
-        to the ``locals`` list later.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them;
+        checked at once.  More can be appended to the ``locals`` list later.
     :param ident_func: werkzeug 0.x's way of making locals greenlet-aware.  Accepted
         and ignored with a DeprecationWarning: contextvars isolate threads, greenlets
         and asyncio tasks without it.
@@ -360,11 +359,11 @@ class LocalManager:
 
     __slots__ = ("locals",)
 
-    locals: list[_Releasable]
+    locals: list[Releasable]
 
     def __init__(
         self,
-        locals: _Releasable | Iterable[_Releasable] | None = None,
+        locals: Releasable | Iterable[Releasable] | None = None,
         ident_func: Callable[[], Any] | None = None,
     ) -> None:
         if ident_func is not None:
@@ -381,12 +380,9 @@ class LocalManager:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        if locals is None:
-            self.locals = []
-        elif isinstance(locals, (Local, LocalStack)):
-            self.locals = [locals]
-        else:
-            self.locals = list(locals)
+        self.locals = (
+            [] if locals is None else stores(locals, "LocalManager(locals=...)")
+        )
 
     def get_ident(self) -> tuple[int, ...]:
         """Return a hashable identity of the current thread, greenlet and asyncio task.
@@ -427,6 +423,11 @@ class LocalManager:
 
     def make_middleware(self, app: WSGIApplication) -> WSGIApplication:
         """Wrap a WSGI app: the locals are released once its response is closed."""
+        if not callable(app):
+            raise TypeError(
+                f"make_middleware() takes the WSGI application to wrap, a callable, "
+                f"not {type(app).__name__}"
+            )
 
         def application(
             environ: WSGIEnvironment, start_response: StartResponse

@@ -59,8 +59,8 @@ class XlocalMiddleware:
     :param environ: the name to bind the WSGI environ under; None not to bind it.
     :param factories: names to bind, each with a callable that makes the value from
         the environ.
-    :param locals: Local, LocalStack or LocalManager objects to release when the
-        request ends.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them, to
+        release when the request ends.
 
     .. versionadded:: 1.0
     """
@@ -74,12 +74,20 @@ class XlocalMiddleware:
         *,
         environ: str | None = "environ",
         factories: Mapping[str, Callable[[WSGIEnvironment], Any]] | None = None,
-        locals: Iterable[Releasable] = (),
+        locals: Releasable | Iterable[Releasable] = (),
     ) -> None:
         self._app = app
         self._x = x
         self._environ = environ
-        self._factories, self._release = setup(x, environ, "environ", factories, locals)
+        self._factories, self._release = setup(
+            app,
+            x,
+            kind="WSGI",
+            own=environ,
+            what="environ",
+            factories=factories,
+            locals=locals,
+        )
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
