@@ -159,6 +159,50 @@ def test_unclosed_response_leaks_nothing(xcurrent: xlocal) -> None:
     assert list(local) == []
 
 
+@pytest.mark.parametrize("where", ["here", "thread"])
+def test_abandoned_response_is_closed_in_its_request(
+    xcurrent: xlocal, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partly iterated response dropped unclosed is closed in its request, quietly."""
+    local = Local()
+    seen: list[Any] = []
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        value = _Value()
+        seen.append(weakref.ref(value))
+        local.value = value
+        start_response("200 OK", [])
+        with xcurrent(user="app"):
+            try:
+                yield b"a"
+                yield b"b"
+            finally:
+                seen.append(
+                    (xcurrent.user, xcurrent.environ["PATH_INFO"], local.value is value)
+                )
+
+    response = XlocalMiddleware(app, xcurrent, locals=[local])(
+        {"PATH_INFO": "/p"}, _start_response
+    )
+    assert next(iter(response)) == b"a"
+    if where == "thread":
+        holder = [response]
+        del response
+        thread = threading.Thread(target=holder.clear)
+        thread.start()
+        thread.join(10)
+    else:
+        del response
+    gc.collect()
+    assert unraisable == []
+    assert seen[1:] == [("app", "/p", True)]
+    assert seen[0]() is None
+    assert dir(xcurrent) == []
+    assert list(local) == []
+
+
 def test_app_error_exits_binding(xcurrent: xlocal) -> None:
     """If the app raises, the binding is exited, the locals released, the error kept."""
     local = Local()

@@ -8,7 +8,8 @@ of the call), the binding is entered in it once, every step runs inside it, and
 execution, it holds for generator apps and for code run while the server iterates, and
 whatever the app stores in context variables (Locals included) stays with its request:
 nothing reaches the server's thread or greenlet, not even if the server never closes
-the response.
+the response.  A response dropped without being closed is closed when it is freed, in
+its own request's Context.
 """
 
 from __future__ import annotations
@@ -142,3 +143,11 @@ class _BoundResponse:
 
     def close(self) -> None:
         self._context.run(self._response.close)
+
+    def __del__(self) -> None:
+        # Dropped unclosed (a client that went away, a server that never calls close):
+        # close it now, in its request's Context, so that the app's finally-blocks and
+        # with-blocks end where they began, and the request's locals are released.
+        # Without this the app's generator would be closed later by the garbage
+        # collector, in whatever execution runs it.  Closing twice does nothing.
+        self.close()
