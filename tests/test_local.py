@@ -11,13 +11,14 @@ import operator
 import pickle
 import threading
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import greenlet
 import pytest
 from executions import MODELS, Model
 
-from xlocal import xlocal
+from xlocal import ContextExecutor, xlocal
 from xlocal.local import (
     Local,
     LocalManager,
@@ -1047,3 +1048,32 @@ def test_isolation_check_detects_sharing(model: Model, xcurrent: xlocal) -> None
     stack: LocalStack[int] = LocalStack()
     with pytest.raises(AssertionError):
         model.run(lambda x, i: _scenario(i, shared, stack, x), xcurrent, n=4)
+
+
+# -- Reused pool threads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("way", ["plain", "ContextExecutor", "cleanup"])
+def test_reused_pool_thread(way: str) -> None:
+    """A pool thread keeps Local data for its next task unless released or carried."""
+    local = Local()
+    manager = LocalManager([local])
+    threads: set[int] = set()
+
+    def task(user: str) -> str:
+        threads.add(threading.get_ident())
+        before: str = getattr(local, "user", "none")
+        local.user = user
+        if way == "cleanup":
+            manager.cleanup()
+        return before
+
+    pool: Any = ThreadPoolExecutor(max_workers=1)
+    if way == "ContextExecutor":
+        pool = ContextExecutor(pool)
+    with pool:
+        first = pool.submit(task, "ann").result(timeout=10)
+        second = pool.submit(task, "bob").result(timeout=10)
+    assert len(threads) == 1
+    assert first == "none"
+    assert second == ("ann" if way == "plain" else "none")

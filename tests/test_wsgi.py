@@ -477,3 +477,41 @@ def test_gevent_server_end_to_end(http: Any) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+@pytest.mark.parametrize("wrapping", ["none", "XlocalMiddleware", "make_middleware"])
+def test_reused_server_thread(http: Any, xcurrent: xlocal, wrapping: str) -> None:
+    """A server thread reused for the next request keeps Local data unless wrapped."""
+    local = Local()
+    threads: set[int] = set()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        threads.add(threading.get_ident())
+        before = getattr(local, "user", "none")
+        local.user = environ["QUERY_STRING"]
+        body = before.encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    wrapped = {
+        "none": app,
+        "XlocalMiddleware": XlocalMiddleware(app, xcurrent),
+        "make_middleware": LocalManager([local]).make_middleware(app),
+    }[wrapping]
+    # wsgiref's plain WSGIServer serves every request in the one thread that serves.
+    httpd = make_server("127.0.0.1", 0, wrapped, handler_class=_QuietHandler)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}
+    )
+    thread.start()
+    try:
+        port = httpd.server_address[1]
+        [[first]] = http(port, [["/?ann"]])
+        [[second]] = http(port, [["/?bob"]])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+    assert len(threads) == 1
+    assert first == (200, b"none")
+    assert second == (200, b"ann" if wrapping == "none" else b"none")
