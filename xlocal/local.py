@@ -265,12 +265,15 @@ class LocalStack(Generic[T]):
         self._storage = context_var
 
     def push(self, obj: T) -> list[T]:
-        """Put *obj* on top of the current execution's stack; return the new stack."""
+        """Put *obj* on top of the current execution's stack; return the new stack.
+
+        The list returned is a copy: changing it does not change the stack.
+        """
         old = self._storage.get(_NO_ITEMS)
         new = _Items(old)
         new.append(obj)
         _store(self._storage, old, new)
-        return new
+        return list(new)
 
     def pop(self) -> T | None:
         """Remove the top item and return it; None if the stack is empty."""
@@ -327,6 +330,12 @@ class LocalStack(Generic[T]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} at {id(self):#x}>"
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"cannot copy or pickle {self!r}: its data belongs to the executions "
+            f"that pushed it; share the LocalStack itself"
+        )
+
 
 def release_local(local: Releasable) -> None:
     """Drop everything the current execution stored in *local*.
@@ -340,7 +349,8 @@ def release_local(local: Releasable) -> None:
     if release is None:
         raise TypeError(
             f"cannot release {type(local).__name__} objects: release_local() takes a "
-            f"Local or LocalStack (for a proxy, release the store it proxies)"
+            f"Local, LocalStack or LocalManager (for a proxy, release the store it "
+            f"proxies)"
         )
     release(local)
 

@@ -228,6 +228,11 @@ class LocalProxy(Generic[T]):
         *,
         unbound_message: str | None = None,
     ) -> None:
+        if isinstance(name, str) and "" in name.split("."):
+            raise ValueError(
+                f"cannot proxy {name!r}: a dotted name needs a name before, between "
+                f"and after its dots, as in 'request.path'"
+            )
         get_current: Callable[[], Any]
         getter = getattr(type(local), "__proxy_getter__", None)
         if isinstance(local, xlocal):
