@@ -264,6 +264,8 @@ def test_misuse_messages(xcurrent: xlocal) -> None:
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"environ": _Req})
     with pytest.raises(ValueError, match=r"^cannot bind '_req' on <xlocal 'xcurrent'>"):
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"_req": _Req})
+    with pytest.raises(ValueError, match=r"^cannot bind '' on <xlocal 'xcurrent'>"):
+        XlocalMiddleware(_reader(xcurrent, []), xcurrent, environ="")
 
 
 #: Bad arguments of the middleware, and the start of the message each gets.
@@ -310,6 +312,17 @@ _BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
         r"XlocalMiddleware\(locals=\.\.\.\) takes Local, "
         r"LocalStack and LocalManager objects, not xlocal: its bindings end with their "
         r"with-blocks and need no release$",
+    ),
+    (
+        {"locals": [Local]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, LocalStack and LocalManager "
+        r"objects, not the class Local: give an instance, Local\(\)$",
+    ),
+    (
+        {"locals": LocalStack},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not the class LocalStack: give an "
+        r"instance, LocalStack\(\)$",
     ),
     (
         {"locals": 3},

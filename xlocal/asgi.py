@@ -79,7 +79,7 @@ class XlocalMiddleware:
         values = {
             name: make(scope, receive, send) for name, make in self._factories.items()
         }
-        if self._scope:
+        if self._scope is not None:
             values[self._scope] = scope
         try:
             with self._x(**values):

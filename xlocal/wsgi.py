@@ -103,7 +103,7 @@ class XlocalMiddleware:
         start_response: StartResponse,
     ) -> Iterable[bytes]:
         values = {name: make(environ) for name, make in self._factories.items()}
-        if self._environ:
+        if self._environ is not None:
             values[self._environ] = environ
         binding = self._x(**values)
         binding.__enter__()
