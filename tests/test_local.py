@@ -721,6 +721,8 @@ def test_pickling_is_refused(bound: Any, protocol: int) -> None:
         ):
             pickle.dumps(p, protocol)
     assert pickle.loads(pickle.dumps(bound([1, 2])._get_current_object())) == [1, 2]
+    with pytest.raises(TypeError, match=r"^cannot pickle a LocalProxy"):
+        bound([1]).__reduce__()
 
 
 def test_with_is_forwarded(bound: Any) -> None:
