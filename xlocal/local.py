@@ -26,14 +26,13 @@ import threading
 import typing as t  # noqa: F401
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar  # noqa: F401
+from contextvars import ContextVar as ContextVar  # noqa: PLC0414 - exported
 from functools import partial, update_wrapper
 from operator import attrgetter  # noqa: F401
 from typing import Any, Generic, TypeVar
 
 from ._middleware import (
     ClosingIterable,
-    ClosingIterator,  # noqa: F401
     Releasable,
     StartResponse,
     WSGIApplication,
@@ -41,12 +40,14 @@ from ._middleware import (
     run_all,
     stores,
 )
+from ._middleware import ClosingIterator as ClosingIterator  # noqa: PLC0414
 from .proxy import LocalProxy, _then, proxy
 
 # werkzeug.local has no __all__: code imports any name of its namespace.  Besides the
 # API below, werkzeug 2.x and 3.x hold ContextVar (Flask 2.0 imports it from there),
 # ClosingIterator, get_ident (2.0, deprecated), the type variables F and T, and the
-# standard-library names marked "noqa: F401" above; so they are here too.
+# standard-library names marked "noqa: F401" above; so they are here too.  ContextVar
+# and ClosingIterator, which code does import, are re-exported for type checkers too.
 
 __all__ = [
     "Local",

@@ -8,7 +8,19 @@ from typing import Any
 from typing_extensions import assert_type
 
 from xlocal import xlocal
-from xlocal.local import Local, LocalManager, LocalProxy, LocalStack, release_local
+from xlocal.local import (
+    ClosingIterator as WerkzeugClosingIterator,
+)
+from xlocal.local import (
+    ContextVar as WerkzeugContextVar,
+)
+from xlocal.local import (
+    Local,
+    LocalManager,
+    LocalProxy,
+    LocalStack,
+    release_local,
+)
 from xlocal.wsgi import ClosingIterator, WSGIEnvironment, XlocalMiddleware
 
 stack: LocalStack[int] = LocalStack()
@@ -40,3 +52,7 @@ XlocalMiddleware(app, xlocal("x"), locals=[Local(), stack, LocalManager()])
 XlocalMiddleware(app, xlocal("x"), locals=[3])  # type: ignore[list-item]
 ClosingIterator([b""], lambda: None)
 ClosingIterator([b""], [lambda: None])
+
+# Flask 2.0 imports ContextVar from werkzeug.local: the same class, typed as such.
+assert_type(WerkzeugContextVar[int]("v"), ContextVar[int])
+assert WerkzeugClosingIterator is ClosingIterator
