@@ -205,6 +205,30 @@ def test_get_ident_is_deprecated_identity() -> None:
     assert other[0] is not ident
 
 
+@pytest.mark.parametrize("kind", ["Local", "LocalStack"])
+def test_ident_func_is_deprecated_identity(kind: str) -> None:
+    """werkzeug 2.0's __ident_func__ (Flask-SQLAlchemy 2.5.0's scopefunc) works."""
+    store = getattr(xlocal.local, kind)()
+    with pytest.warns(
+        DeprecationWarning, match=r"^__ident_func__ is deprecated: "
+    ) as w:
+        func = store.__ident_func__
+    assert w[0].filename == __file__
+    assert func() is greenlet.getcurrent()
+
+
+def test_setting_ident_func_is_deprecated() -> None:
+    """Setting a LocalStack's __ident_func__ warns and changes nothing, as in 2.0."""
+    stack: Any = LocalStack()
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"^setting __ident_func__ \(it has no effect\) is deprecated: ",
+    ):
+        stack.__ident_func__ = threading.get_ident
+    with pytest.warns(DeprecationWarning, match=r"^__ident_func__ is deprecated"):
+        assert stack.__ident_func__() is greenlet.getcurrent()
+
+
 # -- LocalProxy details werkzeug users meet (werkzeug's tests/test_local.py) ----------
 
 _VAR: ContextVar[Any] = ContextVar("test_werkzeug.var")

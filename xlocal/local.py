@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar as ContextVar  # noqa: PLC0414 - exported
 from functools import partial, update_wrapper
 from operator import attrgetter  # noqa: F401
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from ._middleware import (
     ClosingIterable,
@@ -182,6 +182,12 @@ class Local:
         del new[name]
         _store(var, old, new)
 
+    @property
+    def __ident_func__(self) -> Callable[[], Any]:
+        """werkzeug 2.0's identity function (deprecated): see :func:`get_ident`."""
+        _warn_identity("__ident_func__", depth=1)  # read through __getattribute__
+        return _identity_function()
+
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         """Iterate over ``(name, value)`` for the current execution's attributes."""
         return iter(_storage(self).get(_NO_VALUES).items())
@@ -324,6 +330,16 @@ class LocalStack(Generic[T]):
             return top
 
         return _then(get_current, name)
+
+    @property
+    def __ident_func__(self) -> Callable[[], Any]:
+        """werkzeug 2.0's identity function (deprecated): see :func:`get_ident`."""
+        _warn_identity("__ident_func__")
+        return _identity_function()
+
+    @__ident_func__.setter
+    def __ident_func__(self, func: Callable[[], Any]) -> None:
+        _warn_identity("setting __ident_func__ (it has no effect)")
 
     def __release_local__(self) -> None:
         _empty(self._storage, self._storage.get(_NO_ITEMS), list)
@@ -469,9 +485,28 @@ def get_ident() -> Any:
 
     .. versionadded:: 1.0
     """
+    _warn_identity("get_ident()")
+    return _identity_function()()
+
+
+def _identity_function() -> Callable[[], Any]:
+    """werkzeug 2.0's identity function: greenlet's getcurrent, or the thread's id."""
+    try:
+        from greenlet import getcurrent  # noqa: PLC0415 - only where it is installed
+    except ImportError:
+        return threading.get_ident
+    return cast("Callable[[], Any]", getcurrent)
+
+
+def _warn_identity(what: str, depth: int = 0) -> None:
+    """Warn that werkzeug 2.0's identity function *what* is deprecated.
+
+    *depth* counts the frames between the public function or property and its caller
+    (Local.__getattribute__ is one).
+    """
     warnings.warn(
         _DEPRECATED.format(
-            what="get_ident()",
+            what=what,
             why="xlocal.local keeps its data in contextvars and needs no identity",
             instead=(
                 "use greenlet.getcurrent() or threading.get_ident() as werkzeug 2.0 "
@@ -479,10 +514,5 @@ def get_ident() -> Any:
             ),
         ),
         DeprecationWarning,
-        stacklevel=2,
+        stacklevel=3 + depth,
     )
-    try:
-        from greenlet import getcurrent  # noqa: PLC0415 - only where it is installed
-    except ImportError:
-        return threading.get_ident()
-    return getcurrent()
