@@ -239,6 +239,35 @@ def test_setting_ident_func_is_deprecated() -> None:
         assert stack.__ident_func__() is greenlet.getcurrent()
 
 
+def test_local_subclass_attributes(module: Any) -> None:
+    """A Local subclass's methods, properties and class attributes come before data."""
+
+    class RequestLocal(module.Local):  # type: ignore[name-defined,misc]
+        kind = "class attribute"
+
+        def get(self, name: str, default: Any = None) -> Any:
+            return getattr(self, name, default)
+
+        @property
+        def upper(self) -> str:
+            return str(self.user).upper()
+
+    local = RequestLocal()
+    assert local.get("user", "nobody") == "nobody"
+    local.user = "ann"
+    local.kind = "data"
+    assert (local.get("user"), local.upper, local.kind) == (
+        "ann",
+        "ANN",
+        "class attribute",
+    )
+    assert dict(local) == {"user": "ann", "kind": "data"}
+    with pytest.raises(AttributeError):
+        local.missing  # noqa: B018
+    module.release_local(local)
+    assert dict(local) == {}
+
+
 # -- LocalProxy details werkzeug users meet (werkzeug's tests/test_local.py) ----------
 
 _VAR: ContextVar[Any] = ContextVar("test_werkzeug.var")

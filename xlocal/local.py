@@ -137,26 +137,22 @@ class Local:
         object.__setattr__(self, "_Local__storage", context_var)
 
     def __getattribute__(self, name: str) -> Any:
-        if name[:2] != "__":
-            values = _storage(self).get(_NO_VALUES)
+        if name[:2] != "__":  # Local has no such attribute of its own: data only
             try:
-                return values[name]
+                return _storage(self).get(_NO_VALUES)[name]
             except KeyError:
-                pass
-        else:
-            try:
-                return object.__getattribute__(self, name)
-            except AttributeError:
-                values = _storage(self).get(_NO_VALUES)
-                if name in values:
-                    return values[name]
-        error = AttributeError(
-            f"{name!r} is not set on {self!r} in this execution: set it first, "
-            f"or read it with getattr(local, {name!r}, default)"
-        )
-        error.name = name
-        error.obj = self
-        raise error
+                return _data(self, name)  # raises the error that says what to do
+        try:
+            return object.__getattribute__(self, name)
+        except AttributeError:
+            return _data(self, name)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's methods, properties and class attributes are found before its
+        # data, as with werkzeug's Local, whose data is only reached by __getattr__.
+        super().__init_subclass__(**kwargs)
+        if "__getattribute__" not in cls.__dict__:
+            cls.__getattribute__ = _class_first  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
         var = _storage(self)
@@ -234,6 +230,29 @@ class Local:
             f"cannot copy or pickle {self!r}: its data belongs to the executions "
             f"that set it; share the Local itself"
         )
+
+
+def _class_first(local: Local, name: str) -> Any:
+    """A subclass's ``__getattribute__``: its class's attribute, else its data."""
+    try:
+        return object.__getattribute__(local, name)
+    except AttributeError:
+        return _data(local, name)
+
+
+def _data(local: Local, name: str) -> Any:
+    """Read *name* from *local*'s data in the current execution."""
+    try:
+        return _storage(local).get(_NO_VALUES)[name]
+    except KeyError:
+        pass
+    error = AttributeError(
+        f"{name!r} is not set on {local!r} in this execution: set it first, "
+        f"or read it with getattr(local, {name!r}, default)"
+    )
+    error.name = name
+    error.obj = local
+    raise error
 
 
 #: ``_storage(local)`` is the Local's ContextVar, read straight from its slot.
