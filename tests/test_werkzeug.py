@@ -268,6 +268,32 @@ def test_local_subclass_attributes(module: Any) -> None:
     assert dict(local) == {}
 
 
+def test_proxy_subclass_attributes(module: Any) -> None:
+    """A LocalProxy subclass's own methods and attributes are the proxy's own."""
+
+    class ListProxy(module.LocalProxy):  # type: ignore[name-defined,misc]
+        """A proxy with helpers."""
+
+        tag = "mine"
+
+        def describe(self) -> str:
+            return f"proxy of {self._get_current_object()!r}"
+
+    local = module.Local()
+    local.items = [1]
+    p = ListProxy(local, "items")
+    assert (p.tag, p.describe(), p.__doc__) == (
+        "mine",
+        "proxy of [1]",
+        ListProxy.__doc__,
+    )
+    p.append(2)
+    assert p == [1, 2]
+    assert isinstance(p, list)
+    assert type(p) is ListProxy
+    module.release_local(local)
+
+
 # -- LocalProxy details werkzeug users meet (werkzeug's tests/test_local.py) ----------
 
 _VAR: ContextVar[Any] = ContextVar("test_werkzeug.var")

@@ -263,6 +263,29 @@ class LocalProxy(Generic[T]):
             raise
         return getattr(obj, name)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # What a subclass defines (methods, properties, class attributes, its
+        # docstring) is the proxy's own, as with werkzeug's LocalProxy, whose
+        # forwarding starts only where normal lookup fails; the rest is forwarded.
+        super().__init_subclass__(**kwargs)
+        if "__getattribute__" in cls.__dict__:
+            return
+        own = _OWN.union(
+            *(
+                vars(klass)
+                for klass in cls.__mro__
+                if issubclass(klass, LocalProxy) and klass is not LocalProxy
+            )
+        )
+        forward = LocalProxy.__getattribute__
+
+        def getattribute(self: LocalProxy[Any], name: str) -> Any:
+            if name in own:
+                return object.__getattribute__(self, name)
+            return forward(self, name)
+
+        cls.__getattribute__ = getattribute  # type: ignore[method-assign]
+
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         # Found through _OWN: pickle and copy read it from the instance, and must not
         # get the object's.  werkzeug's proxies cannot be pickled either.
