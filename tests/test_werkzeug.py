@@ -294,6 +294,30 @@ def test_proxy_subclass_attributes(module: Any) -> None:
     module.release_local(local)
 
 
+def test_subclass_getattribute_is_kept() -> None:
+    """A subclass's own __getattribute__ is kept, in its subclasses too."""
+
+    class Shouting(xlocal.local.Local):  # type: ignore[misc]
+        def __getattribute__(self, name: str) -> Any:
+            return str(super().__getattribute__(name)).upper()
+
+    class ShoutingProxy(xlocal.local.LocalProxy):  # type: ignore[misc]
+        def __getattribute__(self, name: str) -> Any:
+            return str(super().__getattribute__(name)).upper()
+
+    class Child(Shouting):
+        pass
+
+    class ChildProxy(ShoutingProxy):
+        pass
+
+    for local in (Shouting(), Child()):
+        local.user = "ann"
+        assert local.user == "ANN"
+        assert ChildProxy(partial(str, "ann")).upper.startswith("<BUILT-IN METHOD")
+        xlocal.local.release_local(local)
+
+
 # -- LocalProxy details werkzeug users meet (werkzeug's tests/test_local.py) ----------
 
 _VAR: ContextVar[Any] = ContextVar("test_werkzeug.var")

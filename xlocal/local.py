@@ -151,7 +151,7 @@ class Local:
         # A subclass's methods, properties and class attributes are found before its
         # data, as with werkzeug's Local, whose data is only reached by __getattr__.
         super().__init_subclass__(**kwargs)
-        if "__getattribute__" not in cls.__dict__:
+        if cls.__getattribute__ is Local.__getattribute__:  # not one of its own
             cls.__getattribute__ = _class_first  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:

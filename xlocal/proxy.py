@@ -268,8 +268,11 @@ class LocalProxy(Generic[T]):
         # docstring) is the proxy's own, as with werkzeug's LocalProxy, whose
         # forwarding starts only where normal lookup fails; the rest is forwarded.
         super().__init_subclass__(**kwargs)
-        if "__getattribute__" in cls.__dict__:
-            return
+        inherited = cls.__getattribute__
+        if inherited is not LocalProxy.__getattribute__ and not hasattr(
+            inherited, "_forwards"
+        ):
+            return  # the subclass, or one between, has a __getattribute__ of its own
         own = _OWN.union(
             *(
                 vars(klass)
@@ -284,6 +287,7 @@ class LocalProxy(Generic[T]):
                 return object.__getattribute__(self, name)
             return forward(self, name)
 
+        getattribute._forwards = True  # type: ignore[attr-defined]
         cls.__getattribute__ = getattribute  # type: ignore[method-assign]
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
