@@ -113,7 +113,10 @@ class Local:
     Set, read and delete attributes as on any object; each execution sees only its own.
     Reading a missing attribute raises AttributeError, so ``getattr(local, name, None)``
     works.  An asyncio task starts with a snapshot of its creator's attributes; later
-    writes on either side are not seen by the other.
+    writes on either side are not seen by the other.  What an execution sets stays
+    until it is deleted or released, or the execution ends: a pool thread that runs
+    one task after another keeps it from one task to the next, as with werkzeug
+    (``xlocal.ContextExecutor`` and the middleware keep tasks and requests apart).
 
     :param context_var: a ``ContextVar`` holding a dict, to keep the data in; by
         default the Local makes its own.  A dict in a variable you pass is replaced,

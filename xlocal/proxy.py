@@ -320,7 +320,7 @@ class LocalProxy(Generic[T]):
     __dir__ = _Forward(dir, lambda p: [])
     __setattr__ = _Forward(setattr)
     __delattr__ = _Forward(delattr)
-    # Attribute reads go through __getattribute__ below, not __getattr__.  Not
+    # Attribute reads go through __getattribute__ above, not __getattr__.  Not
     # forwarded: __slots__ and __dict__ of the proxy itself, the descriptor protocol
     # (__get__, __set__, __delete__, __set_name__: a proxy stored on a class stays a
     # proxy), metaclass hooks (__init_subclass__, __prepare__; __class_getitem__ goes
