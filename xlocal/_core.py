@@ -62,7 +62,7 @@ from ._steps import (
 )
 
 if TYPE_CHECKING:
-    from .portable import Codec
+    from ._codec import Codec
 
 __all__ = ["Binding", "get_debug", "new", "set_debug", "xlocal"]
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from ._core import xlocal
-from .local import Local, LocalManager, LocalStack, _middleware_setup
+from ._middleware import Releasable, setup
 
 __all__ = ["ASGIApplication", "Receive", "Scope", "Send", "XlocalMiddleware"]
 
@@ -42,8 +42,8 @@ class XlocalMiddleware:
     :param scope: the name to bind the ASGI scope under; None not to bind it.
     :param factories: names to bind, each with a callable that makes the value from
         ``(scope, receive, send)``.
-    :param locals: Local, LocalStack or LocalManager objects to release when the
-        request ends.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them, to
+        release when the request ends.
 
     .. versionadded:: 1.0
     """
@@ -57,25 +57,34 @@ class XlocalMiddleware:
         *,
         scope: str | None = "scope",
         factories: Mapping[str, Callable[[Scope, Receive, Send], Any]] | None = None,
-        locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
+        locals: Releasable | Iterable[Releasable] = (),
     ) -> None:
         self._app = app
         self._x = x
         self._scope = scope
-        self._factories, self._release = _middleware_setup(
-            x, scope, "scope", factories, locals
+        self._factories, self._release = setup(
+            app,
+            x,
+            kind="ASGI",
+            own=scope,
+            what="scope",
+            factories=factories,
+            locals=locals,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in _REQUESTS:
             await self._app(scope, receive, send)
             return
-        values = {
-            name: make(scope, receive, send) for name, make in self._factories.items()
-        }
-        if self._scope:
-            values[self._scope] = scope
+        # The request may run in its caller's task (test clients await the app
+        # directly), so the locals are released even if a factory fails.
         try:
+            values = {
+                name: make(scope, receive, send)
+                for name, make in self._factories.items()
+            }
+            if self._scope is not None:
+                values[self._scope] = scope
             with self._x(**values):
                 await self._app(scope, receive, send)
         finally:
