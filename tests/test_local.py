@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+import gc
 import importlib
 import math
 import operator
 import pickle
 import re
 import threading
+import weakref
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,8 +35,9 @@ TIMEOUT = 10.0
 
 
 def _stored(var: contextvars.ContextVar[Any]) -> bool:
-    """Whether *var* holds anything in the current context."""
-    return var in contextvars.copy_context()
+    """Whether *var* holds any data in the current context (an emptied store holds
+    the shared empty value)."""
+    return bool(contextvars.copy_context().get(var))
 
 
 def _local_var(local: Local) -> contextvars.ContextVar[Any]:
@@ -1119,3 +1122,31 @@ def test_reused_pool_thread(way: str) -> None:
     assert len(threads) == 1
     assert first == "none"
     assert second == ("ann" if way == "plain" else "none")
+
+
+def test_data_of_a_dead_thread_is_released_at_once() -> None:
+    """What a thread stored in a Local or a LocalStack is released when the thread
+    ends, without the garbage collector, as with werkzeug."""
+
+    class Value:
+        pass
+
+    local, stack = Local(), LocalStack[Value]()
+    refs = []
+
+    def run(value: Value) -> None:
+        local.value = value
+        stack.push(value)
+
+    gc.disable()
+    try:
+        value = Value()
+        refs.append(weakref.ref(value))
+        t = threading.Thread(target=run, args=(value,))
+        del value
+        t.start()
+        t.join(60)
+        del t
+        assert refs[0]() is None
+    finally:
+        gc.enable()

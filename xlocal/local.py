@@ -10,9 +10,10 @@ in :mod:`xlocal.proxy` and are importable from here, as from werkzeug.local.
 
 Storage: each Local or LocalStack owns one ContextVar holding a dict or a list.  A write
 never mutates the stored container; it copies it and sets the copy, so a context copied
-before the write (an asyncio task, ``Context.run``) keeps what it saw.  When a store
-becomes empty in the execution that filled it, the variable is reset with the token of
-the write that filled it, so an empty Local or LocalStack stores nothing at all.
+before the write (an asyncio task, ``Context.run``) keeps what it saw.  An emptied
+store is set to a shared empty value, as werkzeug does; keeping the token that could
+reset it would tie the data to its context in a cycle, and a dead thread's data would
+wait for the garbage collector instead of going with the thread.
 """
 
 from __future__ import annotations
@@ -64,53 +65,43 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The single wording of this module's deprecation warnings.
 _DEPRECATED = "{what} is deprecated: {why}; {instead}"
 
-#: What an unset variable reads as.  Never stored and never mutated.
+#: What an empty store reads as: set when a store is emptied, never mutated.
 _NO_VALUES: dict[str, Any] = {}
 _NO_ITEMS: list[Any] = []
 
 
 class _Values(dict[str, Any]):
-    """The dict a Local stores; remembers the token that undoes its first write."""
+    """The dict a Local stores: never changed in place (writes copy, then set)."""
 
-    #: Never changed in place (writes copy, then set): the spawn helpers carry it.
+    #: The spawn helpers carry it.
     __xlocal_carried__ = True
 
-    __slots__ = ("_reset",)
-    _reset: contextvars.Token[Any] | None
+    __slots__ = ()
 
 
 class _Items(list[Any]):
-    """The list a LocalStack stores; remembers the token that undoes its first push."""
+    """The list a LocalStack stores: never changed in place (pushes copy, then set)."""
 
-    #: Never changed in place (pushes copy, then set): the spawn helpers carry it.
+    #: The spawn helpers carry it.
     __xlocal_carried__ = True
 
-    __slots__ = ("_reset",)
-    _reset: contextvars.Token[Any] | None
+    __slots__ = ()
 
 
 def _store(var: contextvars.ContextVar[Any], old: Any, new: _Values | _Items) -> None:
-    """Set *new* as the non-empty successor of *old*, keeping the way back to empty."""
-    if old:
-        new._reset = getattr(old, "_reset", None)
-    else:
-        new._reset = var.set(new)
-        return
+    """Set *new* as the successor of *old*."""
     var.set(new)
 
 
 def _empty(var: contextvars.ContextVar[Any], old: Any, empty: type[Any]) -> None:
-    """Make the store empty: unset the variable if this execution filled it."""
-    token = getattr(old, "_reset", None)
-    if token is not None:
-        try:
-            var.reset(token)
-        except (ValueError, RuntimeError):
-            pass  # filled in another Context (copied into this one): set empty below
-        else:
-            return
+    """Make the store empty in this execution.
+
+    The variable is set to the shared empty value, not reset with a token: a token
+    kept in the data would tie the data to its context in a cycle (context, data,
+    token, context), and a dead thread's data would wait for the garbage collector.
+    """
     if old:
-        var.set(empty())
+        var.set(_NO_VALUES if empty is dict else _NO_ITEMS)
 
 
 class Local:
