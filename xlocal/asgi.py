@@ -8,11 +8,13 @@ it; tasks the app spawns get a snapshot that includes it.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from ._core import xlocal
 from ._middleware import Releasable, setup
+from ._request import clean_start, end_clean, outside
 
 __all__ = ["ASGIApplication", "Receive", "Scope", "Send", "XlocalMiddleware"]
 
@@ -68,16 +70,28 @@ class XlocalMiddleware:
         if scope.get("type") not in _REQUESTS:
             await self._app(scope, receive, send)
             return
-        values = {
-            name: make(scope, receive, send) for name, make in self._factories.items()
-        }
-        if self._scope:
-            values[self._scope] = scope
+        # Start from nothing on this xlocal and these stores, whatever the server
+        # handed over (uvicorn starts a pipelined request inside the last one's send),
+        # and keep the server's send and receive out of the request's bindings.
+        clean = clean_start(self._x)
         try:
-            with self._x(**values):
-                await self._app(scope, receive, send)
-        finally:
             self._release()
+            outer = contextvars.copy_context()
+            receive = outside(receive, outer)
+            send = outside(send, outer)
+            values = {
+                name: make(scope, receive, send)
+                for name, make in self._factories.items()
+            }
+            if self._scope:
+                values[self._scope] = scope
+            try:
+                with self._x(**values):
+                    await self._app(scope, receive, send)
+            finally:
+                self._release()
+        finally:
+            end_clean(self._x, clean)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"

@@ -105,10 +105,55 @@ class XlocalMiddleware:
         except BaseException:
             run_all([finish, self._release])
             raise
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(response, wrapper):
+            return _hand_back(response, context, finish, self._release)
         return _BoundResponse(context, ClosingIterable(response, finish, self._release))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"
+
+
+def _hand_back(
+    response: Any,
+    context: contextvars.Context,
+    *callbacks: Callable[[], Any],
+) -> Iterable[bytes]:
+    """Return the server's own file wrapper, closed inside the request's Context.
+
+    Servers send a response that is an instance of their ``wsgi.file_wrapper`` with
+    sendfile only if it reaches them unwrapped.  Its iteration reads the file and runs
+    no app code; its ``close()`` (replaced on the instance) closes the file, then ends
+    the request, inside the request's Context.  A wrapper that refuses the new
+    ``close`` is wrapped like any response.
+    """
+    closing = ClosingIterable(_Closer(getattr(response, "close", None)), *callbacks)
+
+    def close() -> None:
+        context.run(closing.close)
+
+    try:
+        response.close = close
+    except (AttributeError, TypeError):
+        return _BoundResponse(context, ClosingIterable(response, *callbacks))
+    result: Iterable[bytes] = response
+    return result
+
+
+class _Closer:
+    """Only the ``close`` of a response, for ClosingIterable to call."""
+
+    __slots__ = ("close",)
+
+    def __init__(self, close: Callable[[], Any] | None) -> None:
+        self.close = close or _nothing
+
+    def __iter__(self) -> Iterator[bytes]:  # pragma: no cover - never iterated
+        return iter(())
+
+
+def _nothing() -> None:
+    pass
 
 
 class _BoundResponse:
