@@ -159,6 +159,55 @@ def test_misuse_messages(xcurrent: xlocal) -> None:
     assert repr(XlocalMiddleware(app, xcurrent)).startswith("<XlocalMiddleware <func")
 
 
+def test_arguments_checked_when_built(xcurrent: xlocal) -> None:
+    """Bad apps, factories and locals are refused when the middleware is made."""
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        pass
+
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(app=\.\.\.\) takes the ASGI application to wrap, a "
+        r"callable, not str$",
+    ):
+        XlocalMiddleware("app", xcurrent)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(factories=\.\.\.\): the factory for 'request' is "
+        r"str, not a callable; give a callable that makes the value from the scope$",
+    ):
+        XlocalMiddleware(app, xcurrent, factories={"request": "Request"})  # type: ignore[dict-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(scope=\.\.\.\) takes the name to bind the scope "
+        r"under, or None, not bytes$",
+    ):
+        XlocalMiddleware(app, xcurrent, scope=b"scope")  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not int$",
+    ):
+        XlocalMiddleware(app, xcurrent, locals=[3])  # type: ignore[list-item]
+
+
+def test_single_local_is_released(xcurrent: xlocal) -> None:
+    """locals= takes one Local as well as a list, and releases it in the request."""
+    local = Local()
+    seen: list[Any] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        local.value = 1
+
+    async def request() -> None:
+        await XlocalMiddleware(app, xcurrent, locals=local)(_scope(), _receive, send)
+        seen.append(list(local))
+
+    _, send = _collector()
+    asyncio.run(request())
+    assert seen == [[]]
+
+
 # -- End to end, under uvicorn ------------------------------------------------------
 
 

@@ -11,13 +11,14 @@ import operator
 import pickle
 import threading
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import greenlet
 import pytest
 from executions import MODELS, Model
 
-from xlocal import xlocal
+from xlocal import ContextExecutor, xlocal
 from xlocal.local import (
     Local,
     LocalManager,
@@ -668,11 +669,19 @@ def test_format_bytes_copy(bound: Any) -> None:
     assert deep[0] is not data[0]
 
 
-def test_pickling_gives_the_object(bound: Any) -> None:
-    """Pickling a proxy pickles the object it resolves to."""
-    restored = pickle.loads(pickle.dumps(bound([1, 2])))
-    assert type(restored) is list
-    assert restored == [1, 2]
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickling_is_refused(bound: Any, protocol: int) -> None:
+    """Pickling a proxy, bound or not, is refused with what to pickle instead."""
+    local = Local()
+    for p in (bound([1, 2]), local("unset")):
+        with pytest.raises(
+            TypeError,
+            match=r"^cannot pickle a LocalProxy \(of .+\): it stands for an object of "
+            r"the execution that uses it; pickle proxy\._get_current_object\(\) to "
+            r"pickle that object$",
+        ):
+            pickle.dumps(p, protocol)
+    assert pickle.loads(pickle.dumps(bound([1, 2])._get_current_object())) == [1, 2]
 
 
 def test_with_is_forwarded(bound: Any) -> None:
@@ -740,7 +749,7 @@ def test_wrapped_and_doc(bound: Any) -> None:
     unbound = proxy(x, "value")
     assert unbound.__wrapped__ is x
     assert unbound.__doc__ == LocalProxy.__doc__
-    assert LocalProxy.__doc__.startswith("A stand-in that forwards")
+    assert LocalProxy.__doc__.startswith("A proxy that forwards")
     assert bound(_Box(1)).__doc__ == "A plain object to proxy."
 
 
@@ -810,6 +819,53 @@ def test_manager_takes_single_local_or_none() -> None:
     assert LocalManager().locals == []
 
 
+def test_manager_checks_its_locals() -> None:
+    """LocalManager refuses what is not a store at once, naming the argument."""
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not int$",
+    ):
+        LocalManager([Local(), 3])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not LocalProxy: give the Local or LocalStack it "
+        r"proxies$",
+    ):
+        LocalManager([Local()("user")])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not int$",
+    ):
+        LocalManager(3)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^make_middleware\(\) takes the WSGI application to wrap, a callable, "
+        r"not str$",
+    ):
+        LocalManager().make_middleware("app")  # type: ignore[arg-type]
+
+
+def test_manager_releases_managers_and_all_despite_errors() -> None:
+    """A manager releases nested managers, and every store even if one fails."""
+    first, second = Local(), Local()
+
+    class Failing:
+        def __release_local__(self) -> None:
+            raise OSError("release failed")
+
+    manager = LocalManager([first, Failing(), LocalManager(second)])  # type: ignore[list-item]
+    first.value = second.value = 1
+    with pytest.raises(OSError, match=r"^release failed$"):
+        manager.cleanup()
+    assert list(first) == list(second) == []
+    second.value = 2
+    release_local(LocalManager([second]))
+    assert list(second) == []
+
+
 def _wsgi_app(local: Local) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         """The app's docstring."""
@@ -862,7 +918,7 @@ def test_manager_ident_func_is_deprecated() -> None:
     """werkzeug 0.x's ident_func is accepted, ignored and warned about once."""
     with pytest.warns(
         DeprecationWarning,
-        match=r"^LocalManager\(ident_func=\.\.\.\) is deprecated and ignored: "
+        match=r"^LocalManager\(ident_func=\.\.\.\) is deprecated: it is ignored, as "
         r"xlocal\.local keeps its data in contextvars, which isolate threads, "
         r"greenlets and asyncio tasks by themselves; remove the argument$",
     ) as record:
@@ -992,3 +1048,32 @@ def test_isolation_check_detects_sharing(model: Model, xcurrent: xlocal) -> None
     stack: LocalStack[int] = LocalStack()
     with pytest.raises(AssertionError):
         model.run(lambda x, i: _scenario(i, shared, stack, x), xcurrent, n=4)
+
+
+# -- Reused pool threads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("way", ["plain", "ContextExecutor", "cleanup"])
+def test_reused_pool_thread(way: str) -> None:
+    """A pool thread keeps Local data for its next task unless released or carried."""
+    local = Local()
+    manager = LocalManager([local])
+    threads: set[int] = set()
+
+    def task(user: str) -> str:
+        threads.add(threading.get_ident())
+        before: str = getattr(local, "user", "none")
+        local.user = user
+        if way == "cleanup":
+            manager.cleanup()
+        return before
+
+    pool: Any = ThreadPoolExecutor(max_workers=1)
+    if way == "ContextExecutor":
+        pool = ContextExecutor(pool)
+    with pool:
+        first = pool.submit(task, "ann").result(timeout=10)
+        second = pool.submit(task, "bob").result(timeout=10)
+    assert len(threads) == 1
+    assert first == "none"
+    assert second == ("ann" if way == "plain" else "none")

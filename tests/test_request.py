@@ -20,6 +20,7 @@ from xlocal import xlocal
 from xlocal._request import clean_start, end_clean, outside
 from xlocal.asgi import XlocalMiddleware
 from xlocal.local import Local
+from xlocal.wsgi import XlocalMiddleware as WSGIMiddleware
 
 Message = MutableMapping[str, Any]
 
@@ -151,3 +152,24 @@ async def _tx(message: Message) -> None:
 
 def _http(path: str) -> Message:
     return {"type": "http", "path": path}
+
+
+def test_wsgi_request_starts_clean(xcurrent: xlocal) -> None:
+    """A WSGI request sees none of the bindings or Local data of the server's thread."""
+    local = Local()
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append((dir(xcurrent), list(local)))
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = WSGIMiddleware(app, xcurrent, locals=[local])
+    local.value = "server"
+    try:
+        with xcurrent(user="ann"):
+            wrapped({}, lambda status, headers: None).close()  # type: ignore[attr-defined]
+            seen.append((dir(xcurrent), list(local)))
+    finally:
+        del local.value
+    assert seen == [(["environ"], []), (["user"], [("value", "server")])]

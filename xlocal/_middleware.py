@@ -9,7 +9,8 @@ anything whose type has ``__release_local__`` (werkzeug's protocol): ``Local``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, cast
 
 from ._core import xlocal
 
@@ -66,6 +67,69 @@ class ClosingIterable:
         run_all([close, *self._callbacks] if close else list(self._callbacks))
 
 
+class ClosingIterator(ClosingIterable):
+    """werkzeug's ``ClosingIterator``: an iterator over *iterable* with callbacks.
+
+    ``ClosingIterator(iterable, callbacks)`` takes one callable or an iterable of
+    them, as ``werkzeug.wsgi.ClosingIterator`` does; ``close()`` closes *iterable*
+    and runs them, once, each even if one before it raised.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(
+        self,
+        iterable: Iterable[bytes],
+        callbacks: Callable[[], Any] | Iterable[Callable[[], Any]] | None = None,
+    ) -> None:
+        if callbacks is None:
+            callbacks = ()
+        elif callable(callbacks):
+            callbacks = (callbacks,)
+        super().__init__(iterable, *callbacks)
+        self._next: Callable[[], bytes] = partial(next, iter(iterable))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return self._next()
+
+
+def stores(
+    locals: Releasable | Iterable[Releasable], argument: str
+) -> list[Releasable]:
+    """Check *locals* (one store, or an iterable of them) and return them as a list.
+
+    A store is anything whose type has ``__release_local__``: a Local, a LocalStack, a
+    LocalManager.  *argument* names the argument in the messages.
+    """
+    if hasattr(type(locals), "__release_local__"):
+        return [cast("Releasable", locals)]
+    if isinstance(locals, (str, bytes)) or not isinstance(locals, Iterable):
+        raise TypeError(
+            f"{argument} takes a Local, LocalStack or LocalManager, or a list of "
+            f"them, not {type(locals).__name__}"
+        )
+    found = list(locals)
+    for local in found:
+        if not hasattr(type(local), "__release_local__"):
+            raise TypeError(
+                f"{argument} takes Local, LocalStack and LocalManager objects, not "
+                f"{type(local).__name__}{_HINTS.get(type(local).__name__, '')}"
+            )
+    return found
+
+
+#: What to do instead, for objects often given where a store is wanted.
+_HINTS = {
+    "LocalProxy": ": give the Local or LocalStack it proxies",
+    "xlocal": ": its bindings end with their with-blocks and need no release",
+}
+
+
 def releaser(locals: Iterable[Releasable]) -> Callable[[], None]:
     """Return a function that releases each of *locals* (a manager: all it holds)."""
     calls = [type(local).__release_local__.__get__(local) for local in locals]
@@ -77,25 +141,57 @@ def releaser(locals: Iterable[Releasable]) -> Callable[[], None]:
 
 
 def setup(
+    app: object,
     x: xlocal,
+    *,
+    kind: str,
     own: str | None,
     what: str,
     factories: Mapping[str, Callable[..., Any]] | None,
-    locals: Iterable[Releasable],
+    locals: Releasable | Iterable[Releasable],
 ) -> tuple[dict[str, Callable[..., Any]], Callable[[], None]]:
     """Check the arguments of a WSGI or ASGI middleware, once, when it is made.
 
-    *own* is the name the middleware binds the *what* (environ, scope) under.  Returns
-    the factories and the function that releases *locals* after each request.
+    *kind* is the protocol (WSGI, ASGI); *own* is the name the middleware binds the
+    *what* (environ, scope) under.  Returns the factories and the function that
+    releases *locals* after each request.
     """
+    if not callable(app):
+        raise TypeError(
+            f"XlocalMiddleware(app=...) takes the {kind} application to wrap, a "
+            f"callable, not {type(app).__name__}"
+        )
     if not isinstance(x, xlocal):
         raise TypeError(
             f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
         )
-    made = dict(factories or {})
+    if own is not None and not isinstance(own, str):
+        raise TypeError(
+            f"XlocalMiddleware({what}=...) takes the name to bind the {what} under, "
+            f"or None, not {type(own).__name__}"
+        )
+    if factories is None:
+        factories = {}
+    elif not isinstance(factories, Mapping):
+        raise TypeError(
+            f"XlocalMiddleware(factories=...) takes a mapping of names to callables, "
+            f"as in factories={{'request': Request}}, not {type(factories).__name__}"
+        )
+    made = dict(factories)
+    for name, make in made.items():
+        if not isinstance(name, str):
+            raise TypeError(
+                f"XlocalMiddleware(factories=...) takes names as str keys, not {name!r}"
+            )
+        if not callable(make):
+            raise TypeError(
+                f"XlocalMiddleware(factories=...): the factory for {name!r} is "
+                f"{type(make).__name__}, not a callable; give a callable that makes "
+                f"the value from the {what}"
+            )
     if own in made:
         raise ValueError(
             f"cannot bind {own!r} twice: it is both the {what}'s name and a factory's"
         )
     x(**dict.fromkeys([*made, *([own] if own else [])]))  # checks the names now
-    return made, releaser(locals)
+    return made, releaser(stores(locals, "XlocalMiddleware(locals=...)"))

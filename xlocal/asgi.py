@@ -44,8 +44,8 @@ class XlocalMiddleware:
     :param scope: the name to bind the ASGI scope under; None not to bind it.
     :param factories: names to bind, each with a callable that makes the value from
         ``(scope, receive, send)``.
-    :param locals: Local, LocalStack or LocalManager objects to release when the
-        request ends.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them, to
+        release when the request ends.
 
     .. versionadded:: 1.0
     """
@@ -59,12 +59,20 @@ class XlocalMiddleware:
         *,
         scope: str | None = "scope",
         factories: Mapping[str, Callable[[Scope, Receive, Send], Any]] | None = None,
-        locals: Iterable[Releasable] = (),
+        locals: Releasable | Iterable[Releasable] = (),
     ) -> None:
         self._app = app
         self._x = x
         self._scope = scope
-        self._factories, self._release = setup(x, scope, "scope", factories, locals)
+        self._factories, self._release = setup(
+            app,
+            x,
+            kind="ASGI",
+            own=scope,
+            what="scope",
+            factories=factories,
+            locals=locals,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") not in _REQUESTS:

@@ -18,21 +18,35 @@ the write that filled it, so an empty Local or LocalStack stores nothing at all.
 from __future__ import annotations
 
 import contextvars
+import copy  # noqa: F401 - werkzeug.local's namespace, see below
+import math  # noqa: F401
+import operator  # noqa: F401
 import sys
 import threading
+import typing as t  # noqa: F401
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar  # noqa: F401
 from functools import partial, update_wrapper
-from typing import Any, Generic, TypeVar, Union
+from operator import attrgetter  # noqa: F401
+from typing import Any, Generic, TypeVar
 
 from ._middleware import (
     ClosingIterable,
+    ClosingIterator,  # noqa: F401
+    Releasable,
     StartResponse,
     WSGIApplication,
     WSGIEnvironment,
     run_all,
+    stores,
 )
 from .proxy import LocalProxy, _then, proxy
+
+# werkzeug.local has no __all__: code imports any name of its namespace.  Besides the
+# API below, werkzeug 2.x and 3.x hold ContextVar (Flask 2.0 imports it from there),
+# ClosingIterator, get_ident (2.0, deprecated), the type variables F and T, and the
+# standard-library names marked "noqa: F401" above; so they are here too.
 
 __all__ = [
     "Local",
@@ -44,9 +58,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The single wording of this module's deprecation warnings.
-_DEPRECATED = "{what} is deprecated and ignored: {why}; {instead}"
+_DEPRECATED = "{what} is deprecated: {why}; {instead}"
 
 #: What an unset variable reads as.  Never stored and never mutated.
 _NO_VALUES: dict[str, Any] = {}
@@ -285,17 +300,23 @@ class LocalStack(Generic[T]):
         self, name: str | None, unbound_message: str | None
     ) -> Callable[[], T]:
         """Return what resolves ``LocalProxy(self, name)``: the top, or its *name*."""
-        message = unbound_message or (
+        empty = unbound_message or (
             f"{self!r} is empty in this execution: push an object before using the "
             f"proxy"
+        )
+        none = unbound_message or (
+            f"the top of {self!r} is None in this execution, which a proxy treats as "
+            f"empty (as werkzeug's does): push an object before using the proxy"
         )
         get = self._storage.get
 
         def get_current() -> T:
             items = get(_NO_ITEMS)
             if not items:
-                raise RuntimeError(message)
-            top: T = items[-1]
+                raise RuntimeError(empty)
+            top: T | None = items[-1]
+            if top is None:
+                raise RuntimeError(none)
             return top
 
         return _then(get_current, name)
@@ -307,11 +328,11 @@ class LocalStack(Generic[T]):
         return f"<{type(self).__name__} at {id(self):#x}>"
 
 
-def release_local(local: Local | LocalStack[Any]) -> None:
+def release_local(local: Releasable) -> None:
     """Drop everything the current execution stored in *local*.
 
-    Works for :class:`Local` and :class:`LocalStack`, not for a proxy: keep a reference
-    to the store itself.
+    Works for :class:`Local` and :class:`LocalStack` (and a :class:`LocalManager`: all
+    it manages), not for a proxy: keep a reference to the store itself.
 
     .. versionadded:: 1.0
     """
@@ -324,14 +345,11 @@ def release_local(local: Local | LocalStack[Any]) -> None:
     release(local)
 
 
-_Releasable = Union[Local, LocalStack[Any]]
-
-
 class LocalManager:
     """Release several Locals and LocalStacks at once, typically after each request.
 
-    :param locals: a Local or LocalStack, or an iterable of them; more can be appended
-        to the ``locals`` list later.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them;
+        checked at once.  More can be appended to the ``locals`` list later.
     :param ident_func: werkzeug 0.x's way of making locals greenlet-aware.  Accepted
         and ignored with a DeprecationWarning: contextvars isolate threads, greenlets
         and asyncio tasks without it.
@@ -341,11 +359,11 @@ class LocalManager:
 
     __slots__ = ("locals",)
 
-    locals: list[_Releasable]
+    locals: list[Releasable]
 
     def __init__(
         self,
-        locals: _Releasable | Iterable[_Releasable] | None = None,
+        locals: Releasable | Iterable[Releasable] | None = None,
         ident_func: Callable[[], Any] | None = None,
     ) -> None:
         if ident_func is not None:
@@ -353,20 +371,18 @@ class LocalManager:
                 _DEPRECATED.format(
                     what="LocalManager(ident_func=...)",
                     why=(
-                        "xlocal.local keeps its data in contextvars, which isolate "
-                        "threads, greenlets and asyncio tasks by themselves"
+                        "it is ignored, as xlocal.local keeps its data in "
+                        "contextvars, which isolate threads, greenlets and asyncio "
+                        "tasks by themselves"
                     ),
                     instead="remove the argument",
                 ),
                 DeprecationWarning,
                 stacklevel=2,
             )
-        if locals is None:
-            self.locals = []
-        elif isinstance(locals, (Local, LocalStack)):
-            self.locals = [locals]
-        else:
-            self.locals = list(locals)
+        self.locals = (
+            [] if locals is None else stores(locals, "LocalManager(locals=...)")
+        )
 
     def get_ident(self) -> tuple[int, ...]:
         """Return a hashable identity of the current thread, greenlet and asyncio task.
@@ -407,6 +423,11 @@ class LocalManager:
 
     def make_middleware(self, app: WSGIApplication) -> WSGIApplication:
         """Wrap a WSGI app: the locals are released once its response is closed."""
+        if not callable(app):
+            raise TypeError(
+                f"make_middleware() takes the WSGI application to wrap, a callable, "
+                f"not {type(app).__name__}"
+            )
 
         def application(
             environ: WSGIEnvironment, start_response: StartResponse
@@ -426,3 +447,31 @@ class LocalManager:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} storages: {len(self.locals)}>"
+
+
+def get_ident() -> Any:
+    """Return werkzeug 2.0's identity of the current greenlet or thread (deprecated).
+
+    The current greenlet where greenlet is installed, else the thread's id, as
+    ``werkzeug.local.get_ident`` returned; it warns with a DeprecationWarning, as
+    werkzeug 2.0 did.  Nothing in xlocal uses it.
+
+    .. versionadded:: 1.0
+    """
+    warnings.warn(
+        _DEPRECATED.format(
+            what="get_ident()",
+            why="xlocal.local keeps its data in contextvars and needs no identity",
+            instead=(
+                "use greenlet.getcurrent() or threading.get_ident() as werkzeug 2.0 "
+                "did, or LocalManager().get_ident(), which tells asyncio tasks apart"
+            ),
+        ),
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    try:
+        from greenlet import getcurrent  # noqa: PLC0415 - only where it is installed
+    except ImportError:
+        return threading.get_ident()
+    return getcurrent()

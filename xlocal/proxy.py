@@ -162,7 +162,7 @@ def _unbound_repr(proxy: LocalProxy[Any]) -> str:
 
 
 class LocalProxy(Generic[T]):
-    """A stand-in that forwards every operation to the object it resolves to.
+    """A proxy that forwards every operation to the object it resolves to.
 
     It resolves at each use, in the current execution, from:
 
@@ -250,7 +250,26 @@ class LocalProxy(Generic[T]):
         # Faster than __getattr__, which Python reaches only after a failed lookup.
         if name in _OWN:
             return object.__getattribute__(self, name)
-        return getattr(_get_current(self)(), name)
+        try:
+            obj = _get_current(self)()
+        except RuntimeError:
+            if name == "__module__":  # unbound: the proxy class's, as in werkzeug
+                return type(self).__module__
+            raise
+        return getattr(obj, name)
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        # Found through _OWN: pickle and copy read it from the instance, and must not
+        # get the object's.  werkzeug's proxies cannot be pickled either.
+        source = object.__getattribute__(self, "_LocalProxy__source")
+        raise TypeError(
+            f"cannot pickle a LocalProxy (of {source!r}): it stands for an object of "
+            f"the execution that uses it; pickle proxy._get_current_object() to "
+            f"pickle that object"
+        )
+
+    def __reduce__(self) -> NoReturn:
+        self.__reduce_ex__(None)
 
     # The table of forwarded special methods.  Python looks them up on the type, so
     # each is a descriptor that resolves the proxy first; a fallback says what an
@@ -274,8 +293,7 @@ class LocalProxy(Generic[T]):
     # (__get__, __set__, __delete__, __set_name__: a proxy stored on a class stays a
     # proxy), metaclass hooks (__init_subclass__, __prepare__; __class_getitem__ goes
     # through __getitem__ of the object), __del__ (deleting the proxy must not touch the
-    # object).  Pickling needs no entry: pickle reads __reduce_ex__ as an attribute, so
-    # it pickles the object, not the proxy.
+    # object).  Pickling is refused above; copy and deepcopy copy the object.
     __lt__ = _Forward(operator.lt)
     __le__ = _Forward(operator.le)
     __eq__ = _Forward(operator.eq)
@@ -364,7 +382,11 @@ _OWN = frozenset(
         "_get_current_object",
         "_LocalProxy__source",
         "__class__",
+        "__copy__",
+        "__deepcopy__",
         "__doc__",
+        "__reduce__",
+        "__reduce_ex__",
         "__wrapped__",
     }
 )

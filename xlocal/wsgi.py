@@ -8,7 +8,8 @@ of the call), the binding is entered in it once, every step runs inside it, and
 execution, it holds for generator apps and for code run while the server iterates, and
 whatever the app stores in context variables (Locals included) stays with its request:
 nothing reaches the server's thread or greenlet, not even if the server never closes
-the response.
+the response.  A response dropped without being closed is closed when it is freed, in
+its own request's Context.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from ._core import xlocal
 from ._middleware import (
     ClosingIterable,
+    ClosingIterator,
     Releasable,
     StartResponse,
     WSGIApplication,
@@ -27,9 +29,11 @@ from ._middleware import (
     run_all,
     setup,
 )
+from ._request import clean_start
 
 __all__ = [
     "ClosingIterable",
+    "ClosingIterator",
     "StartResponse",
     "WSGIApplication",
     "WSGIEnvironment",
@@ -37,7 +41,7 @@ __all__ = [
 ]
 
 # Defined with the plumbing that LocalManager.make_middleware shares; shown here.
-ClosingIterable.__module__ = __name__
+ClosingIterable.__module__ = ClosingIterator.__module__ = __name__
 
 
 class XlocalMiddleware:
@@ -57,8 +61,8 @@ class XlocalMiddleware:
     :param environ: the name to bind the WSGI environ under; None not to bind it.
     :param factories: names to bind, each with a callable that makes the value from
         the environ.
-    :param locals: Local, LocalStack or LocalManager objects to release when the
-        request ends.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them, to
+        release when the request ends.
 
     .. versionadded:: 1.0
     """
@@ -72,12 +76,20 @@ class XlocalMiddleware:
         *,
         environ: str | None = "environ",
         factories: Mapping[str, Callable[[WSGIEnvironment], Any]] | None = None,
-        locals: Iterable[Releasable] = (),
+        locals: Releasable | Iterable[Releasable] = (),
     ) -> None:
         self._app = app
         self._x = x
         self._environ = environ
-        self._factories, self._release = setup(x, environ, "environ", factories, locals)
+        self._factories, self._release = setup(
+            app,
+            x,
+            kind="WSGI",
+            own=environ,
+            what="environ",
+            factories=factories,
+            locals=locals,
+        )
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -91,6 +103,10 @@ class XlocalMiddleware:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
+        # Start from nothing on this xlocal and these stores, whatever the server's
+        # context holds; the Context is the request's own, so nothing needs undoing.
+        clean_start(self._x)
+        self._release()
         values = {name: make(environ) for name, make in self._factories.items()}
         if self._environ:
             values[self._environ] = environ
@@ -177,3 +193,11 @@ class _BoundResponse:
 
     def close(self) -> None:
         self._context.run(self._response.close)
+
+    def __del__(self) -> None:
+        # Dropped unclosed (a client that went away, a server that never calls close):
+        # close it now, in its request's Context, so that the app's finally-blocks and
+        # with-blocks end where they began, and the request's locals are released.
+        # Without this the app's generator would be closed later by the garbage
+        # collector, in whatever execution runs it.  Closing twice does nothing.
+        self.close()
