@@ -4,6 +4,11 @@ An ASGI request is one ``await app(scope, receive, send)``: the binding is a
 with-block around it, entered and exited in the same asyncio task.  Other requests on
 the same event loop run in other tasks, with contexts of their own, so they never see
 it; tasks the app spawns get a snapshot that includes it.
+
+Servers are less tidy than that (see ``_request.py``): the request starts with
+nothing bound on the xlocal and its stores empty whatever the server's task carried,
+and the server's ``send`` and ``receive`` run in the context the request arrived
+with, so that nothing the server schedules there keeps a request's values.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ class XlocalMiddleware:
     send)``, made once per request) while the app handles the request.  Afterwards the
     given Locals, LocalStacks and LocalManagers are released in the request's task.
     ``lifespan`` and other scopes are passed through with nothing bound.
+
+    Each request starts with nothing bound on *x* and the stores empty, whatever
+    context the server hands over, and the server's ``send`` and ``receive`` (with
+    any middleware around this one) run without the request's bindings.
 
     :param app: the ASGI application.
     :param x: the xlocal to bind on.

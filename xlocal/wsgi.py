@@ -54,7 +54,9 @@ class XlocalMiddleware:
     binds ``xcurrent.environ`` and ``xcurrent.request`` (``Request(environ)``, made
     once per request) while the app runs, while its response is iterated and while it
     is closed.  Afterwards the given Locals, LocalStacks and LocalManagers are
-    released.
+    released.  Each request starts with nothing bound on *x* and the stores empty,
+    whatever the server's thread or greenlet holds.  A response that is the server's
+    ``wsgi.file_wrapper`` is returned as it is, so that the server can use sendfile.
 
     :param app: the WSGI application.
     :param x: the xlocal to bind on.
