@@ -208,6 +208,33 @@ def test_single_local_is_released(xcurrent: xlocal) -> None:
     assert seen == [[]]
 
 
+def test_failing_factory_still_releases(xcurrent: xlocal) -> None:
+    """If a factory fails, what the factories stored in the locals is released."""
+    local = Local()
+
+    def remember(scope: Message, receive: Any, send: Any) -> str:
+        local.value = "stored by a factory"
+        return "remembered"
+
+    def fail(scope: Message, receive: Any, send: Any) -> None:
+        raise LookupError("no user")
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        raise AssertionError("not reached")
+
+    middleware = XlocalMiddleware(
+        app, xcurrent, factories={"a": remember, "b": fail}, locals=[local]
+    )
+
+    async def request() -> list[Any]:
+        # Awaited in this task, as test clients do: the task outlives the request.
+        with pytest.raises(LookupError, match=r"^no user$"):
+            await middleware(_scope(), _receive, _collector()[1])
+        return list(local)
+
+    assert asyncio.run(request()) == []
+
+
 # -- End to end, under uvicorn ------------------------------------------------------
 
 

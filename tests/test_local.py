@@ -9,6 +9,7 @@ import importlib
 import math
 import operator
 import pickle
+import re
 import threading
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -240,6 +241,31 @@ def test_stack_push_copies_before_setting() -> None:
     assert not _stored(stack._storage)
 
 
+def test_stack_push_returns_a_copy() -> None:
+    """Changing the list push() returns changes neither the stack nor its snapshots."""
+    stack: LocalStack[str] = LocalStack()
+    returned = stack.push("a")
+    snapshot = contextvars.copy_context()
+    returned.append("changed")
+    assert returned == ["a", "changed"]
+    assert stack.top == "a"
+    assert snapshot.run(lambda: stack.top) == "a"
+    assert stack.pop() == "a"
+    assert stack.top is None
+
+
+def test_stack_refuses_copy_and_pickle() -> None:
+    """A LocalStack cannot be copied or pickled, as a Local cannot."""
+    stack: LocalStack[int] = LocalStack()
+    for operation in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(
+            TypeError,
+            match=r"^cannot copy or pickle <LocalStack at 0x\w+>: its data belongs to "
+            r"the executions that pushed it; share the LocalStack itself$",
+        ):
+            operation(stack)
+
+
 def test_stack_with_own_context_var() -> None:
     """A LocalStack keeps its items in the given ContextVar, never mutating a list."""
     var: contextvars.ContextVar[list[int]] = contextvars.ContextVar("stack")
@@ -330,6 +356,19 @@ def test_proxy_to_local_with_dotted_name() -> None:
     local.number = 1 + 2j
     assert imag == 2.0
     release_local(local)
+
+
+@pytest.mark.parametrize("name", ["request.", "request..path", ".request", ""])
+def test_dotted_name_needs_every_part(xcurrent: xlocal, name: str) -> None:
+    """A dotted name with an empty part is refused when the proxy is made."""
+    local = Local()
+    for make in (lambda: proxy(xcurrent, name), lambda: local(name)):
+        with pytest.raises(
+            ValueError,
+            match=rf"^cannot proxy {re.escape(repr(name))}: a dotted name needs a name "
+            r"before, between and after its dots, as in 'request\.path'$",
+        ):
+            make()
 
 
 def test_proxy_rejects_unknown_source() -> None:
@@ -682,6 +721,8 @@ def test_pickling_is_refused(bound: Any, protocol: int) -> None:
         ):
             pickle.dumps(p, protocol)
     assert pickle.loads(pickle.dumps(bound([1, 2])._get_current_object())) == [1, 2]
+    with pytest.raises(TypeError, match=r"^cannot pickle a LocalProxy"):
+        bound([1]).__reduce__()
 
 
 def test_with_is_forwarded(bound: Any) -> None:
@@ -960,7 +1001,8 @@ def test_release_local_rejects_proxy() -> None:
     with pytest.raises(
         TypeError,
         match=r"^cannot release LocalProxy objects: release_local\(\) takes a "
-        r"Local or LocalStack \(for a proxy, release the store it proxies\)$",
+        r"Local, LocalStack or LocalManager \(for a proxy, release the store it "
+        r"proxies\)$",
     ):
         release_local(Local()("x"))  # type: ignore[arg-type]
 

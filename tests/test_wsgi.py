@@ -195,6 +195,7 @@ def test_abandoned_response_is_closed_in_its_request(
         thread.join(10)
     else:
         del response
+    gc.collect()  # finalizes what is dropped (PyPy frees it at the next)
     gc.collect()
     assert unraisable == []
     assert seen[1:] == [("app", "/p", True)]
@@ -264,6 +265,8 @@ def test_misuse_messages(xcurrent: xlocal) -> None:
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"environ": _Req})
     with pytest.raises(ValueError, match=r"^cannot bind '_req' on <xlocal 'xcurrent'>"):
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"_req": _Req})
+    with pytest.raises(ValueError, match=r"^cannot bind '' on <xlocal 'xcurrent'>"):
+        XlocalMiddleware(_reader(xcurrent, []), xcurrent, environ="")
 
 
 #: Bad arguments of the middleware, and the start of the message each gets.
@@ -310,6 +313,17 @@ _BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
         r"XlocalMiddleware\(locals=\.\.\.\) takes Local, "
         r"LocalStack and LocalManager objects, not xlocal: its bindings end with their "
         r"with-blocks and need no release$",
+    ),
+    (
+        {"locals": [Local]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, LocalStack and LocalManager "
+        r"objects, not the class Local: give an instance, Local\(\)$",
+    ),
+    (
+        {"locals": LocalStack},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not the class LocalStack: give an "
+        r"instance, LocalStack\(\)$",
     ),
     (
         {"locals": 3},
@@ -361,6 +375,7 @@ def test_single_store_is_released(xcurrent: xlocal, kind: str) -> None:
     assert list(response) == [b"x"]
     response.close()  # type: ignore[attr-defined]
     # The response keeps its request's Context alive: only a release frees the value.
+    gc.collect()  # finalizes what is dropped (PyPy frees it at the next)
     gc.collect()
     assert refs[0]() is None
     assert response is not None

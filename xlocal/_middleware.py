@@ -108,17 +108,17 @@ def stores(
     """
     if hasattr(type(locals), "__release_local__"):
         return [cast("Releasable", locals)]
-    if isinstance(locals, (str, bytes)) or not isinstance(locals, Iterable):
+    if isinstance(locals, (str, bytes, type)) or not isinstance(locals, Iterable):
         raise TypeError(
             f"{argument} takes a Local, LocalStack or LocalManager, or a list of "
-            f"them, not {type(locals).__name__}"
+            f"them, not {_describe(locals)}"
         )
     found = list(locals)
     for local in found:
         if not hasattr(type(local), "__release_local__"):
             raise TypeError(
                 f"{argument} takes Local, LocalStack and LocalManager objects, not "
-                f"{type(local).__name__}{_HINTS.get(type(local).__name__, '')}"
+                f"{_describe(local)}"
             )
     return found
 
@@ -128,6 +128,14 @@ _HINTS = {
     "LocalProxy": ": give the Local or LocalStack it proxies",
     "xlocal": ": its bindings end with their with-blocks and need no release",
 }
+
+
+def _describe(obj: object) -> str:
+    """Name what was given instead of a store, with what to give instead."""
+    if isinstance(obj, type) and hasattr(obj, "__release_local__"):
+        return f"the class {obj.__name__}: give an instance, {obj.__name__}()"
+    name = type(obj).__name__
+    return name + _HINTS.get(name, "")
 
 
 def releaser(locals: Iterable[Releasable]) -> Callable[[], None]:
@@ -193,5 +201,5 @@ def setup(
         raise ValueError(
             f"cannot bind {own!r} twice: it is both the {what}'s name and a factory's"
         )
-    x(**dict.fromkeys([*made, *([own] if own else [])]))  # checks the names now
+    x(**dict.fromkeys([*made, *([] if own is None else [own])]))  # checks the names
     return made, releaser(stores(locals, "XlocalMiddleware(locals=...)"))

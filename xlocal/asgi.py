@@ -96,13 +96,15 @@ class XlocalMiddleware:
             outer = contextvars.copy_context()
             receive = outside(receive, outer)
             send = outside(send, outer)
-            values = {
-                name: make(scope, receive, send)
-                for name, make in self._factories.items()
-            }
-            if self._scope:
-                values[self._scope] = scope
+            # The request may run in its caller's task (test clients await the app
+            # directly), so the locals are released even if a factory fails.
             try:
+                values = {
+                    name: make(scope, receive, send)
+                    for name, make in self._factories.items()
+                }
+                if self._scope is not None:
+                    values[self._scope] = scope
                 with self._x(**values):
                     await self._app(scope, receive, send)
             finally:

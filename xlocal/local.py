@@ -26,14 +26,13 @@ import threading
 import typing as t  # noqa: F401
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar  # noqa: F401
+from contextvars import ContextVar as ContextVar  # noqa: PLC0414 - exported
 from functools import partial, update_wrapper
 from operator import attrgetter  # noqa: F401
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from ._middleware import (
     ClosingIterable,
-    ClosingIterator,  # noqa: F401
     Releasable,
     StartResponse,
     WSGIApplication,
@@ -41,12 +40,14 @@ from ._middleware import (
     run_all,
     stores,
 )
+from ._middleware import ClosingIterator as ClosingIterator  # noqa: PLC0414
 from .proxy import LocalProxy, _then, proxy
 
 # werkzeug.local has no __all__: code imports any name of its namespace.  Besides the
 # API below, werkzeug 2.x and 3.x hold ContextVar (Flask 2.0 imports it from there),
 # ClosingIterator, get_ident (2.0, deprecated), the type variables F and T, and the
-# standard-library names marked "noqa: F401" above; so they are here too.
+# standard-library names marked "noqa: F401" above; so they are here too.  ContextVar
+# and ClosingIterator, which code does import, are re-exported for type checkers too.
 
 __all__ = [
     "Local",
@@ -112,7 +113,10 @@ class Local:
     Set, read and delete attributes as on any object; each execution sees only its own.
     Reading a missing attribute raises AttributeError, so ``getattr(local, name, None)``
     works.  An asyncio task starts with a snapshot of its creator's attributes; later
-    writes on either side are not seen by the other.
+    writes on either side are not seen by the other.  What an execution sets stays
+    until it is deleted or released, or the execution ends: a pool thread that runs
+    one task after another keeps it from one task to the next, as with werkzeug
+    (``xlocal.ContextExecutor`` and the middleware keep tasks and requests apart).
 
     :param context_var: a ``ContextVar`` holding a dict, to keep the data in; by
         default the Local makes its own.  A dict in a variable you pass is replaced,
@@ -136,26 +140,22 @@ class Local:
         object.__setattr__(self, "_Local__storage", context_var)
 
     def __getattribute__(self, name: str) -> Any:
-        if name[:2] != "__":
-            values = _storage(self).get(_NO_VALUES)
+        if name[:2] != "__":  # Local has no such attribute of its own: data only
             try:
-                return values[name]
+                return _storage(self).get(_NO_VALUES)[name]
             except KeyError:
-                pass
-        else:
-            try:
-                return object.__getattribute__(self, name)
-            except AttributeError:
-                values = _storage(self).get(_NO_VALUES)
-                if name in values:
-                    return values[name]
-        error = AttributeError(
-            f"{name!r} is not set on {self!r} in this execution: set it first, "
-            f"or read it with getattr(local, {name!r}, default)"
-        )
-        error.name = name
-        error.obj = self
-        raise error
+                return _data(self, name)  # raises the error that says what to do
+        try:
+            return object.__getattribute__(self, name)
+        except AttributeError:
+            return _data(self, name)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's methods, properties and class attributes are found before its
+        # data, as with werkzeug's Local, whose data is only reached by __getattr__.
+        super().__init_subclass__(**kwargs)
+        if cls.__getattribute__ is Local.__getattribute__:  # not one of its own
+            cls.__getattribute__ = _class_first  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
         var = _storage(self)
@@ -180,6 +180,12 @@ class Local:
         new = _Values(old)
         del new[name]
         _store(var, old, new)
+
+    @property
+    def __ident_func__(self) -> Callable[[], Any]:
+        """werkzeug 2.0's identity function (deprecated): see :func:`get_ident`."""
+        _warn_identity("__ident_func__", depth=1)  # read through __getattribute__
+        return _identity_function()
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         """Iterate over ``(name, value)`` for the current execution's attributes."""
@@ -229,6 +235,29 @@ class Local:
         )
 
 
+def _class_first(local: Local, name: str) -> Any:
+    """A subclass's ``__getattribute__``: its class's attribute, else its data."""
+    try:
+        return object.__getattribute__(local, name)
+    except AttributeError:
+        return _data(local, name)
+
+
+def _data(local: Local, name: str) -> Any:
+    """Read *name* from *local*'s data in the current execution."""
+    try:
+        return _storage(local).get(_NO_VALUES)[name]
+    except KeyError:
+        pass
+    error = AttributeError(
+        f"{name!r} is not set on {local!r} in this execution: set it first, "
+        f"or read it with getattr(local, {name!r}, default)"
+    )
+    error.name = name
+    error.obj = local
+    raise error
+
+
 #: ``_storage(local)`` is the Local's ContextVar, read straight from its slot.
 _storage: Callable[[Local], contextvars.ContextVar[dict[str, Any]]]
 _storage = Local.__dict__["_Local__storage"].__get__
@@ -265,12 +294,15 @@ class LocalStack(Generic[T]):
         self._storage = context_var
 
     def push(self, obj: T) -> list[T]:
-        """Put *obj* on top of the current execution's stack; return the new stack."""
+        """Put *obj* on top of the current execution's stack; return the new stack.
+
+        The list returned is a copy: changing it does not change the stack.
+        """
         old = self._storage.get(_NO_ITEMS)
         new = _Items(old)
         new.append(obj)
         _store(self._storage, old, new)
-        return new
+        return list(new)
 
     def pop(self) -> T | None:
         """Remove the top item and return it; None if the stack is empty."""
@@ -321,11 +353,27 @@ class LocalStack(Generic[T]):
 
         return _then(get_current, name)
 
+    @property
+    def __ident_func__(self) -> Callable[[], Any]:
+        """werkzeug 2.0's identity function (deprecated): see :func:`get_ident`."""
+        _warn_identity("__ident_func__")
+        return _identity_function()
+
+    @__ident_func__.setter
+    def __ident_func__(self, func: Callable[[], Any]) -> None:
+        _warn_identity("setting __ident_func__ (it has no effect)")
+
     def __release_local__(self) -> None:
         _empty(self._storage, self._storage.get(_NO_ITEMS), list)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} at {id(self):#x}>"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"cannot copy or pickle {self!r}: its data belongs to the executions "
+            f"that pushed it; share the LocalStack itself"
+        )
 
 
 def release_local(local: Releasable) -> None:
@@ -340,7 +388,8 @@ def release_local(local: Releasable) -> None:
     if release is None:
         raise TypeError(
             f"cannot release {type(local).__name__} objects: release_local() takes a "
-            f"Local or LocalStack (for a proxy, release the store it proxies)"
+            f"Local, LocalStack or LocalManager (for a proxy, release the store it "
+            f"proxies)"
         )
     release(local)
 
@@ -458,9 +507,28 @@ def get_ident() -> Any:
 
     .. versionadded:: 1.0
     """
+    _warn_identity("get_ident()")
+    return _identity_function()()
+
+
+def _identity_function() -> Callable[[], Any]:
+    """werkzeug 2.0's identity function: greenlet's getcurrent, or the thread's id."""
+    try:
+        from greenlet import getcurrent  # noqa: PLC0415 - only where it is installed
+    except ImportError:
+        return threading.get_ident
+    return cast("Callable[[], Any]", getcurrent)
+
+
+def _warn_identity(what: str, depth: int = 0) -> None:
+    """Warn that werkzeug 2.0's identity function *what* is deprecated.
+
+    *depth* counts the frames between the public function or property and its caller
+    (Local.__getattribute__ is one).
+    """
     warnings.warn(
         _DEPRECATED.format(
-            what="get_ident()",
+            what=what,
             why="xlocal.local keeps its data in contextvars and needs no identity",
             instead=(
                 "use greenlet.getcurrent() or threading.get_ident() as werkzeug 2.0 "
@@ -468,10 +536,5 @@ def get_ident() -> Any:
             ),
         ),
         DeprecationWarning,
-        stacklevel=2,
+        stacklevel=3 + depth,
     )
-    try:
-        from greenlet import getcurrent  # noqa: PLC0415 - only where it is installed
-    except ImportError:
-        return threading.get_ident()
-    return getcurrent()

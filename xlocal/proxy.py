@@ -228,6 +228,11 @@ class LocalProxy(Generic[T]):
         *,
         unbound_message: str | None = None,
     ) -> None:
+        if isinstance(name, str) and "" in name.split("."):
+            raise ValueError(
+                f"cannot proxy {name!r}: a dotted name needs a name before, between "
+                f"and after its dots, as in 'request.path'"
+            )
         get_current: Callable[[], Any]
         getter = getattr(type(local), "__proxy_getter__", None)
         if isinstance(local, xlocal):
@@ -257,6 +262,33 @@ class LocalProxy(Generic[T]):
                 return type(self).__module__
             raise
         return getattr(obj, name)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # What a subclass defines (methods, properties, class attributes, its
+        # docstring) is the proxy's own, as with werkzeug's LocalProxy, whose
+        # forwarding starts only where normal lookup fails; the rest is forwarded.
+        super().__init_subclass__(**kwargs)
+        inherited = cls.__getattribute__
+        if inherited is not LocalProxy.__getattribute__ and not hasattr(
+            inherited, "_forwards"
+        ):
+            return  # the subclass, or one between, has a __getattribute__ of its own
+        own = _OWN.union(
+            *(
+                vars(klass)
+                for klass in cls.__mro__
+                if issubclass(klass, LocalProxy) and klass is not LocalProxy
+            )
+        )
+        forward = LocalProxy.__getattribute__
+
+        def getattribute(self: LocalProxy[Any], name: str) -> Any:
+            if name in own:
+                return object.__getattribute__(self, name)
+            return forward(self, name)
+
+        getattribute._forwards = True  # type: ignore[attr-defined]
+        cls.__getattribute__ = getattribute  # type: ignore[method-assign]
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         # Found through _OWN: pickle and copy read it from the instance, and must not
@@ -288,7 +320,7 @@ class LocalProxy(Generic[T]):
     __dir__ = _Forward(dir, lambda p: [])
     __setattr__ = _Forward(setattr)
     __delattr__ = _Forward(delattr)
-    # Attribute reads go through __getattribute__ below, not __getattr__.  Not
+    # Attribute reads go through __getattribute__ above, not __getattr__.  Not
     # forwarded: __slots__ and __dict__ of the proxy itself, the descriptor protocol
     # (__get__, __set__, __delete__, __set_name__: a proxy stored on a class stays a
     # proxy), metaclass hooks (__init_subclass__, __prepare__; __class_getitem__ goes

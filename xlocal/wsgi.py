@@ -110,7 +110,7 @@ class XlocalMiddleware:
         clean_start(self._x)
         self._release()
         values = {name: make(environ) for name, make in self._factories.items()}
-        if self._environ:
+        if self._environ is not None:
             values[self._environ] = environ
         binding = self._x(**values)
         binding.__enter__()
