@@ -75,7 +75,8 @@ def test_layers_point_down() -> None:
     graph = _imports()
     assert graph["proxy"] == {"_core"}
     assert graph["_middleware"] == {"_core"}
-    assert graph["wsgi"] == {"_core", "_middleware"}
-    assert graph["asgi"] == {"_core", "_middleware"}
+    assert graph["_request"] == {"_core", "_steps"}
+    assert graph["wsgi"] == {"_core", "_middleware", "_request"}
+    assert graph["asgi"] == {"_core", "_middleware", "_request"}
     assert graph["local"] == {"_middleware", "proxy"}
     assert "local" not in graph["_core"] | graph["spawn"] | graph["_steps"]

@@ -530,3 +530,88 @@ def test_reused_server_thread(http: Any, xcurrent: xlocal, wrapping: str) -> Non
     assert len(threads) == 1
     assert first == (200, b"none")
     assert second == (200, b"ann" if wrapping == "none" else b"none")
+
+
+# -- The server's wsgi.file_wrapper ----------------------------------------------------
+
+
+class _FileWrapper:
+    """A server's file wrapper, as wsgiref's and gunicorn's: filelike and blksize."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.filelike.read(self.blksize), b"")
+
+    def close(self) -> None:
+        self.filelike.close()
+
+
+class _SlottedWrapper:
+    """A file wrapper that refuses new attributes (and so a new close)."""
+
+    __slots__ = ("blksize", "filelike")
+
+    __init__ = _FileWrapper.__init__
+    __iter__ = _FileWrapper.__iter__
+    close = _FileWrapper.close
+
+
+class _File:
+    """A file that says what was bound when it was closed."""
+
+    def __init__(self, x: xlocal, seen: list[Any]) -> None:
+        self._x = x
+        self._seen = seen
+        self._data = [b"", b"data"]
+
+    def read(self, size: int) -> bytes:
+        return self._data.pop()
+
+    def close(self) -> None:
+        self._seen.append(dir(self._x))
+
+
+@pytest.mark.parametrize("wrapper", [_FileWrapper, _SlottedWrapper])
+def test_file_wrapper_handed_back(xcurrent: xlocal, wrapper: type[Any]) -> None:
+    """The server's own file wrapper comes back unwrapped, and closes in the request."""
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](_File(xcurrent, seen))
+
+    wrapped = XlocalMiddleware(app, xcurrent)
+    environ = {"wsgi.file_wrapper": wrapper, "PATH_INFO": "/"}
+    response = wrapped(environ, _start_response)
+    assert isinstance(response, wrapper) is (wrapper is _FileWrapper)
+    assert list(response) == [b"data"]
+    assert dir(xcurrent) == []
+    response.close()  # type: ignore[attr-defined]
+    response.close()  # type: ignore[attr-defined]
+    assert seen == [["environ"]]
+
+
+def test_file_wrapper_without_close(xcurrent: xlocal) -> None:
+    """A file wrapper with no close of its own still ends the request when closed."""
+    local = Local()
+
+    class Bare:
+        def __init__(self, filelike: Any) -> None:
+            self.filelike = filelike
+
+        def __iter__(self) -> Iterator[bytes]:
+            return iter([b"data"])
+
+    def app(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        local.value = 1
+        start_response("200 OK", [])
+        return Bare(None)
+
+    wrapped = XlocalMiddleware(app, xcurrent, locals=[local])
+    response = wrapped({"wsgi.file_wrapper": Bare, "PATH_INFO": "/"}, _start_response)
+    assert isinstance(response, Bare)
+    response.close()  # type: ignore[attr-defined]
+    assert list(local) == []

@@ -482,6 +482,12 @@ def _unregister(name: str, ref: weakref.ref[xlocal]) -> None:
         del _portables[name]
 
 
+def _empty_of(x: xlocal) -> dict[Any, Any]:
+    """The frame of *x* where nothing is bound: its variable's default."""
+    defaults = _object_getattribute(x, "_namespace").defaults
+    return {**defaults, _ENTRY: None} if defaults else _EMPTY
+
+
 def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:
     var: contextvars.ContextVar[dict[Any, Any]] = _object_getattribute(x, "_var")
     return var

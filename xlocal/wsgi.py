@@ -29,6 +29,7 @@ from ._middleware import (
     run_all,
     setup,
 )
+from ._request import clean_start
 
 __all__ = [
     "ClosingIterable",
@@ -53,7 +54,9 @@ class XlocalMiddleware:
     binds ``xcurrent.environ`` and ``xcurrent.request`` (``Request(environ)``, made
     once per request) while the app runs, while its response is iterated and while it
     is closed.  Afterwards the given Locals, LocalStacks and LocalManagers are
-    released.
+    released.  Each request starts with nothing bound on *x* and the stores empty,
+    whatever the server's thread or greenlet holds.  A response that is the server's
+    ``wsgi.file_wrapper`` is returned as it is, so that the server can use sendfile.
 
     :param app: the WSGI application.
     :param x: the xlocal to bind on.
@@ -102,6 +105,10 @@ class XlocalMiddleware:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
+        # Start from nothing on this xlocal and these stores, whatever the server's
+        # context holds; the Context is the request's own, so nothing needs undoing.
+        clean_start(self._x)
+        self._release()
         values = {name: make(environ) for name, make in self._factories.items()}
         if self._environ is not None:
             values[self._environ] = environ
@@ -116,10 +123,55 @@ class XlocalMiddleware:
         except BaseException:
             run_all([finish, self._release])
             raise
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(response, wrapper):
+            return _hand_back(response, context, finish, self._release)
         return _BoundResponse(context, ClosingIterable(response, finish, self._release))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"
+
+
+def _hand_back(
+    response: Any,
+    context: contextvars.Context,
+    *callbacks: Callable[[], Any],
+) -> Iterable[bytes]:
+    """Return the server's own file wrapper, closed inside the request's Context.
+
+    Servers send a response that is an instance of their ``wsgi.file_wrapper`` with
+    sendfile only if it reaches them unwrapped.  Its iteration reads the file and runs
+    no app code; its ``close()`` (replaced on the instance) closes the file, then ends
+    the request, inside the request's Context.  A wrapper that refuses the new
+    ``close`` is wrapped like any response.
+    """
+    closing = ClosingIterable(_Closer(getattr(response, "close", None)), *callbacks)
+
+    def close() -> None:
+        context.run(closing.close)
+
+    try:
+        response.close = close
+    except (AttributeError, TypeError):
+        return _BoundResponse(context, ClosingIterable(response, *callbacks))
+    result: Iterable[bytes] = response
+    return result
+
+
+class _Closer:
+    """Only the ``close`` of a response, for ClosingIterable to call."""
+
+    __slots__ = ("close",)
+
+    def __init__(self, close: Callable[[], Any] | None) -> None:
+        self.close = close or _nothing
+
+    def __iter__(self) -> Iterator[bytes]:  # pragma: no cover - never iterated
+        return iter(())
+
+
+def _nothing() -> None:
+    pass
 
 
 class _BoundResponse:
