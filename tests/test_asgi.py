@@ -413,3 +413,19 @@ def test_uvicorn_websockets_end_to_end(xcurrent: xlocal, http: Any) -> None:
     answers, stats = asyncio.run(main())
     assert answers == [f"{i:06d}|{i:06d}|{i:06d}|{i:06d}" for i in range(CONNECTIONS)]
     assert stats == {"done": CONNECTIONS, "problems": []}
+
+
+def test_unbound_message_says_where_the_middleware_binds(xcurrent: xlocal) -> None:
+    """Once a middleware serves an xlocal, reading one of its names outside a request
+    (as a framework's error handler does) says what to check."""
+    XlocalMiddleware(lambda scope, receive, send: None, xcurrent)  # type: ignore[arg-type,return-value]
+    with pytest.raises(AttributeError) as error:
+        xcurrent.user  # noqa: B018
+    assert str(error.value) == (
+        "'user' is not bound on <xlocal 'xcurrent'> in this execution: bind it with "
+        "`with xcurrent(user=...)`. It is bound for each request by the ASGI "
+        "XlocalMiddleware: code that runs outside the middleware sees nothing bound, "
+        "such as an error handler a framework installs outside it (Starlette and "
+        "FastAPI run the handler of Exception outside user middleware); wrap the whole "
+        "application with the middleware instead"
+    )

@@ -368,6 +368,11 @@ def new(
     return cls(name, portable=portable, codec=codec)
 
 
+#: What to check when a name of an xlocal is not bound, said by what binds it (the
+#: middleware): read only when an unbound-name message is shown, so reads pay nothing.
+_hints: weakref.WeakKeyDictionary[xlocal, str] = weakref.WeakKeyDictionary()
+
+
 class _UnboundError(AttributeError):
     """The AttributeError for a name that is not bound; its message is made when shown.
 
@@ -379,9 +384,10 @@ class _UnboundError(AttributeError):
 
     def __str__(self) -> str:
         attr, x = self.args
+        hint = _hints.get(x)
         return (
             f"{attr!r} is not bound on {_label(x)} in this execution: bind it with "
-            f"`with {_call_form(x)}({_kw(attr)}=...)`"
+            f"`with {_call_form(x)}({_kw(attr)}=...)`" + (f". {hint}" if hint else "")
         )
 
     def __repr__(self) -> str:

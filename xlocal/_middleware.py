@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Protocol, cast
 
-from ._core import xlocal
+from ._core import _hints, xlocal
 
 WSGIEnvironment = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -202,4 +202,11 @@ def setup(
             f"cannot bind {own!r} twice: it is both the {what}'s name and a factory's"
         )
     x(**dict.fromkeys([*made, *([] if own is None else [own])]))  # checks the names
+    _hints[x] = (
+        f"It is bound for each request by the {kind} XlocalMiddleware: code that runs "
+        f"outside the middleware sees nothing bound, such as an error handler a "
+        f"framework installs outside it (Starlette and FastAPI run the handler of "
+        f"Exception outside user middleware); wrap the whole application with the "
+        f"middleware instead"
+    )
     return made, releaser(stores(locals, "XlocalMiddleware(locals=...)"))
