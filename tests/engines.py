@@ -1,0 +1,183 @@
+"""Real engines for the adapter tests: a redis server, celery workers, a dask cluster.
+
+Each is a context manager that starts the real thing on 127.0.0.1, waits until it
+answers (with a timeout, failing with its output when it does not) and stops it on exit
+(with timeouts, killing what does not stop).  Nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+#: Seconds to wait for an engine to start or stop.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    """Ask *process* (and its session) to stop; kill them when they do not in time."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT)
+    # Children that outlived their parent (prefork pool processes) go too.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+class Redis:
+    """A real ``redis-server`` on 127.0.0.1 at a free port, persistence off."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.lines: list[str] = []
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Redis]:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError(
+                "redis-server is not installed: apt-get install -y redis-server "
+                "(.ci/run installs it)"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            command = [
+                server,
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", tmp,
+                "--loglevel", "notice",
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            ready = threading.Event()
+            # Reads the server's log until it ends, so that the pipe never fills up.
+            reader = threading.Thread(target=self._read, args=(process, ready))
+            reader.start()
+            try:
+                if not ready.wait(START_TIMEOUT) or process.poll() is not None:
+                    raise RuntimeError(
+                        f"redis-server did not start on port {self.port}:\n"
+                        + "".join(self.lines)
+                    )
+                yield self
+            finally:
+                _stop(process)
+                reader.join(STOP_TIMEOUT)
+
+    def _read(self, process: subprocess.Popen[bytes], ready: threading.Event) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode(errors="replace")
+            self.lines.append(line)
+            if "Ready to accept connections" in line:
+                ready.set()
+        ready.set()  # the server ended: stop waiting (the caller sees no answer)
+
+
+class CeleryWorker:
+    """A real ``celery worker`` subprocess for the app in ``tests/celery_tasks.py``.
+
+    It consumes the queue named after its pool (``prefork``, ``solo``, ``threads``),
+    so that tests choose a pool by routing to its queue.
+    """
+
+    def __init__(self, broker: str, pool: str, concurrency: int = 2) -> None:
+        self.broker = broker
+        self.pool = pool
+        self.concurrency = concurrency
+        self.name = f"{pool}-{os.getpid()}@127.0.0.1"
+        self._log = tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)  # noqa: SIM115
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def output(self) -> str:
+        """Everything the worker wrote so far."""
+        return Path(self._log.name).read_bytes().decode(errors="replace")
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            "XLOCAL_TEST_BROKER": self.broker,
+            "PYTHONWARNINGS": "ignore",
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "celery_tasks", "worker",
+            f"--pool={self.pool}", f"--concurrency={self.concurrency}",
+            f"--queues={self.pool}", f"--hostname={self.name}",
+            "--loglevel=INFO", "--without-gossip", "--without-mingle",
+            "--without-heartbeat",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=HERE,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, app: Any) -> None:
+        """Return once the worker answers a ping through the broker."""
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while not app.control.ping(destination=[self.name], timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"celery worker {self.name} did not start:\n{self.output()}"
+                )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)  # SIGTERM: celery's warm shutdown
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def celery_workers(app: Any, broker: str, pools: list[str]) -> Iterator[dict[str, CeleryWorker]]:
+    """Start one worker per pool at once, wait until each answers, stop them all."""
+    workers = {pool: CeleryWorker(broker, pool) for pool in pools}
+    try:
+        for worker in workers.values():
+            worker.start()
+        for worker in workers.values():
+            worker.wait_ready(app)
+        yield workers
+    finally:
+        for worker in workers.values():
+            worker.stop()

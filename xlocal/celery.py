@@ -1,0 +1,218 @@
+"""Carry portable bindings with Celery tasks: ``xlocal.celery.install(app)``.
+
+After ``install(app)``, every task message the app publishes (``delay``,
+``apply_async``, ``send_task``, canvas primitives, retries, tasks published by tasks)
+carries the portable bindings in force where it is published, encoded by
+:func:`xlocal.portable.inject`, in one message header, :data:`HEADER`.  On the worker,
+the task body runs inside a real with-block of those bindings, entered by the
+``task_prerun`` signal and exited by ``task_postrun`` (which Celery sends also when the
+task raises or retries), so a reused worker process keeps nothing between tasks.
+Everything else bound on xlocal objects is hidden from the task body: it sees exactly
+the carried portable bindings.
+
+Publishing goes through the app's own message sender, wrapped by ``install``, so that a
+value that cannot be encoded raises in the caller of ``delay`` (Celery's
+``before_task_publish`` signal would only log it), and only installed apps carry.
+
+A worker that receives a malformed carrier logs an error on the ``xlocal.celery``
+logger, naming the task and what is wrong, and runs the task with no xlocal bindings.
+
+In eager mode (``task_always_eager``, ``task.apply()``) the task runs in the caller's
+own thread: it sees the caller's portable bindings, encoded and decoded as they would
+be for a worker, and nothing else.
+
+Celery is imported only by :func:`install`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import weakref
+from typing import Any
+
+from ._engines import hidden
+
+__all__ = ["HEADER", "Installed", "install", "uninstall"]
+
+#: The message header that holds the carrier (a mapping of strings to strings).
+HEADER = "xlocal"
+
+logger = logging.getLogger(__name__)
+
+#: The handle of every installed app, by app.
+_installed: weakref.WeakKeyDictionary[Any, Installed] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+#: What each running task of this execution has to exit when it ends, innermost last:
+#: eager tasks nest inside their caller's task.
+_running: contextvars.ContextVar[tuple[tuple[str, contextlib.ExitStack], ...]] = (
+    contextvars.ContextVar("xlocal.celery.running", default=())
+)
+
+
+class Installed:
+    """The handle that :func:`install` returns: ``handle.uninstall()`` undoes it.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("__weakref__", "_app", "_original")
+
+    def __init__(self, app: Any, original: Any) -> None:
+        self._app = app
+        self._original = original
+
+    @property
+    def app(self) -> Any:
+        """The Celery app this handle installed on."""
+        return self._app
+
+    @property
+    def installed(self) -> bool:
+        """Whether the app still carries bindings through this handle."""
+        return _installed.get(self._app) is self
+
+    def uninstall(self) -> None:
+        """Stop carrying bindings with the app's tasks; doing it again does nothing."""
+        with _lock:
+            if _installed.get(self._app) is not self:
+                return
+            del _installed[self._app]
+            amqp = self._app.amqp
+            if "send_task_message" in vars(amqp):
+                del amqp.send_task_message  # back to Celery's own sender
+            if not _installed:
+                _disconnect()
+
+    def __repr__(self) -> str:
+        state = "installed" if self.installed else "uninstalled"
+        return f"<xlocal.celery.Installed on {self._app!r}: {state}>"
+
+
+def install(app: Any) -> Installed:
+    """Make *app*'s tasks carry the portable bindings of their publisher to the worker.
+
+    Call it where the app is made, so that the publishing processes and the workers
+    both run it.  Installing an app that is installed already returns the same
+    handle; each app of a process is installed (and uninstalled) on its own.
+
+    .. versionadded:: 1.0
+    """
+    from celery import Celery  # noqa: PLC0415 - Celery is needed only here
+
+    if not isinstance(app, Celery):
+        raise TypeError(
+            f"xlocal.celery.install() needs a celery.Celery app, not "
+            f"{type(app).__name__}: pass the app that defines the tasks"
+        )
+    with _lock:
+        handle = _installed.get(app)
+        if handle is not None:
+            return handle
+        amqp = app.amqp
+        original = amqp.send_task_message
+        amqp.send_task_message = _carrying_sender(original)
+        handle = _installed[app] = Installed(app, original)
+        _connect()
+        return handle
+
+
+def uninstall(app: Any) -> None:
+    """Undo :func:`install` on *app*; an app that is not installed is left as it is.
+
+    .. versionadded:: 1.0
+    """
+    handle = _installed.get(app)
+    if handle is not None:
+        handle.uninstall()
+
+
+# -- publishing -------------------------------------------------------------------------
+
+
+def _carrying_sender(send: Any) -> Any:
+    """Celery's ``send_task_message``, putting the carrier in each message's headers."""
+    from .portable import inject  # noqa: PLC0415 - a layer above portable
+
+    def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
+        # message is (headers, properties, body, sent_event); the headers are a dict
+        # that Celery sends as they are (protocol 2).  Raises here, in the caller of
+        # delay(), when a value cannot be encoded.
+        message[0][HEADER] = inject()
+        return send(producer, name, message, **options)
+
+    send_task_message.__wrapped__ = send  # type: ignore[attr-defined]
+    return send_task_message
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def _connect() -> None:
+    from celery import signals  # noqa: PLC0415
+
+    signals.task_prerun.connect(_prerun, weak=False, dispatch_uid=__name__)
+    signals.task_postrun.connect(_postrun, weak=False, dispatch_uid=__name__)
+
+
+def _disconnect() -> None:
+    from celery import signals  # noqa: PLC0415
+
+    signals.task_prerun.disconnect(_prerun, dispatch_uid=__name__)
+    signals.task_postrun.disconnect(_postrun, dispatch_uid=__name__)
+
+
+def _app_of(task: Any) -> Any:
+    try:
+        return task._get_app()
+    except Exception:  # noqa: BLE001 - a task without an app is none of ours
+        return None
+
+
+def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+    """Enter the carried bindings around the task body (``task_prerun``)."""
+    task = task if task is not None else sender
+    if task is None or _app_of(task) not in _installed:
+        return
+    from .portable import extract, inject  # noqa: PLC0415
+
+    request = task.request
+    stack = contextlib.ExitStack()
+    # Pushed before anything is entered, so that postrun finds it whatever happens.
+    _running.set((*_running.get(), (task_id, stack)))
+    if getattr(request, "is_eager", False):
+        # Run where the caller runs: what it would carry, as a worker would see it.
+        carrier: Any = inject()
+    else:
+        carrier = getattr(request, HEADER, None)
+    stack.enter_context(hidden())
+    if carrier is None:
+        return  # published without install(): nothing to bind
+    try:
+        stack.enter_context(extract(carrier))
+    except ValueError as error:
+        logger.error(
+            "xlocal.celery: task %s[%s] has a malformed %r header (%s); "
+            "it runs with no xlocal bindings",
+            task.name,
+            task_id,
+            HEADER,
+            error,
+        )
+
+
+def _postrun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+    """Exit what ``_prerun`` entered for the task (``task_postrun``)."""
+    running = _running.get()
+    for depth in range(len(running) - 1, -1, -1):
+        if running[depth][0] == task_id:
+            break
+    else:
+        return
+    # Anything pushed after this task and never popped goes with it.
+    _running.set(running[:depth])
+    for _, stack in reversed(running[depth:]):
+        stack.close()
