@@ -19,7 +19,9 @@ import functools
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn, TypeVar, cast
 
@@ -33,6 +35,9 @@ from ._steps import (
     kind,
     within,
 )
+
+if TYPE_CHECKING:
+    from .portable import Codec
 
 __all__ = ["Binding", "get_debug", "set_debug", "xlocal"]
 
@@ -87,20 +92,35 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
 
     :param name: used in ``repr`` and in error messages; the variable name is a good
         choice, as in ``xcurrent = xlocal("xcurrent")``.
+    :param portable: which bound names may cross a process boundary (see
+        :mod:`xlocal.portable`): ``True`` for every name, or a collection of names.
+        A portable xlocal needs a *name*, unique among the portable xlocals of the
+        process: it is the key that carriers use.
+    :param codec: how a portable xlocal's values are encoded, an object with
+        ``encode(value) -> str`` and ``decode(text) -> value``; JSON by default.
 
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("__weakref__", "_name", "_var")
+    __slots__ = ("__weakref__", "_codec", "_name", "_portable", "_var")
 
     _name: str | None
     _var: contextvars.ContextVar[dict[Any, Any]]
+    _portable: frozenset[str] | bool
+    _codec: Codec | None
 
-    def __new__(cls: type[_X], name: str | None = None) -> _X:
+    def __new__(
+        cls: type[_X],
+        name: str | None = None,
+        *,
+        portable: bool | Iterable[str] | None = None,
+        codec: Codec | None = None,
+    ) -> _X:
         if name is not None and not isinstance(name, str):
             raise TypeError(
                 f"xlocal name must be a str or None, not {type(name).__name__}"
             )
+        names = _portable_names(name, portable, codec)
         var: contextvars.ContextVar[dict[Any, Any]] = contextvars.ContextVar(
             name or "xlocal", default=_EMPTY
         )
@@ -121,6 +141,10 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
         self: _X = object.__new__(own)
         _object_setattr(self, "_name", name)
         _object_setattr(self, "_var", var)
+        _object_setattr(self, "_portable", names)
+        _object_setattr(self, "_codec", codec)
+        if names:
+            _register_portable(self)
         return self
 
     if TYPE_CHECKING:
@@ -222,6 +246,73 @@ class _UnboundError(AttributeError):
 
 _UnboundError.__module__ = "builtins"
 _UnboundError.__name__ = _UnboundError.__qualname__ = "AttributeError"
+
+
+# -- portable xlocals: what may cross a process boundary (used by xlocal.portable) -----
+
+#: The portable xlocals of this process, by name: the key carriers use.  Weak, so that
+#: a collected xlocal frees its name.
+_portables: weakref.WeakValueDictionary[str, xlocal] = weakref.WeakValueDictionary()
+_portables_lock = threading.Lock()
+
+
+def _portable_names(
+    name: str | None, portable: object, codec: object
+) -> frozenset[str] | bool:
+    """Check the ``portable=`` and ``codec=`` arguments of ``xlocal()``."""
+    if portable is None or portable is False:
+        if codec is not None:
+            raise TypeError(
+                f"xlocal({name!r}) got a codec but is not portable: pass "
+                f"`portable=True` or `portable={{...names...}}` too"
+            )
+        return False
+    if codec is not None and not (
+        callable(getattr(codec, "encode", None))
+        and callable(getattr(codec, "decode", None))
+    ):
+        raise TypeError(
+            f"codec of xlocal({name!r}) must have encode(value) -> str and "
+            f"decode(text) -> value methods; {type(codec).__name__} has not"
+        )
+    if not name:
+        raise TypeError(
+            "a portable xlocal needs a name, the key that carriers use: "
+            "`xlocal('myapp.request', portable=...)`"
+        )
+    if portable is True:
+        return True
+    if isinstance(portable, (str, bytes)) or not isinstance(portable, Iterable):
+        raise TypeError(
+            f"portable= of xlocal({name!r}) must be True or a collection of names, "
+            f"as in `portable={{'user_id'}}`, not {type(portable).__name__}"
+        )
+    names = frozenset(portable)
+    for key in names:
+        if not isinstance(key, str) or not key.isidentifier() or key[:1] == "_":
+            raise ValueError(
+                f"portable= of xlocal({name!r}) names {key!r}, which cannot be "
+                f"bound: portable names are identifiers not starting with '_'"
+            )
+    if not names:
+        raise ValueError(
+            f"portable= of xlocal({name!r}) is empty: name the names that may "
+            f"cross a process boundary, or leave portable= out"
+        )
+    return names
+
+
+def _register_portable(x: xlocal) -> None:
+    name: str = _object_getattribute(x, "_name")
+    with _portables_lock:
+        other = _portables.get(name)
+        if other is not None:
+            raise ValueError(
+                f"a portable xlocal named {name!r} exists already in this process: "
+                f"the name is the key carriers use, so it must be unique; import "
+                f"the existing one instead of making another"
+            )
+        _portables[name] = x
 
 
 def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import functools
+import pickle
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ._core import _EMPTY, _ENTRY, _names, _var, xlocal
 from ._steps import in_context
+from .portable import Carried, carry
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -155,8 +157,8 @@ def _run_once(thread: Thread, snapshot: Snapshot, run: Callable[[], object]) -> 
 class ContextExecutor(concurrent.futures.Executor):
     """An executor whose tasks run with the bindings of the code that submitted them.
 
-    Wraps any ``concurrent.futures.Executor``: a thread pool, a process pool (bindings
-    are not pickled, so there it only keeps the interface), gevent's thread pool::
+    Wraps any ``concurrent.futures.Executor``: a thread pool, gevent's thread pool, or
+    a process pool::
 
         executor = ContextExecutor(ThreadPoolExecutor(max_workers=4))
         with xcurrent(request=req):
@@ -164,6 +166,11 @@ class ContextExecutor(concurrent.futures.Executor):
 
     ``submit``, ``map`` and ``loop.run_in_executor(executor, ...)`` all carry bindings.
     Shutting it down shuts down the wrapped executor.
+
+    Around a ``ProcessPoolExecutor`` the task gets the submitter's *portable*
+    bindings only (see :mod:`xlocal.portable`), encoded at ``submit``: an unencodable
+    value, or a function or argument that cannot be pickled, raises there.  The
+    worker runs it in a fresh, empty context with those bindings entered around it.
 
     .. versionadded:: 1.0
     """
@@ -179,6 +186,9 @@ class ContextExecutor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> concurrent.futures.Future[_R]:
+        if isinstance(self._executor, concurrent.futures.ProcessPoolExecutor):
+            task = _pickled(self._executor, fn, args, kwargs)
+            return self._executor.submit(_run_pickled, task)
         return self._executor.submit(capture().run, fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -189,6 +199,43 @@ class ContextExecutor(concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         return f"<ContextExecutor of {self._executor!r}>"
+
+
+def _pickled(
+    executor: concurrent.futures.Executor,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> bytes:
+    """The task for a process pool, carried and pickled here, so that errors are."""
+    if not callable(fn):
+        raise TypeError(f"submit() takes a callable, not {type(fn).__name__}")
+    carried = carry(fn)
+    try:
+        return pickle.dumps((carried, args, kwargs), pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise TypeError(
+            f"cannot submit {fn!r} to {type(executor).__name__}: a process pool "
+            f"pickles the function and its arguments, and pickling failed ({error}). "
+            f"Submit a function defined at module level (not a lambda or a local "
+            f"function), with arguments that can be pickled"
+        ) from error
+
+
+def _run_pickled(task: bytes) -> Any:
+    """Run a task that :func:`_pickled` made, in a process pool's worker."""
+    try:
+        carried, args, kwargs = pickle.loads(task)
+    except Exception as error:
+        raise RuntimeError(
+            f"cannot run the task in the worker process: unpickling it failed "
+            f"({type(error).__name__}: {error}). Under the spawn and forkserver start "
+            f"methods the worker imports the modules that define the function and "
+            f"its xlocals: define them in an importable module, not in __main__ of "
+            f"an interactive session"
+        ) from None
+    assert isinstance(carried, Carried)
+    return carried(*args, **kwargs)
 
 
 def _check_callable(func: object, helper: str) -> None:

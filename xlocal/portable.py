@@ -1,0 +1,539 @@
+"""Carry chosen bindings across a process boundary: codecs, carriers, inject/extract.
+
+In one process, bindings travel as ``contextvars`` snapshots (``xlocal.spawn``).
+Another process, or another machine, gets only what was marked portable, encoded as
+strings in a plain mapping, the *carrier*, as OpenTelemetry's propagators do::
+
+    request = xlocal("myapp.request", portable={"user_id", "tenant"})
+
+    with request(user_id=7, tenant="acme", db=conn):   # db never leaves the process
+        headers = inject()              # {"xlocal": "..."}: strings only
+        job = carry(work)               # picklable; runs work in these bindings
+
+    with extract(headers):              # in a process that imported myapp
+        ...                             # request.user_id == 7, request.tenant == "acme"
+
+The carrier format (version 1) is one key, ``"xlocal"``, whose value is printable
+ASCII JSON text::
+
+    {"b": {"<xlocal name>": {"<name>": "<value as its codec encoded it>", ...}}, "v": 1}
+
+with keys sorted, so that equal bindings give equal carriers.  It is at most
+``MAX_CARRIER_SIZE`` characters unless a ``limit`` says otherwise.
+
+A carrier is untrusted input: ``extract`` never unpickles, checks everything before it
+binds anything, and raises :class:`CarrierError` (a ``ValueError``) for a carrier that
+is malformed, oversized, tampered with or of another version.  It never imports a
+module: an xlocal name this process does not know (its module is not imported here) is
+ignored, or an error with ``unknown="error"``; so is a name that is not portable here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import json
+import math
+from collections.abc import Mapping, MutableMapping
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+
+from ._core import (
+    _EMPTY,
+    Binding,
+    _label,
+    _names,
+    _object_getattribute,
+    _portables,
+    _var,
+    xlocal,
+)
+from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, kind
+
+if TYPE_CHECKING:
+    from typing_extensions import Literal, ParamSpec, Protocol
+
+    _P = ParamSpec("_P")
+
+    class Codec(Protocol):
+        """What ``xlocal(..., codec=...)`` takes: values to strings and back."""
+
+        def encode(self, value: Any, /) -> str: ...
+
+        def decode(self, text: str, /) -> Any: ...
+
+    Unknown = Literal["ignore", "error"]
+else:
+    Unknown = str
+
+__all__ = [
+    "CARRIER_KEY",
+    "FORMAT_VERSION",
+    "JSON",
+    "MAX_CARRIER_SIZE",
+    "Carried",
+    "CarrierError",
+    "Extracted",
+    "JSONCodec",
+    "UnportableError",
+    "carry",
+    "extract",
+    "inject",
+]
+
+#: The one key of a carrier that xlocal writes and reads.
+CARRIER_KEY = "xlocal"
+#: The version of the carrier format; a carrier of another version is refused.
+FORMAT_VERSION = 1
+#: The largest carrier value, in characters (ASCII, so bytes too), that ``inject``
+#: makes and ``extract`` reads unless given another ``limit``: it fits the 8 KiB that
+#: common HTTP servers accept for one header.
+MAX_CARRIER_SIZE = 8000
+
+_R = TypeVar("_R")
+_M = TypeVar("_M", bound=MutableMapping[str, str])
+
+
+class CarrierError(ValueError):
+    """A carrier that cannot be read (or made): nothing was bound.
+
+    .. versionadded:: 1.0
+    """
+
+
+class UnportableError(TypeError):
+    """A portable value that its xlocal's codec cannot encode; raised by the sender.
+
+    .. versionadded:: 1.0
+    """
+
+
+# -- codecs ----------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_json(value: object) -> None:
+    """Refuse what would not come back from JSON as an equal value of its type."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return
+    if t is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValueError(f"{value!r} is not a JSON number")
+        return
+    if t is list:
+        for item in value:  # type: ignore[attr-defined]
+            _check_json(item)
+        return
+    if t is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise TypeError(
+                    f"a dict with a {type(key).__name__} key is not a JSON object"
+                )
+            _check_json(item)
+        return
+    raise TypeError(f"{t.__name__} is not a JSON type")
+
+
+class JSONCodec:
+    """The default codec: JSON types, exactly.
+
+    ``str``, ``int``, ``float`` (finite), ``bool``, ``None``, and lists and dicts with
+    ``str`` keys of those.  Anything else, subclasses and tuples included, is refused
+    rather than changed on the way.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> str:
+        _check_json(value)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def decode(self, text: str) -> Any:
+        return json.loads(text, parse_constant=_reject_constant)
+
+    def __repr__(self) -> str:
+        return "<xlocal.portable.JSON>"
+
+
+#: The codec of a portable xlocal made without ``codec=``.
+JSON = JSONCodec()
+
+
+def _codec(x: xlocal, name: str) -> Codec:
+    """The codec for *name* on *x*: the one place that chooses it."""
+    codec: Codec | None = _object_getattribute(x, "_codec")
+    return JSON if codec is None else codec
+
+
+def _portable(x: xlocal) -> frozenset[str] | bool:
+    names: frozenset[str] | bool = _object_getattribute(x, "_portable")
+    return names
+
+
+# -- the sending side ------------------------------------------------------------------
+
+
+def _encode_all(limit: int) -> str:
+    """The carrier value for the portable bindings of the current execution."""
+    payload: dict[str, dict[str, str]] = {}
+    for xname, x in list(_portables.items()):
+        frame = _var(x).get()
+        if frame is _EMPTY:
+            continue
+        names = _portable(x)
+        encoded: dict[str, str] = {}
+        for name, value in _names(frame).items():
+            if names is True or name in names:  # type: ignore[operator]
+                codec = _codec(x, name)
+                try:
+                    text = codec.encode(value)
+                    if type(text) is not str:
+                        raise TypeError(  # noqa: TRY301 - reported as the others are
+                            f"the codec gave {type(text).__name__}, not str"
+                        )
+                except Exception as error:
+                    raise UnportableError(
+                        f"cannot carry {name!r} of {_label(x)}: its value, of type "
+                        f"{type(value).__qualname__}, cannot be encoded by "
+                        f"{codec!r} ({error}); bind a value the codec takes, give "
+                        f"the xlocal a codec= for this type, or leave {name!r} out "
+                        f"of portable="
+                    ) from error
+                encoded[name] = text
+        if encoded:
+            payload[xname] = encoded
+    text = json.dumps(
+        {"b": payload, "v": FORMAT_VERSION},
+        ensure_ascii=True,
+        separators=(",", ":"),
+        sort_keys=True,
+    ).replace("\x7f", "\\u007f")
+    if len(text) > limit:
+        sizes = sorted(
+            (
+                (len(json.dumps(v)), f"{x}.{n}")
+                for x, d in payload.items()
+                for n, v in d.items()
+            ),
+            reverse=True,
+        )
+        raise CarrierError(
+            f"cannot make a carrier of {len(text)} characters, over the limit of "
+            f"{limit}: the largest value is {sizes[0][1]} ({sizes[0][0]} characters); "
+            f"carry an id to look the data up with instead, or raise limit="
+        )
+    return text
+
+
+@overload
+def inject(
+    carrier: None = None, *, limit: int = MAX_CARRIER_SIZE
+) -> dict[str, str]: ...
+
+
+@overload
+def inject(carrier: _M, *, limit: int = MAX_CARRIER_SIZE) -> _M: ...
+
+
+def inject(
+    carrier: MutableMapping[str, str] | None = None, *, limit: int = MAX_CARRIER_SIZE
+) -> MutableMapping[str, str]:
+    """Put the portable bindings of the current execution into a carrier.
+
+    Returns a new ``dict[str, str]``, or fills and returns *carrier*, any mutable
+    mapping of strings (HTTP headers, message headers, ``os.environ``).  Only names
+    marked portable are encoded, each by its xlocal's codec; a value the codec cannot
+    encode raises :class:`UnportableError` here, naming the xlocal, the name and the
+    type.  The carrier gets its key even when nothing portable is bound, so that an
+    earlier carrier's bindings are never passed on by mistake.
+
+    .. versionadded:: 1.0
+    """
+    text = _encode_all(limit)
+    if carrier is None:
+        return {CARRIER_KEY: text}
+    if not isinstance(carrier, MutableMapping):
+        raise TypeError(
+            f"inject() fills a mutable mapping of strings, not "
+            f"{type(carrier).__name__}; call inject() to get a new dict"
+        )
+    carrier[CARRIER_KEY] = text
+    return carrier
+
+
+# -- the receiving side ----------------------------------------------------------------
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return result
+
+
+def _fail(why: str) -> CarrierError:
+    return CarrierError(
+        f"cannot extract bindings from the carrier: {why}; nothing was bound"
+    )
+
+
+def _payload(carrier: object, limit: int) -> dict[str, Any]:
+    """The checked bindings field of a carrier: xlocal name -> its bindings."""
+    if not isinstance(carrier, Mapping):
+        raise _fail(f"it is a {type(carrier).__name__}, not a mapping of strings")
+    if CARRIER_KEY not in carrier:
+        return {}
+    text = carrier[CARRIER_KEY]
+    if type(text) is not str:
+        raise _fail(f"its {CARRIER_KEY!r} value is a {type(text).__name__}, not a str")
+    if len(text) > limit:
+        raise _fail(f"it is {len(text)} characters long, over the limit of {limit}")
+    try:
+        payload = json.loads(
+            text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError) as error:
+        raise _fail(f"it is not valid JSON ({error})") from None
+    if type(payload) is not dict:
+        raise _fail("it holds no JSON object")
+    version = payload.get("v")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise _fail(
+            f"its format version is {version!r}, and this xlocal reads version "
+            f"{FORMAT_VERSION}: make it with the same xlocal version"
+        )
+    if set(payload) != {"b", "v"}:
+        raise _fail(f"it has the fields {sorted(payload)}, not ['b', 'v']")
+    groups = payload["b"]
+    if type(groups) is not dict:
+        raise _fail("its 'b' field is not an object")
+    return groups
+
+
+def _decode_group(x: xlocal, values: dict[str, Any], unknown: str) -> dict[str, Any]:
+    """The decoded values of one xlocal's part of a carrier."""
+    portable = _portable(x)
+    decoded: dict[str, Any] = {}
+    for name, encoded in values.items():
+        if type(encoded) is not str:
+            raise _fail(
+                f"the value of {name!r} on {_label(x)} is a "
+                f"{type(encoded).__name__}, not an encoded str"
+            )
+        if not name.isidentifier() or name[:1] == "_":
+            raise _fail(f"{name!r} cannot be bound on {_label(x)}")
+        if portable is not True and name not in portable:  # type: ignore[operator]
+            if unknown == "error":
+                raise _fail(f"{name!r} is not portable on {_label(x)}")
+            continue
+        try:
+            decoded[name] = _codec(x, name).decode(encoded)
+        except Exception as error:
+            raise _fail(
+                f"the value of {name!r} on {_label(x)} cannot be decoded ({error})"
+            ) from None
+    return decoded
+
+
+def _decode_all(carrier: object, unknown: str, limit: int) -> list[Binding[Any]]:
+    """Check the carrier whole and make the bindings it holds; bind nothing yet."""
+    if unknown not in ("ignore", "error"):
+        raise ValueError(f"unknown= must be 'ignore' or 'error', not {unknown!r}")
+    bindings: list[Binding[Any]] = []
+    for xname, values in _payload(carrier, limit).items():
+        if type(values) is not dict or not values:
+            raise _fail(f"the bindings of {xname!r} are not a non-empty object")
+        x = _portables.get(xname)
+        if x is None:
+            if unknown == "error":
+                raise _fail(
+                    f"it binds names on an xlocal named {xname!r}, which is not a "
+                    f"portable xlocal in this process: import the module that "
+                    f"defines it before extracting"
+                )
+            continue
+        decoded = _decode_group(x, values, unknown)
+        if decoded:
+            try:
+                bindings.append(x(**decoded))
+            except (TypeError, ValueError) as error:
+                raise _fail(str(error)) from None
+    return bindings
+
+
+class Extracted:
+    """The bindings read from a carrier, to bind with a with-statement.
+
+    Made by :func:`extract`.  Entering binds them, on top of what the execution has
+    bound; exiting restores what was there.  It may be entered again, and by several
+    executions at once, as a :class:`~xlocal.Binding` may.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("_bindings",)
+
+    def __init__(self, bindings: list[Binding[Any]]) -> None:
+        self._bindings = tuple(bindings)
+
+    def __enter__(self) -> None:
+        entered: list[Binding[Any]] = []
+        try:
+            for binding in self._bindings:
+                binding.__enter__()
+                entered.append(binding)
+        except BaseException:
+            for binding in reversed(entered):
+                binding.__exit__(None, None, None)
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        failure: BaseException | None = None
+        for binding in reversed(self._bindings):
+            try:
+                binding.__exit__(exc_type, exc, tb)
+            except BaseException as error:
+                if failure is None:
+                    failure = error
+        if failure is not None:
+            raise failure
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(b) for b in self._bindings)
+        return f"<Extracted {inner or '(nothing)'}>"
+
+
+def extract(
+    carrier: Mapping[str, str],
+    *,
+    unknown: Unknown = "ignore",
+    limit: int = MAX_CARRIER_SIZE,
+) -> Extracted:
+    """Read the bindings in a carrier made by :func:`inject`, to bind with ``with``.
+
+    ``with extract(headers):`` binds, for the block, the portable names the carrier
+    holds on the xlocals this process knows.  The carrier is checked whole before
+    anything is bound; a carrier that is not a mapping, not valid, too large (over
+    *limit* characters) or of another format version raises :class:`CarrierError`.
+    A mapping without the carrier key binds nothing.
+
+    Nothing is ever unpickled or imported.  An xlocal name that is not a portable
+    xlocal in this process, and a name that is not portable on its xlocal here, are
+    ignored, or raise :class:`CarrierError` with ``unknown="error"``.
+
+    .. versionadded:: 1.0
+    """
+    return Extracted(_decode_all(carrier, unknown, limit))
+
+
+# -- carrying a callable ---------------------------------------------------------------
+
+
+def _run_carried(
+    carried: Carried, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    with Extracted(_decode_all(carried._carrier, carried._unknown, carried._limit)):
+        return carried._func(*args, **kwargs)
+
+
+_KINDS = {
+    COROUTINE: "coroutine",
+    GENERATOR: "generator",
+    ASYNC_GENERATOR: "async generator",
+}
+
+
+class Carried:
+    """A callable that runs a function in the portable bindings captured with it.
+
+    Made by :func:`carry`.  It pickles as the function and the carrier (strings
+    only), so it may be sent to any process that can unpickle the function.  Every
+    call runs in a fresh, empty ``contextvars.Context`` with the carrier's bindings
+    entered by a with-block around the call: it sees nothing else that the calling
+    thread had bound (a forked process inherits its parent's bindings; a call never
+    sees them), and keeps nothing after it.
+
+    .. versionadded:: 1.0
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        carrier: dict[str, str],
+        unknown: str,
+        limit: int,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self._func = func
+        self._carrier = carrier
+        self._unknown = unknown
+        self._limit = limit
+
+    @property
+    def carrier(self) -> Mapping[str, str]:
+        """The carrier, read-only."""
+        return MappingProxyType(self._carrier)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return contextvars.Context().run(_run_carried, self, args, kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Carried, (self._func, self._carrier, self._unknown, self._limit)
+
+    def __repr__(self) -> str:
+        return f"<Carried {self._func!r}>"
+
+
+def carry(
+    func: Callable[_P, _R],
+    *,
+    unknown: Unknown = "ignore",
+    limit: int = MAX_CARRIER_SIZE,
+) -> Callable[_P, _R]:
+    """Return *func* made to run with the portable bindings in force now, anywhere.
+
+    The result is picklable when *func* is: hand it to ``multiprocessing``
+    (``Pool.apply_async``, ``Pool.map``, ``Process(target=...)``) or anything else that
+    pickles a callable.  Each call runs ``func(*args, **kwargs)`` in a fresh context
+    inside a with-block that binds the captured portable names (see :class:`Carried`).
+    The bindings are encoded now, so an unencodable value raises
+    :class:`UnportableError` here.  The name, docstring and ``__wrapped__`` of *func*
+    are kept.  *unknown* and *limit* are passed to :func:`extract` at each call.
+
+    .. versionadded:: 1.0
+    """
+    if not callable(func):
+        raise TypeError(f"carry() takes a callable, not {type(func).__name__}")
+    made = _KINDS.get(kind(func))
+    if made:
+        raise TypeError(
+            f"carry() takes a plain function, and {func!r} is a {made} function: the "
+            f"bindings would end before its body runs; carry a plain function that "
+            f"runs it (asyncio.run(...), list(...))"
+        )
+    if unknown not in ("ignore", "error"):
+        raise ValueError(f"unknown= must be 'ignore' or 'error', not {unknown!r}")
+    return Carried(func, inject(limit=limit), unknown, limit)
