@@ -137,3 +137,12 @@ class HTTP:
 def http() -> HTTP:
     """A client for the end-to-end tests against real servers."""
     return HTTP()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real redis-server on 127.0.0.1, shared by the tests that need a broker."""
+    from engines import Redis  # noqa: PLC0415 - only the engine tests need it
+
+    with Redis().running() as server:
+        yield server

@@ -96,6 +96,8 @@ class Redis:
             finally:
                 _stop(process)
                 reader.join(STOP_TIMEOUT)
+                assert process.stdout is not None
+                process.stdout.close()
 
     def _read(self, process: subprocess.Popen[bytes], ready: threading.Event) -> None:
         assert process.stdout is not None

@@ -34,11 +34,13 @@ import weakref
 from typing import Any
 
 from ._engines import hidden
+from .portable import CARRIER_KEY, extract, inject
 
 __all__ = ["HEADER", "Installed", "install", "uninstall"]
 
-#: The message header that holds the carrier (a mapping of strings to strings).
-HEADER = "xlocal"
+#: The message header that holds the carrier's text (the carrier's own key: the message
+#: headers are the carrier).
+HEADER = CARRIER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +137,11 @@ def uninstall(app: Any) -> None:
 
 def _carrying_sender(send: Any) -> Any:
     """Celery's ``send_task_message``, putting the carrier in each message's headers."""
-    from .portable import inject  # noqa: PLC0415 - a layer above portable
-
     def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
         # message is (headers, properties, body, sent_event); the headers are a dict
         # that Celery sends as they are (protocol 2).  Raises here, in the caller of
         # delay(), when a value cannot be encoded.
-        message[0][HEADER] = inject()
+        inject(message[0])
         return send(producer, name, message, **options)
 
     send_task_message.__wrapped__ = send  # type: ignore[attr-defined]
@@ -177,30 +177,32 @@ def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -
     task = task if task is not None else sender
     if task is None or _app_of(task) not in _installed:
         return
-    from .portable import extract, inject  # noqa: PLC0415
-
     request = task.request
     stack = contextlib.ExitStack()
     # Pushed before anything is entered, so that postrun finds it whatever happens.
     _running.set((*_running.get(), (task_id, stack)))
-    if getattr(request, "is_eager", False):
-        # Run where the caller runs: what it would carry, as a worker would see it.
-        carrier: Any = inject()
-    else:
-        carrier = getattr(request, HEADER, None)
-    stack.enter_context(hidden())
-    if carrier is None:
-        return  # published without install(): nothing to bind
+    carrier: dict[str, Any] = {}
+    problem: Exception | None = None
     try:
-        stack.enter_context(extract(carrier))
-    except ValueError as error:
+        if getattr(request, "is_eager", False):
+            # Run where the caller runs: what it would carry, as a worker sees it.
+            carrier = inject()
+        else:
+            carrier = {HEADER: getattr(request, HEADER, None)}
+    except (ValueError, TypeError) as error:
+        problem = error
+    stack.enter_context(hidden())
+    if problem is None and carrier.get(HEADER) is not None:
+        try:
+            stack.enter_context(extract(carrier))
+        except (ValueError, TypeError) as error:
+            problem = error
+    if problem is not None:
         logger.error(
-            "xlocal.celery: task %s[%s] has a malformed %r header (%s); "
-            "it runs with no xlocal bindings",
+            "xlocal.celery: task %s[%s] runs with no xlocal bindings: %s",
             task.name,
             task_id,
-            HEADER,
-            error,
+            problem,
         )
 
 

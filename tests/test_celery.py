@@ -1,0 +1,320 @@
+"""xlocal.celery against real Celery: a redis broker and real worker processes.
+
+The tasks are in tests/celery_tasks.py; the workers (prefork with 2 processes, solo, and
+threads with 2 threads, one queue each) are started once for the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+celery = pytest.importorskip("celery")
+
+import celery_tasks as ct  # noqa: E402
+from celery import chain, chord, group  # noqa: E402
+from celery.result import AsyncResult  # noqa: E402
+from celery.signals import after_task_publish  # noqa: E402
+from engines import CeleryWorker, Redis, celery_workers  # noqa: E402
+
+import xlocal.celery as xcelery  # noqa: E402
+from xlocal.portable import CARRIER_KEY, UnportableError  # noqa: E402
+
+TIMEOUT = 60
+POOLS = ["prefork", "solo", "threads"]
+NOTHING: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: Redis) -> Iterator[dict[str, CeleryWorker]]:
+    """Real workers of each pool for the tasks app, against the real redis."""
+    ct.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
+    with celery_workers(ct.app, redis_server.url, POOLS) as started:
+        yield started
+
+
+def get(result: Any) -> Any:
+    """The value of a task's result, waiting at most TIMEOUT seconds."""
+    return result.get(timeout=TIMEOUT)
+
+
+def sees(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return result["request"], result["local_only"]
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_each_task_sees_exactly_its_own_bindings(
+    workers: dict[str, CeleryWorker], pool: str
+) -> None:
+    """Many tasks with different bindings on few reused workers see only their own."""
+    n = 40 if pool == "prefork" else 16
+    sent = []
+    for i in range(n):
+        if i % 4 == 3:
+            sent.append((None, ct.seen.apply_async((i,), queue=pool)))
+            continue
+        with ct.request(user_id=i, tenant=f"t{i}", db=f"conn{i}"), ct.local_only(i=i):
+            sent.append((i, ct.seen.apply_async((i,), queue=pool)))
+    pids = set()
+    for i, result in sent:
+        value = get(result)
+        pids.add(value["pid"])
+        expected = NOTHING if i is None else {"user_id": i, "tenant": f"t{i}"}
+        assert sees(value) == (expected, NOTHING), value
+    # Few worker processes, each reused for many tasks.
+    assert len(pids) <= (1 if pool in ("solo", "threads") else 2) < n
+
+
+def test_unbound_task_sees_nothing(workers: dict[str, CeleryWorker]) -> None:
+    """A task published outside any binding sees no binding in the worker."""
+    assert sees(get(ct.seen.delay("unbound"))) == (NOTHING, NOTHING)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_raising_task_leaves_nothing_bound(
+    workers: dict[str, CeleryWorker], pool: str
+) -> None:
+    """A task that raises inside its bindings leaves nothing bound for the next."""
+    for i in range(4):
+        with ct.request(user_id=i):
+            failing = ct.fails.apply_async((i,), queue=pool)
+        with pytest.raises(ValueError, match=f"task failed on purpose: {i}"):
+            get(failing)
+        assert sees(get(ct.seen.apply_async(queue=pool))) == (NOTHING, NOTHING)
+
+
+def test_retries_keep_the_bindings(workers: dict[str, CeleryWorker]) -> None:
+    """A task that retries itself sees its publisher's bindings on the last try."""
+    with ct.request(user_id=5, tenant="acme"):
+        result = ct.retried.delay("r")
+    value = get(result)
+    assert value["retries"] == 2
+    assert sees(value) == ({"user_id": 5, "tenant": "acme"}, NOTHING)
+
+
+def test_tasks_published_by_tasks_carry_the_bindings_on(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """A task's own tasks carry its bindings, and a binding it nests over them."""
+    with ct.request(user_id=3, tenant="acme"), ct.local_only(x=1):
+        outer = get(ct.spawns.delay("s"))
+    assert sees(outer) == ({"user_id": 3, "tenant": "acme"}, NOTHING)
+    plain, nested = (get(AsyncResult(i, app=ct.app)) for i in outer["children"])
+    assert sees(plain) == ({"user_id": 3, "tenant": "acme"}, NOTHING)
+    assert sees(nested) == (
+        {"user_id": 3, "tenant": "acme", "trace": "s-nested"},
+        NOTHING,
+    )
+
+
+def test_a_chain_carries_the_bindings_it_was_applied_under(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Every link of a chain sees the bindings in force where it was applied."""
+    with ct.request(user_id=1):
+        flow = chain(ct.step.s(tag=1), ct.step.s(tag=2), ct.step.s(tag=3))
+    with ct.request(user_id=2, tenant="acme"):
+        last = get(flow.apply_async())
+    seen = []
+    while last is not None:
+        seen.append((last["tag"], sees(last)))
+        last = last["previous"]
+    assert seen == [
+        (tag, ({"user_id": 2, "tenant": "acme"}, NOTHING)) for tag in (3, 2, 1)
+    ]
+
+
+def test_a_group_and_a_chord_carry_their_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Group members and a chord's header and body all see the applier's bindings."""
+    with ct.request(user_id=4):
+        members = get(group(ct.seen.s(i) for i in range(4)).apply_async())
+        body = get(chord(ct.seen.s(i) for i in range(3))(ct.collect.s(tag="body")))
+    assert [sees(m) for m in members] == [({"user_id": 4}, NOTHING)] * 4
+    assert sees(body) == ({"user_id": 4}, NOTHING)
+    assert [sees(r) for r in body["results"]] == [({"user_id": 4}, NOTHING)] * 3
+
+
+@pytest.fixture
+def raw_app(redis_server: Redis, workers: dict[str, CeleryWorker]) -> Any:
+    """Another app on the same broker, without install(): it sends headers as given."""
+    app = celery.Celery("raw", broker=redis_server.url, backend=redis_server.url)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    yield app
+    app.close()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "not json",
+        '{"b": {}, "v": 99}',
+        '{"b": {"tests.celery.request": {"user_id": 1}}, "v": 1}',
+        "x" * 20_000,
+        42,
+        ["a", "list"],
+        {"b": "nested"},
+    ],
+    ids=["text", "version", "not-encoded", "oversized", "int", "list", "dict"],
+)
+def test_a_malformed_carrier_is_logged_and_the_task_runs_unbound(
+    raw_app: Any, workers: dict[str, CeleryWorker], header: Any
+) -> None:
+    """A bad carrier header logs an error in the worker; the task runs with nothing."""
+    result = raw_app.send_task(
+        "celery_tasks.seen", ("bad",), headers={CARRIER_KEY: header}, queue="solo"
+    )
+    assert sees(get(result)) == (NOTHING, NOTHING)
+    log = workers["solo"].output()
+    assert f"xlocal.celery: task celery_tasks.seen[{result.id}] runs with no" in log
+    assert "cannot extract bindings from the carrier" in log
+    # The worker is still there and carries the next good carrier.
+    with ct.request(user_id=1):
+        assert sees(get(ct.seen.apply_async(queue="solo")))[0] == {"user_id": 1}
+
+
+def test_a_message_without_carrier_runs_unbound(
+    raw_app: Any, workers: dict[str, CeleryWorker]
+) -> None:
+    """A message from a publisher that did not install xlocal runs with nothing."""
+    result = raw_app.send_task("celery_tasks.seen", ("plain",), queue="prefork")
+    assert sees(get(result)) == (NOTHING, NOTHING)
+
+
+def test_an_unencodable_value_fails_in_the_publisher(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """delay() raises for a value that cannot be encoded; nothing is sent."""
+    with ct.request(user_id=object()), pytest.raises(
+        UnportableError, match=r"^cannot carry 'user_id' of <xlocal 'tests.celery"
+    ):
+        ct.seen.delay("never")
+
+
+@contextlib.contextmanager
+def published_headers() -> Iterator[list[dict[str, Any]]]:
+    """The headers of every message published in the block, as Celery sent them."""
+    headers: list[dict[str, Any]] = []
+
+    def record(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        headers_seen.append(dict(headers or {}))
+
+    headers_seen = headers
+    after_task_publish.connect(record, weak=False)
+    try:
+        yield headers
+    finally:
+        after_task_publish.disconnect(record)
+
+
+def nothing() -> None:
+    """A task body that does nothing."""
+
+
+def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
+    redis_server: Redis,
+) -> None:
+    """Installing twice gives one handle; uninstalled apps send no carrier."""
+    one = celery.Celery("one", broker=redis_server.url)
+    two = celery.Celery("two", broker=redis_server.url)
+    task_one = one.task(name="one.t")(nothing)
+    task_two = two.task(name="two.t")(nothing)
+    try:
+        handle = xcelery.install(one)
+        assert xcelery.install(one) is handle and handle.installed
+        assert handle.app is one and "installed" in repr(handle)
+        with published_headers() as sent, ct.request(user_id=1):
+            task_one.apply_async(queue="nobody")
+            task_two.apply_async(queue="nobody")
+        assert CARRIER_KEY in sent[0] and CARRIER_KEY not in sent[1]
+        other = xcelery.install(two)
+        handle.uninstall()
+        handle.uninstall()
+        xcelery.uninstall(one)
+        assert not handle.installed and "uninstalled" in repr(handle)
+        assert other.installed and ct.installed.installed
+        with published_headers() as sent, ct.request(user_id=1):
+            task_one.apply_async(queue="nobody")
+            task_two.apply_async(queue="nobody")
+        assert CARRIER_KEY not in sent[0] and CARRIER_KEY in sent[1]
+        assert xcelery.install(one) is not handle
+    finally:
+        xcelery.uninstall(one)
+        xcelery.uninstall(two)
+        one.close()
+        two.close()
+
+
+def test_install_refuses_what_is_not_an_app() -> None:
+    """install() takes a Celery app and says so."""
+    with pytest.raises(TypeError, match=r"^xlocal.celery.install\(\) needs a celery"):
+        xcelery.install("app")
+
+
+# -- eager mode: no worker, the task runs in the caller's own thread --------------------
+
+
+def test_eager_apply_sees_the_portable_view() -> None:
+    """task.apply() sees the caller's portable bindings, decoded, and nothing else."""
+    value = [1, {"a": None}]
+    with ct.request(user_id=value, tenant="acme", db="conn"), ct.local_only(x=1):
+        seen = ct.seen.apply(("eager",)).get()
+        assert ct.request.db == "conn" and ct.local_only.x == 1
+    assert sees(seen) == ({"user_id": value, "tenant": "acme"}, NOTHING)
+    assert seen["request"]["user_id"] is not value  # decoded, as a worker gets it
+    assert sees(ct.seen.apply().get()) == (NOTHING, NOTHING)
+
+
+def test_always_eager_delay_sees_the_portable_view() -> None:
+    """With task_always_eager, delay() runs in place and sees the portable view."""
+    ct.app.conf.task_always_eager = True
+    try:
+        with ct.request(user_id=2, db="conn"), ct.local_only(x=1):
+            seen = ct.seen.delay("eager").get()
+    finally:
+        ct.app.conf.task_always_eager = False
+    assert sees(seen) == ({"user_id": 2}, NOTHING)
+
+
+def test_eager_failures_leave_the_caller_intact() -> None:
+    """An eager task that raises restores the caller's own bindings."""
+    with ct.request(user_id=1, db="conn"):
+        result = ct.fails.apply(("eager",))
+        assert ct.request.user_id == 1 and ct.request.db == "conn"
+        assert not hasattr(ct.request, "trace")
+    assert isinstance(result.result, ValueError)
+
+
+def test_eager_with_an_unencodable_value_logs_and_runs_unbound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In eager mode an unencodable value is logged; the task runs with nothing."""
+    with caplog.at_level(logging.ERROR, "xlocal.celery"), ct.request(user_id={1}):
+        seen = ct.seen.apply(("eager",)).get()
+    assert sees(seen) == (NOTHING, NOTHING)
+    assert "cannot carry 'user_id'" in caplog.text
+
+
+def test_eager_task_inside_a_worker_task(workers: dict[str, CeleryWorker]) -> None:
+    """An eager call inside a worker task sees that task's portable view."""
+    with ct.request(user_id=6):
+        value = get(ct.eager_inside.delay("in"))
+    assert sees(value) == ({"user_id": 6}, NOTHING)
+    assert sees(value["inner"]) == ({"user_id": 6, "trace": "eager"}, NOTHING)
+
+
+def test_uninstalled_app_runs_eager_tasks_untouched(redis_server: Redis) -> None:
+    """An app without install() leaves its eager tasks in the caller's bindings."""
+    app = celery.Celery("plain", broker=redis_server.url)
+    look = app.task(name="plain.look")(ct.view)
+    try:
+        with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
+            seen = look.apply().get()
+    finally:
+        app.close()
+    assert sees(seen) == ({"user_id": 1, "db": "conn"}, {"x": 1})
