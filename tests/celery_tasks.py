@@ -7,9 +7,11 @@ Each task reports what it sees on the test xlocals, and the process it ran in.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import task_postrun
 
 from xlocal.celery import install
 from xlocal import xlocal
@@ -35,12 +37,25 @@ app.conf.update(
 installed = install(app)
 
 
+#: What each worker thread had bound right after its last task ended, by thread.
+after_last_task: dict[int, list[list[str]]] = {}
+
+
+@task_postrun.connect(weak=False)
+def _record_leftovers(task: Task, **_: Any) -> None:
+    # Connected after install() connected xlocal.celery's receiver, so it runs after
+    # it.  An eager task ends in its caller, where the caller's bindings are in force.
+    if not task.request.is_eager:
+        after_last_task[threading.get_ident()] = [dir(request), dir(local_only)]
+
+
 def view() -> dict[str, Any]:
     """What the running task sees on both test xlocals, and where it runs."""
     return {
         "request": {name: getattr(request, name) for name in dir(request)},
         "local_only": {name: getattr(local_only, name) for name in dir(local_only)},
         "pid": os.getpid(),
+        "left": after_last_task.get(threading.get_ident(), [[], []]),
     }
 
 

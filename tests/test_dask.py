@@ -131,6 +131,10 @@ def test_raising_task_leaves_nothing_bound(client: Any) -> None:
             failing.result(timeout=TIMEOUT)
     after = client.map(dt.seen, range(8), pure=False)
     assert [sees(v) for v in client.gather(after)] == [(NOTHING, NOTHING)] * 8
+    # Plain distributed submits, which carry and hide nothing, see what the worker
+    # processes themselves have bound after all those tasks: nothing.
+    plain = distributed.Client.map(client, dt.seen, range(8), pure=False)
+    assert [sees(v) for v in client.gather(plain)] == [(NOTHING, NOTHING)] * 8
 
 
 def test_tasks_submitted_from_tasks_carry_the_bindings_on(client: Any) -> None:
