@@ -36,7 +36,7 @@ import json
 import math
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar, overload
 
 from ._core import (
     _EMPTY,
@@ -51,20 +51,26 @@ from ._core import (
 from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, kind
 
 if TYPE_CHECKING:
-    from typing_extensions import Literal, ParamSpec, Protocol
+    from typing_extensions import ParamSpec
 
     _P = ParamSpec("_P")
 
-    class Codec(Protocol):
-        """What ``xlocal(..., codec=...)`` takes: values to strings and back."""
 
-        def encode(self, value: Any, /) -> str: ...
+class Codec(Protocol):
+    """What ``xlocal(..., codec=...)`` takes: values to strings and back.
 
-        def decode(self, text: str, /) -> Any: ...
+    .. versionadded:: 1.0
+    """
 
-    Unknown = Literal["ignore", "error"]
-else:
-    Unknown = str
+    def encode(self, value: Any, /) -> str:
+        """The value as text; raise TypeError or ValueError for one it cannot take."""
+
+    def decode(self, text: str, /) -> Any:
+        """The value back from text that :meth:`encode` made."""
+
+
+#: What ``unknown=`` of :func:`extract` and :func:`carry` takes.
+Unknown = Literal["ignore", "error"]
 
 __all__ = [
     "CARRIER_KEY",
@@ -73,6 +79,7 @@ __all__ = [
     "MAX_CARRIER_SIZE",
     "Carried",
     "CarrierError",
+    "Codec",
     "Extracted",
     "JSONCodec",
     "UnportableError",
@@ -131,9 +138,8 @@ def _check_json(value: object) -> None:
     if t is dict:
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str:
-                raise TypeError(
-                    f"a dict with a {type(key).__name__} key is not a JSON object"
-                )
+                key_type = type(key).__name__
+                raise TypeError(f"a dict with {key_type} keys is not a JSON object")
             _check_json(item)
         return
     raise TypeError(f"{t.__name__} is not a JSON type")
@@ -287,12 +293,14 @@ def _fail(why: str) -> CarrierError:
 def _payload(carrier: object, limit: int) -> dict[str, Any]:
     """The checked bindings field of a carrier: xlocal name -> its bindings."""
     if not isinstance(carrier, Mapping):
-        raise _fail(f"it is a {type(carrier).__name__}, not a mapping of strings")
+        raise _fail(f"it is of type {type(carrier).__name__}, not a mapping of str")
     if CARRIER_KEY not in carrier:
         return {}
     text = carrier[CARRIER_KEY]
     if type(text) is not str:
-        raise _fail(f"its {CARRIER_KEY!r} value is a {type(text).__name__}, not a str")
+        raise _fail(
+            f"its {CARRIER_KEY!r} value is of type {type(text).__name__}, not str"
+        )
     if len(text) > limit:
         raise _fail(f"it is {len(text)} characters long, over the limit of {limit}")
     try:
@@ -324,7 +332,7 @@ def _decode_group(x: xlocal, values: dict[str, Any], unknown: str) -> dict[str, 
     for name, encoded in values.items():
         if type(encoded) is not str:
             raise _fail(
-                f"the value of {name!r} on {_label(x)} is a "
+                f"the value of {name!r} on {_label(x)} is of type "
                 f"{type(encoded).__name__}, not an encoded str"
             )
         if not name.isidentifier() or name[:1] == "_":
@@ -422,7 +430,10 @@ class Extracted:
         self.__exit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
-        inner = ", ".join(repr(b) for b in self._bindings)
+        inner = ", ".join(
+            f"{_object_getattribute(b._xlocal, '_name')}({', '.join(sorted(b._names))})"
+            for b in self._bindings
+        )
         return f"<Extracted {inner or '(nothing)'}>"
 
 

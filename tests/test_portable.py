@@ -1,0 +1,669 @@
+"""Portable bindings in one process: inject, extract, carry, codecs and bad carriers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import pickle
+from typing import Any
+
+import _portable_app as app
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import xlocal
+from xlocal import xlocal as make
+from xlocal.portable import (
+    CARRIER_KEY,
+    JSON,
+    MAX_CARRIER_SIZE,
+    Carried,
+    CarrierError,
+    Extracted,
+    UnportableError,
+    carry,
+    extract,
+    inject,
+)
+
+
+def visible() -> dict[str, dict[str, Any]]:
+    """Every name bound on the helper module's xlocals, by xlocal."""
+    return {
+        label: {name: getattr(x, name) for name in dir(x)}
+        for label, x in app.ALL.items()
+        if dir(x)
+    }
+
+
+@pytest.fixture(autouse=True)
+def _helper_xlocals_unbound() -> Any:
+    """The helper module's xlocals are unbound before and after each test."""
+    assert visible() == {}
+    yield
+    assert visible() == {}
+
+
+def carrier_of(payload: Any) -> dict[str, str]:
+    """A carrier holding *payload* as JSON text."""
+    return {CARRIER_KEY: json.dumps(payload)}
+
+
+# -- making portable xlocals -----------------------------------------------------------
+
+
+def test_portable_needs_a_name() -> None:
+    """A portable xlocal without a name is refused: the name is the wire key."""
+    with pytest.raises(TypeError, match=r"^a portable xlocal needs a name"):
+        make(portable=True)
+    with pytest.raises(TypeError, match=r"^a portable xlocal needs a name"):
+        make("", portable={"a"})
+
+
+def test_duplicate_portable_name_is_refused() -> None:
+    """Two live portable xlocals cannot share a name; a collected one frees it."""
+    with pytest.raises(
+        ValueError,
+        match=r"^a portable xlocal named 'portable_app.request' exists already in "
+        r"this process: the name is the key carriers use",
+    ):
+        make("portable_app.request", portable=True)
+    first = make("test_portable.dup", portable=True)
+    with pytest.raises(ValueError, match="exists already"):
+        make("test_portable.dup", portable={"a"})
+    plain = make("test_portable.dup")  # not portable: no conflict
+    del first
+    gc.collect()
+    again = make("test_portable.dup", portable=True)
+    assert repr(again) == "<xlocal 'test_portable.dup' unbound>"
+    assert repr(plain) == "<xlocal 'test_portable.dup' unbound>"
+
+
+@pytest.mark.parametrize(
+    ("portable", "error", "message"),
+    [
+        ("user_id", TypeError, r"must be True or a collection of names, .* not str$"),
+        (3, TypeError, r"must be True or a collection of names, .* not int$"),
+        (set(), ValueError, r"is empty: name the names"),
+        ({"_secret"}, ValueError, r"names '_secret', which cannot be bound"),
+        ({"not a name"}, ValueError, r"names 'not a name', which cannot be bound"),
+        ({1}, ValueError, r"names 1, which cannot be bound"),
+    ],
+)
+def test_bad_portable_argument(portable: Any, error: type, message: str) -> None:
+    """portable= takes True or a collection of bindable names, and says so."""
+    with pytest.raises(
+        error, match=r"^portable= of xlocal\('test_portable.bad'\) " + message
+    ):
+        make("test_portable.bad", portable=portable)
+
+
+def test_bad_codec_argument() -> None:
+    """codec= needs encode and decode, and a portable xlocal."""
+    with pytest.raises(TypeError, match=r"^codec of xlocal\('c'\) must have encode"):
+        make("c", portable=True, codec=json)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"^xlocal\('c'\) got a codec but is not portable"
+    ):
+        make("c", codec=JSON)
+
+
+# -- inject ----------------------------------------------------------------------------
+
+
+def test_inject_outside_bindings_gives_an_empty_carrier() -> None:
+    """With nothing bound, inject gives a carrier of no bindings; it binds nothing."""
+    carrier = inject()
+    assert carrier == {CARRIER_KEY: '{"b":{},"v":1}'}
+    with extract(carrier) as entered:
+        assert entered is None
+        assert visible() == {}
+
+
+def test_inject_encodes_only_portable_names() -> None:
+    """Only names marked portable reach the carrier; others never appear in it."""
+    with (
+        app.request(user_id=7, tenant="acme", db="SECRET-DB"),
+        app.local_only(key="SECRET-KEY"),
+        app.trace(span="s1"),
+    ):
+        carrier = inject()
+    assert list(carrier) == [CARRIER_KEY]
+    assert "SECRET" not in carrier[CARRIER_KEY]
+    assert json.loads(carrier[CARRIER_KEY]) == {
+        "b": {
+            "portable_app.request": {"tenant": '"acme"', "user_id": "7"},
+            "portable_app.trace": {"span": '"s1"'},
+        },
+        "v": 1,
+    }
+
+
+def test_inject_fills_a_given_mapping_and_replaces_a_stale_key() -> None:
+    """inject(carrier) fills and returns the mapping, replacing an older carrier."""
+    headers = {"accept": "text/html", CARRIER_KEY: "stale"}
+    with app.request(user_id=1):
+        assert inject(headers) is headers
+    assert headers["accept"] == "text/html"
+    with extract(headers):
+        assert visible() == {"request": {"user_id": 1}}
+    assert inject(headers) is headers
+    assert headers[CARRIER_KEY] == '{"b":{},"v":1}'
+
+
+def test_inject_refuses_what_is_not_a_mutable_mapping() -> None:
+    """inject() says what it fills when given something else."""
+    with pytest.raises(
+        TypeError, match=r"^inject\(\) fills a mutable mapping of strings, not tuple"
+    ):
+        inject(())  # type: ignore[call-overload]
+
+
+def test_carrier_is_printable_ascii_and_deterministic() -> None:
+    """Any text value gives printable ASCII, and equal bindings give equal carriers."""
+    text = 'é\u2028\x00\x7f\n"\\ 漢'
+    with app.trace(b=text, a=[1]):
+        first = inject()[CARRIER_KEY]
+    with app.trace(a=[1], b=text):
+        second = inject()[CARRIER_KEY]
+    assert first == second
+    assert all(" " <= c <= "~" for c in first)
+    with extract({CARRIER_KEY: first}):
+        assert app.trace.b == text
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ((1, 2), r"tuple is not a JSON type"),
+        (float("nan"), r"nan is not a JSON number"),
+        (float("inf"), r"inf is not a JSON number"),
+        ({1: "a"}, r"a dict with int keys is not a JSON object"),
+        ([{"a": {1, 2}}], r"set is not a JSON type"),
+        (b"bytes", r"bytes is not a JSON type"),
+        (app.Point(1, 2), r"Point is not a JSON type"),
+    ],
+)
+def test_unencodable_value_fails_at_inject(value: Any, why: str) -> None:
+    """A value JSON cannot carry exactly fails at inject, naming xlocal, name, type."""
+    with (
+        app.trace(v=value),
+        pytest.raises(
+            UnportableError,
+            match=r"^cannot carry 'v' of <xlocal 'portable_app.trace'>: its value, "
+            r"of type "
+            + type(value).__qualname__
+            + r", cannot be encoded by <xlocal.portable.JSON> \("
+            + why
+            + r"\); bind a value the codec takes",
+        ),
+    ):
+        inject()
+
+
+def test_unencodable_value_fails_at_carry() -> None:
+    """carry encodes at once, so the sender gets the error, never the worker."""
+    with (
+        app.request(user_id=object()),
+        pytest.raises(
+            UnportableError,
+            match=r"^cannot carry 'user_id' of <xlocal 'portable_app.request'>: its "
+            r"value, of type object,",
+        ),
+    ):
+        carry(app.seen)
+
+
+def test_non_portable_values_are_never_encoded() -> None:
+    """An unencodable value under a non-portable name is no error: it stays here."""
+    with app.request(user_id=1, db=object()), app.local_only(x=object()):
+        assert "db" not in inject()[CARRIER_KEY]
+
+
+def test_codec_that_returns_no_str_fails_at_inject() -> None:
+    """A codec must give str; anything else is the sender's error."""
+
+    class Bad:
+        def encode(self, value: Any) -> Any:
+            return b"bytes"
+
+        def decode(self, text: str) -> Any:
+            return text
+
+    bad = make("test_portable.badcodec", portable=True, codec=Bad())
+    with (
+        bad(v=1),
+        pytest.raises(UnportableError, match=r"\(the codec gave bytes, not str\)"),
+    ):
+        inject()
+
+
+def test_inject_refuses_an_oversized_carrier() -> None:
+    """A carrier over the limit is refused at inject, naming the largest value."""
+    with (
+        app.trace(big="x" * MAX_CARRIER_SIZE, small=1),
+        pytest.raises(
+            CarrierError,
+            match=r"^cannot make a carrier of \d+ characters, over the limit of 8000: "
+            r"the largest value is portable_app.trace.big \(\d+ characters\); "
+            r"carry an id",
+        ),
+    ):
+        inject()
+    with app.trace(big="x" * 100):
+        with pytest.raises(CarrierError, match="over the limit of 50"):
+            inject(limit=50)
+        assert len(inject(limit=200)[CARRIER_KEY]) <= 200
+
+
+# -- extract ---------------------------------------------------------------------------
+
+
+def test_extract_binds_for_the_block_only() -> None:
+    """extract binds the carried names for its with-block, on top of what is bound."""
+    with app.request(user_id=7, tenant="acme"):
+        headers = inject()
+    with app.request(user_id=1, db="here"):
+        with extract(headers):
+            assert visible() == {
+                "request": {"user_id": 7, "tenant": "acme", "db": "here"}
+            }
+            with app.request(tenant="inner"):
+                assert app.request.tenant == "inner"
+            assert app.request.tenant == "acme"
+        assert visible() == {"request": {"user_id": 1, "db": "here"}}
+
+
+def test_extract_is_reusable_and_exits_on_errors() -> None:
+    """An Extracted may be entered again, nested, and exits when the body raises."""
+    with app.request(user_id=7), app.trace(span="s"):
+        extracted = extract(inject())
+    assert isinstance(extracted, Extracted)
+    assert repr(extracted) == (
+        "<Extracted portable_app.request(user_id), portable_app.trace(span)>"
+    )
+
+    def body() -> None:
+        with extracted, extracted:
+            assert visible() == {"request": {"user_id": 7}, "trace": {"span": "s"}}
+            raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        body()
+    assert visible() == {}
+    assert repr(extract({})) == "<Extracted (nothing)>"
+
+
+def test_extract_with_async_with() -> None:
+    """An Extracted works with async with too."""
+
+    async def main() -> Any:
+        async with extract(carrier):
+            return visible()
+
+    with app.request(tenant="t"):
+        carrier = inject()
+    assert asyncio.run(main()) == {"request": {"tenant": "t"}}
+
+
+def test_mapping_without_the_key_binds_nothing() -> None:
+    """A mapping without the carrier key (a plain client's headers) binds nothing."""
+    with extract({"accept": "text/html"}):
+        assert visible() == {}
+
+
+def test_custom_codec_round_trip() -> None:
+    """A codec= carries a dataclass as JSON text and gives it back equal."""
+    with app.shape(corner=app.Point(1, 2)):
+        carrier = inject()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        "portable_app.shape": {"corner": '{"x": 1, "y": 2}'}
+    }
+    with extract(carrier):
+        assert app.shape.corner == app.Point(1, 2)
+
+
+def test_unknown_xlocal_is_ignored_or_an_error() -> None:
+    """An xlocal name this process does not know is ignored, or an error if asked."""
+    carrier = carrier_of(
+        {"b": {"elsewhere.x": {"a": "1"}, "portable_app.trace": {"t": "2"}}, "v": 1}
+    )
+    with extract(carrier):
+        assert visible() == {"trace": {"t": 2}}
+    with pytest.raises(
+        CarrierError,
+        match=r"^cannot extract bindings from the carrier: it binds names on an xlocal "
+        r"named 'elsewhere.x', which is not a portable xlocal in this process: import "
+        r"the module that defines it before extracting; nothing was bound$",
+    ):
+        extract(carrier, unknown="error")
+    with pytest.raises(
+        ValueError, match=r"^unknown= must be 'ignore' or 'error', not 'no'$"
+    ):
+        extract(carrier, unknown="no")  # type: ignore[arg-type]
+
+
+def test_carrier_cannot_reach_non_portable_names() -> None:
+    """A carrier naming a non-portable xlocal or name binds nothing there."""
+    carrier = carrier_of(
+        {
+            "b": {
+                "portable_app.local_only": {"key": '"forged"'},
+                "portable_app.request": {"db": '"forged"', "user_id": "3"},
+            },
+            "v": 1,
+        }
+    )
+    with extract(carrier):
+        assert visible() == {"request": {"user_id": 3}}
+    with pytest.raises(
+        CarrierError, match=r"'db' is not portable on <xlocal 'portable_app.request'>"
+    ):
+        extract(
+            carrier_of({"b": {"portable_app.request": {"db": "1"}}, "v": 1}),
+            unknown="error",
+        )
+
+
+BROKEN: list[tuple[str, Any, str]] = [
+    ("list", [("xlocal", "{}")], r"it is of type list, not a mapping of str"),
+    ("str", "xlocal", r"it is of type str, not a mapping of str"),
+    ("None", None, r"it is of type NoneType, not a mapping of str"),
+    (
+        "bytes value",
+        {CARRIER_KEY: b"{}"},
+        r"its 'xlocal' value is of type bytes, not str",
+    ),
+    ("int value", {CARRIER_KEY: 1}, r"its 'xlocal' value is of type int, not str"),
+    ("bad JSON", {CARRIER_KEY: '{"b": {'}, r"it is not valid JSON \(Expecting"),
+    ("empty", {CARRIER_KEY: ""}, r"it is not valid JSON"),
+    (
+        "pickle as text",
+        {CARRIER_KEY: pickle.dumps({"b": {}, "v": 1}).decode("latin-1")},
+        r"it is not valid JSON",
+    ),
+    (
+        "pickle bytes",
+        {CARRIER_KEY: pickle.dumps({"b": {}, "v": 1})},
+        r"its 'xlocal' value is of type bytes, not str",
+    ),
+    (
+        "NaN",
+        {CARRIER_KEY: '{"b": {}, "v": NaN}'},
+        r"it is not valid JSON \(NaN is not a JSON value\)",
+    ),
+    ("deep", {CARRIER_KEY: "[" * 3000 + "]" * 3000}, r"it is not valid JSON"),
+    ("array", carrier_of([1]), r"it holds no JSON object"),
+    (
+        "no version",
+        carrier_of({"b": {}}),
+        r"its format version is None, and this xlocal reads version 1",
+    ),
+    ("version 2", carrier_of({"b": {}, "v": 2}), r"its format version is 2, and this"),
+    (
+        "version '1'",
+        carrier_of({"b": {}, "v": "1"}),
+        r"its format version is '1', and this",
+    ),
+    (
+        "version true",
+        carrier_of({"b": {}, "v": True}),
+        r"its format version is True, and this",
+    ),
+    (
+        "no bindings",
+        carrier_of({"v": 1}),
+        r"it has the fields \['v'\], not \['b', 'v'\]",
+    ),
+    (
+        "extra field",
+        carrier_of({"b": {}, "v": 1, "x": 0}),
+        r"it has the fields \['b', 'v', 'x'\]",
+    ),
+    ("bindings list", carrier_of({"b": [], "v": 1}), r"its 'b' field is not an object"),
+    (
+        "duplicate key",
+        {CARRIER_KEY: '{"b": {}, "v": 1, "b": {}}'},
+        r"it is not valid JSON \(a key appears twice in one object\)",
+    ),
+    (
+        "group list",
+        carrier_of({"b": {"portable_app.trace": ["a"]}, "v": 1}),
+        r"the bindings of 'portable_app.trace' are not a non-empty object",
+    ),
+    (
+        "group empty",
+        carrier_of({"b": {"portable_app.trace": {}}, "v": 1}),
+        r"the bindings of 'portable_app.trace' are not a non-empty object",
+    ),
+    (
+        "value not str",
+        carrier_of({"b": {"portable_app.trace": {"a": 1}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> is of type int, not an "
+        r"encoded str",
+    ),
+    (
+        "private name",
+        carrier_of({"b": {"portable_app.trace": {"__class__": "1"}}, "v": 1}),
+        r"'__class__' cannot be bound on <xlocal 'portable_app.trace'>",
+    ),
+    (
+        "bad name",
+        carrier_of({"b": {"portable_app.trace": {"a b": "1"}}, "v": 1}),
+        r"'a b' cannot be bound on <xlocal 'portable_app.trace'>",
+    ),
+    (
+        "bad value",
+        carrier_of({"b": {"portable_app.trace": {"a": "{"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(Expecting",
+    ),
+    (
+        "bad codec value",
+        carrier_of({"b": {"portable_app.shape": {"c": '{"x": 1}'}}, "v": 1}),
+        r"the value of 'c' on <xlocal 'portable_app.shape'> cannot be decoded "
+        r"\(.*missing 1 required",
+    ),
+    (
+        "oversized",
+        {
+            CARRIER_KEY: json.dumps(
+                {"b": {"portable_app.trace": {"a": json.dumps("x" * 8000)}}, "v": 1}
+            )
+        },
+        r"it is 80\d\d characters long, over the limit of 8000",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("carrier", "message"),
+    [pytest.param(c, m, id=i) for i, c, m in BROKEN],
+)
+def test_broken_carrier_is_refused_and_binds_nothing(
+    carrier: Any, message: str
+) -> None:
+    """Each kind of broken carrier raises CarrierError (a ValueError), binds nothing."""
+    # A valid part first, so that binding it before checking the rest would show.
+    if isinstance(carrier, dict) and isinstance(carrier.get(CARRIER_KEY), str):
+        text = carrier[CARRIER_KEY]
+        prefix = '{"b": {"portable_app.request": {"user_id": "1"}, '
+        if text.startswith('{"b": {') and not text.startswith('{"b": {}'):
+            carrier = {CARRIER_KEY: prefix + text[len('{"b": {') :]}
+    with app.request(tenant="kept"):
+        with (
+            pytest.raises(
+                CarrierError,
+                match=r"^cannot extract bindings from the carrier: "
+                + message
+                + r".*; nothing was bound$",
+            ) as raised,
+            extract(carrier),
+        ):
+            pytest.fail("bound a broken carrier")
+        assert isinstance(raised.value, ValueError)
+        assert visible() == {"request": {"tenant": "kept"}}
+
+
+def test_limit_applies_on_the_receiving_side() -> None:
+    """extract's limit refuses a carrier longer than it, and a larger limit reads it."""
+    with app.trace(a="x" * 100):
+        carrier = inject()
+    with pytest.raises(CarrierError, match="over the limit of 50"):
+        extract(carrier, limit=50)
+    with extract(carrier, limit=200):
+        assert app.trace.a == "x" * 100
+
+
+# -- carry, in this process ------------------------------------------------------------
+
+
+def test_carry_keeps_metadata_and_pickles() -> None:
+    """carry keeps name, docstring and __wrapped__, and pickles with its carrier."""
+    with app.request(user_id=5):
+        carried = carry(app.seen)
+    assert isinstance(carried, Carried)
+    assert carried.__name__ == "seen"  # type: ignore[attr-defined]
+    assert carried.__doc__ == app.seen.__doc__
+    assert carried.__wrapped__ is app.seen  # type: ignore[attr-defined]
+    assert dict(carried.carrier) == {
+        CARRIER_KEY: '{"b":{"portable_app.request":{"user_id":"5"}},"v":1}'
+    }
+    again = pickle.loads(pickle.dumps(carried))
+    assert again.__name__ == "seen"
+    assert again(1, k=2)["bound"] == {"request": {"user_id": 5}}
+    assert repr(carried).startswith("<Carried <function seen at ")
+
+
+def test_carried_call_sees_only_the_captured_portable_bindings() -> None:
+    """A carried call runs in a fresh context: captured portable names, nothing else."""
+    with app.request(user_id=5, db="conn"), app.local_only(k=1):
+        carried = carry(app.seen)
+        with app.trace(later=1):
+            assert carried("a", b=1)["bound"] == {"request": {"user_id": 5}}
+        result = carry(app.nested)("inner")
+    assert result["inner"]["bound"] == {"request": {"user_id": 5, "tenant": "inner"}}
+    assert result["after"]["bound"] == {"request": {"user_id": 5}}
+    assert carried()["bound"] == {"request": {"user_id": 5}}
+
+
+def test_carried_call_that_raises_leaves_nothing_bound() -> None:
+    """A carried function's exception passes through; its bindings are gone after."""
+    with app.request(user_id=9):
+        carried = carry(app.fail)
+    with pytest.raises(ValueError, match=r"^boom for 9$"):
+        carried("boom")
+    assert visible() == {}
+
+
+def test_carry_refuses_what_would_lose_its_bindings() -> None:
+    """carry refuses non-callables and coroutine or generator functions."""
+
+    async def coro() -> None:
+        pass
+
+    def gen() -> Any:
+        yield
+
+    with pytest.raises(TypeError, match=r"^carry\(\) takes a callable, not int$"):
+        carry(3)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"is a coroutine function: the bindings would end"
+    ):
+        carry(coro)
+    with pytest.raises(
+        TypeError, match=r"is a generator function: the bindings would end"
+    ):
+        carry(gen)
+    with pytest.raises(ValueError, match=r"^unknown= must be 'ignore' or 'error'"):
+        carry(app.seen, unknown="never")  # type: ignore[arg-type]
+
+
+def test_public_names() -> None:
+    """xlocal.portable exports its documented names."""
+    names = [
+        "CARRIER_KEY",
+        "Carried",
+        "CarrierError",
+        "Codec",
+        "Extracted",
+        "FORMAT_VERSION",
+        "JSON",
+        "JSONCodec",
+        "MAX_CARRIER_SIZE",
+        "UnportableError",
+        "carry",
+        "extract",
+        "inject",
+    ]
+    assert sorted(xlocal.portable.__all__) == names
+    assert all(hasattr(xlocal.portable, name) for name in names)
+
+
+# -- properties ------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, with the same types all the way down (1, 1.0 and True differ)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+@given(value=json_values, other=json_values)
+def test_any_json_value_round_trips(value: Any, other: Any) -> None:
+    """Any JSON value comes back from inject and extract equal and of the same type."""
+    with app.trace(value=value), app.request(user_id=other):
+        carrier = inject(limit=10**7)
+    with extract(carrier, limit=10**7):
+        assert same(app.trace.value, value)
+        assert same(app.request.user_id, other)
+
+
+@given(
+    carrier=st.one_of(
+        st.dictionaries(st.text(), st.text()),
+        st.builds(lambda t: {CARRIER_KEY: t}, st.text()),
+        st.builds(lambda v: {CARRIER_KEY: json.dumps(v)}, json_values),
+        st.builds(
+            lambda b, v: {CARRIER_KEY: json.dumps({"b": b, "v": v})},
+            st.dictionaries(
+                st.sampled_from(["portable_app.trace", "portable_app.request", "x"]),
+                json_values,
+            ),
+            st.sampled_from([1, 2, "1"]),
+        ),
+        st.binary(),
+        json_values,
+    )
+)
+def test_garbage_is_refused_or_binds_only_portable_names(carrier: Any) -> None:
+    """Arbitrary input raises CarrierError, or binds only portable names, never more."""
+    try:
+        extracted = extract(carrier)
+    except CarrierError:
+        assert visible() == {}
+        return
+    with extracted:
+        seen = visible()
+    assert set(seen) <= {"trace", "request"}
+    assert set(seen.get("request", {})) <= {"user_id", "tenant"}
+    assert visible() == {}
