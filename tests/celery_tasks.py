@@ -13,8 +13,8 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import task_postrun
 
-from xlocal.celery import install
 from xlocal import xlocal
+from xlocal.celery import install
 
 #: Portable names: ``user_id`` and ``tenant``; ``db`` is bound beside them but stays.
 request = xlocal("tests.celery.request", portable={"user_id", "tenant", "trace"})

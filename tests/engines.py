@@ -171,7 +171,9 @@ class CeleryWorker:
 
 
 @contextlib.contextmanager
-def celery_workers(app: Any, broker: str, pools: list[str]) -> Iterator[dict[str, CeleryWorker]]:
+def celery_workers(
+    app: Any, broker: str, pools: list[str]
+) -> Iterator[dict[str, CeleryWorker]]:
     """Start one worker per pool at once, wait until each answers, stop them all."""
     workers = {pool: CeleryWorker(broker, pool) for pool in pools}
     try:

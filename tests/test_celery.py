@@ -192,8 +192,11 @@ def test_an_unencodable_value_fails_in_the_publisher(
     workers: dict[str, CeleryWorker],
 ) -> None:
     """delay() raises for a value that cannot be encoded; nothing is sent."""
-    with ct.request(user_id=object()), pytest.raises(
-        UnportableError, match=r"^cannot carry 'user_id' of <xlocal 'tests.celery"
+    with (
+        ct.request(user_id=object()),
+        pytest.raises(
+            UnportableError, match=r"^cannot carry 'user_id' of <xlocal 'tests.celery"
+        ),
     ):
         ct.seen.delay("never")
 
@@ -228,22 +231,28 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
     task_two = two.task(name="two.t")(nothing)
     try:
         handle = xcelery.install(one)
-        assert xcelery.install(one) is handle and handle.installed
-        assert handle.app is one and "installed" in repr(handle)
+        assert xcelery.install(one) is handle
+        assert handle.installed
+        assert handle.app is one
+        assert "installed" in repr(handle)
         with published_headers() as sent, ct.request(user_id=1):
             task_one.apply_async(queue="nobody")
             task_two.apply_async(queue="nobody")
-        assert CARRIER_KEY in sent[0] and CARRIER_KEY not in sent[1]
+        assert CARRIER_KEY in sent[0]
+        assert CARRIER_KEY not in sent[1]
         other = xcelery.install(two)
         handle.uninstall()
         handle.uninstall()
         xcelery.uninstall(one)
-        assert not handle.installed and "uninstalled" in repr(handle)
-        assert other.installed and ct.installed.installed
+        assert not handle.installed
+        assert "uninstalled" in repr(handle)
+        assert other.installed
+        assert ct.installed.installed
         with published_headers() as sent, ct.request(user_id=1):
             task_one.apply_async(queue="nobody")
             task_two.apply_async(queue="nobody")
-        assert CARRIER_KEY not in sent[0] and CARRIER_KEY in sent[1]
+        assert CARRIER_KEY not in sent[0]
+        assert CARRIER_KEY in sent[1]
         assert xcelery.install(one) is not handle
     finally:
         xcelery.uninstall(one)
@@ -258,7 +267,7 @@ def test_install_refuses_what_is_not_an_app() -> None:
         xcelery.install("app")
 
 
-# -- eager mode: no worker, the task runs in the caller's own thread --------------------
+# -- eager mode: no worker, the task runs in the caller's own thread ----------------
 
 
 def test_eager_apply_sees_the_portable_view() -> None:
@@ -266,7 +275,8 @@ def test_eager_apply_sees_the_portable_view() -> None:
     value = [1, {"a": None}]
     with ct.request(user_id=value, tenant="acme", db="conn"), ct.local_only(x=1):
         seen = ct.seen.apply(("eager",)).get()
-        assert ct.request.db == "conn" and ct.local_only.x == 1
+        assert ct.request.db == "conn"
+        assert ct.local_only.x == 1
     assert sees(seen) == ({"user_id": value, "tenant": "acme"}, NOTHING)
     assert seen["request"]["user_id"] is not value  # decoded, as a worker gets it
     assert sees(ct.seen.apply().get()) == (NOTHING, NOTHING)
@@ -287,7 +297,8 @@ def test_eager_failures_leave_the_caller_intact() -> None:
     """An eager task that raises restores the caller's own bindings."""
     with ct.request(user_id=1, db="conn"):
         result = ct.fails.apply(("eager",))
-        assert ct.request.user_id == 1 and ct.request.db == "conn"
+        assert ct.request.user_id == 1
+        assert ct.request.db == "conn"
         assert not hasattr(ct.request, "trace")
     assert isinstance(result.result, ValueError)
 

@@ -84,7 +84,8 @@ def test_the_same_pure_call_under_other_bindings_gets_another_key(client: Any) -
         b = client.submit(dt.pure_user, 10)
         [m2] = client.map(dt.pure_user, [10])
     assert a.key == a_again.key
-    assert len({a.key, b.key}) == 2 and len({m1.key, m2.key}) == 2
+    assert len({a.key, b.key}) == 2
+    assert len({m1.key, m2.key}) == 2
     for key in (a.key, b.key, m1.key, m2.key):
         assert key.startswith("pure_user-")
     assert (a.result(), b.result()) == ((10, 1), (10, 2))
@@ -162,15 +163,17 @@ def test_an_unencodable_value_fails_at_submit(client: Any) -> None:
 
 
 def test_carried_keeps_the_name_and_runs_locally() -> None:
-    """A carried function keeps its name and runs in place with only the carried view."""
+    """A carried function keeps its name, and runs in place seeing the carried view."""
     with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
         job = xdask.carried(dt.seen)
         assert sees(job("here")) == ({"user_id": 1}, NOTHING)
         assert dt.request.db == "conn"
-    assert job.__name__ == "seen" and job.__doc__ == dt.seen.__doc__
+    assert job.__name__ == "seen"
+    assert job.__doc__ == dt.seen.__doc__
     assert sees(job()) == ({"user_id": 1}, NOTHING)
     again = xdask.carried(job)  # carried anew, with the bindings of now: none
-    assert again.__wrapped__ is dt.seen and sees(again()) == (NOTHING, NOTHING)
+    assert again.__wrapped__ is dt.seen
+    assert sees(again()) == (NOTHING, NOTHING)
     assert "seen" in repr(job)
 
 

@@ -11,7 +11,7 @@ from .dask import carried
 __all__ = ["Client"]
 
 
-class Client(distributed.Client):  # type: ignore[misc]
+class Client(distributed.Client):
     """A ``distributed.Client`` whose ``submit`` and ``map`` carry portable bindings.
 
     Each task runs with the portable bindings in force where it was submitted (see

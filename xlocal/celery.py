@@ -132,12 +132,15 @@ def uninstall(app: Any) -> None:
         handle.uninstall()
 
 
-# -- publishing -------------------------------------------------------------------------
+# -- publishing ---------------------------------------------------------------------
 
 
 def _carrying_sender(send: Any) -> Any:
     """Celery's ``send_task_message``, putting the carrier in each message's headers."""
-    def send_task_message(producer: Any, name: str, message: Any, **options: Any) -> Any:
+
+    def send_task_message(
+        producer: Any, name: str, message: Any, **options: Any
+    ) -> Any:
         # message is (headers, properties, body, sent_event); the headers are a dict
         # that Celery sends as they are (protocol 2).  Raises here, in the caller of
         # delay(), when a value cannot be encoded.
@@ -148,7 +151,7 @@ def _carrying_sender(send: Any) -> Any:
     return send_task_message
 
 
-# -- running ----------------------------------------------------------------------------
+# -- running ------------------------------------------------------------------------
 
 
 def _connect() -> None:
@@ -168,7 +171,7 @@ def _disconnect() -> None:
 def _app_of(task: Any) -> Any:
     try:
         return task._get_app()
-    except Exception:  # noqa: BLE001 - a task without an app is none of ours
+    except Exception:
         return None
 
 
@@ -216,5 +219,5 @@ def _postrun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) 
         return
     # Anything pushed after this task and never popped goes with it.
     _running.set(running[:depth])
-    for _, stack in reversed(running[depth:]):
+    for _task_id, stack in reversed(running[depth:]):
         stack.close()

@@ -129,9 +129,9 @@ def delayed(func: Any = None, /, **options: Any) -> Any:
 
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
-        import dask  # noqa: PLC0415 - Dask is needed only here
+        from dask.delayed import delayed as dask_delayed  # noqa: PLC0415 - only here
 
-        return dask.delayed(carried(func), **options)(*args, **kwargs)
+        return dask_delayed(carried(func), **options)(*args, **kwargs)
 
     return call
 
