@@ -110,17 +110,31 @@ class Redis:
 
 
 class CeleryWorker:
-    """A real ``celery worker`` subprocess for the app in ``tests/celery_tasks.py``.
+    """A real ``celery worker`` subprocess for the app in module *app*, run in *cwd*.
 
-    It consumes the queue named after its pool (``prefork``, ``solo``, ``threads``),
-    so that tests choose a pool by routing to its queue.
+    By default it is the app of ``tests/celery_tasks.py`` and the worker consumes the
+    queue named after its pool (``prefork``, ``solo``, ``threads``), so that tests
+    choose a pool by routing to its queue.  The broker's URL is in the environment
+    variables ``XLOCAL_TEST_BROKER`` and ``BROKER_URL``.
     """
 
-    def __init__(self, broker: str, pool: str, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        broker: str,
+        pool: str,
+        *,
+        concurrency: int = 2,
+        app: str = "celery_tasks",
+        cwd: Path = HERE,
+        queue: str | None = None,
+    ) -> None:
         self.broker = broker
         self.pool = pool
         self.concurrency = concurrency
-        self.name = f"{pool}-{os.getpid()}@127.0.0.1"
+        self.app = app
+        self.cwd = cwd
+        self.queue = queue or pool
+        self.name = f"{app}-{pool}-{os.getpid()}@127.0.0.1"
         self._log = tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)  # noqa: SIM115
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -132,15 +146,16 @@ class CeleryWorker:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(
-                [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+                [str(self.cwd), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
             "XLOCAL_TEST_BROKER": self.broker,
+            "BROKER_URL": self.broker,
             "PYTHONWARNINGS": "ignore",
         }
         command = [
-            sys.executable, "-m", "celery", "-A", "celery_tasks", "worker",
+            sys.executable, "-m", "celery", "-A", self.app, "worker",
             f"--pool={self.pool}", f"--concurrency={self.concurrency}",
-            f"--queues={self.pool}", f"--hostname={self.name}",
+            f"--queues={self.queue}", f"--hostname={self.name}",
             "--loglevel=INFO", "--without-gossip", "--without-mingle",
             "--without-heartbeat",
         ]  # fmt: skip
@@ -149,7 +164,7 @@ class CeleryWorker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=HERE,
+            cwd=self.cwd,
             start_new_session=True,
         )
 
@@ -185,3 +200,56 @@ def celery_workers(
     finally:
         for worker in workers.values():
             worker.stop()
+
+
+# -- the README's examples ---------------------------------------------------------
+
+
+def readme_example(section: str) -> tuple[dict[str, str], list[str]]:
+    """The files of the README example in *section*, and the output it promises.
+
+    Each literal block of the section that starts with ``# NAME.py`` is a file; each
+    ``# -> TEXT`` comment in them is one line that the example prints, in order.
+    """
+    lines = (HERE.parent / "README.txt").read_text().splitlines()
+    start = lines.index(section) + 2
+    end = next(
+        (
+            i - 1
+            for i in range(start, len(lines))
+            if lines[i] and set(lines[i]) <= set("=-") and lines[i - 1]
+        ),
+        len(lines),
+    )
+    files: dict[str, str] = {}
+    expected: list[str] = []
+    i = start
+    while i < end:
+        first = lines[i][4:] if lines[i].startswith("    ") else ""
+        if first.startswith("# ") and first.split()[1].endswith(".py:"):
+            name = first.split()[1].rstrip(":")
+            block = []
+            while i < end and (lines[i].startswith("    ") or not lines[i].strip()):
+                block.append(lines[i][4:])
+                i += 1
+            files[name] = "\n".join(block).strip() + "\n"
+            expected += [
+                line.split("  # -> ", 1)[1] for line in block if "  # -> " in line
+            ]
+        i += 1
+    return files, expected
+
+
+def run_script(script: str, cwd: Path, env: dict[str, str]) -> list[str]:
+    """Run ``python SCRIPT`` in *cwd*, with a timeout; the lines it printed."""
+    done = subprocess.run(
+        [sys.executable, script],
+        cwd=cwd,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT * 2,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()

@@ -19,7 +19,7 @@ import celery_tasks as ct  # noqa: E402
 from celery import chain, chord, group  # noqa: E402
 from celery.result import AsyncResult  # noqa: E402
 from celery.signals import after_task_publish  # noqa: E402
-from engines import CeleryWorker, Redis, celery_workers  # noqa: E402
+from engines import CeleryWorker, Redis, celery_workers, readme_example, run_script  # noqa: E402
 
 import xlocal.celery as xcelery  # noqa: E402
 from xlocal.portable import CARRIER_KEY, UnportableError  # noqa: E402
@@ -331,3 +331,24 @@ def test_uninstalled_app_runs_eager_tasks_untouched(redis_server: Redis) -> None
     finally:
         app.close()
     assert sees(seen) == ({"user_id": 1, "db": "conn"}, {"x": 1})
+
+
+def test_the_readme_example_runs(redis_server: Redis, tmp_path: Any) -> None:
+    """The README's Celery example prints what it says, with a real worker."""
+    files, expected = readme_example("Celery")
+    assert sorted(files) == ["tasks.py", "web.py"]
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    worker = CeleryWorker(
+        redis_server.url, "prefork", app="tasks", cwd=tmp_path, queue="celery"
+    )
+    pinger = celery.Celery("pinger", broker=redis_server.url)
+    try:
+        worker.start()
+        worker.wait_ready(pinger)
+        printed = run_script("web.py", tmp_path, {"BROKER_URL": redis_server.url})
+    finally:
+        worker.stop()
+        pinger.close()
+    assert printed == expected
+    assert expected == ["hello: tenant=acme, user_id=7", "hi: nothing bound"]

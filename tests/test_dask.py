@@ -11,6 +11,7 @@ dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
 
 import dask_tasks as dt  # noqa: E402
+from engines import readme_example, run_script  # noqa: E402
 
 import xlocal.dask as xdask  # noqa: E402
 from xlocal.portable import UnportableError  # noqa: E402
@@ -185,3 +186,13 @@ def test_misuse_is_refused() -> None:
         xdask.delayed(42)
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         xdask.nothing  # type: ignore[attr-defined] # noqa: B018
+
+
+def test_the_readme_example_runs(tmp_path: Any) -> None:
+    """The README's Dask example prints what it says, on its own real cluster."""
+    files, expected = readme_example("Dask")
+    assert sorted(files) == ["myapp.py", "run.py"]
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    assert run_script("run.py", tmp_path, {}) == expected
+    assert len(expected) == 5
