@@ -134,7 +134,8 @@ class CeleryWorker:
         self.app = app
         self.cwd = cwd
         self.queue = queue or pool
-        self.name = f"{app}-{pool}-{os.getpid()}@127.0.0.1"
+        label = "".join(c if c.isalnum() else "-" for c in app)
+        self.name = f"{label}-{pool}-{os.getpid()}@127.0.0.1"
         self._log = tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)  # noqa: SIM115
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -25,17 +25,17 @@ import contextvars
 import functools
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, overload
 
 from ._engines import hidden
 from .portable import CARRIER_KEY, extract, inject
 
 if TYPE_CHECKING:
+    from dask.delayed import Delayed
+
     from ._dask_client import Client
 
 __all__ = ["Carried", "Client", "carried", "delayed", "get_client", "worker_client"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class Carried:
@@ -100,11 +100,13 @@ def carried(func: Callable[..., Any]) -> Carried:
 
 
 @overload
-def delayed(func: _F, /, **options: Any) -> _F: ...
+def delayed(func: Callable[..., Any], /, **options: Any) -> Callable[..., Delayed]: ...
 
 
 @overload
-def delayed(func: None = None, /, **options: Any) -> Callable[[_F], _F]: ...
+def delayed(
+    func: None = None, /, **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Delayed]]: ...
 
 
 def delayed(func: Any = None, /, **options: Any) -> Any:
