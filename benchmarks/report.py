@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from . import cases
 from .memory import Memory
+from .portable import CARRIED, INJECT, POOL, Portable
 
 __all__ = ["Results", "Row", "Target", "format_report", "machine", "targets"]
 
@@ -55,6 +56,7 @@ class Results:
     machine: dict[str, str]
     rows: list[Row]
     memory: Memory
+    portable: Portable
 
     def row(self, group: str, peer: str) -> Row | None:
         for row in self.rows:
@@ -148,9 +150,31 @@ _RATIOS = (
 )  # fmt: skip
 
 
+#: The carrier's share of a process-pool task: DESIGN.md asks to keep it small.
+_PORTABLE_LIMIT = 0.25
+
+
+def _portable_rows(portable: Portable) -> dict[str, Row]:
+    return {
+        way: Row("portable bindings", way, values)
+        for way, values in portable.seconds.items()
+    }
+
+
 def targets(results: Results) -> list[Target]:
-    """Issue 5's targets, each checked against this run's figures."""
+    """Issue 5's targets, and issue 10's, each checked against this run's figures."""
     found = [ratio.check(results) for ratio in _RATIOS]
+    rows = _portable_rows(results.portable)
+    ratio, low, high = _ratio(rows[INJECT], rows[POOL])
+    close = " (close)" if low <= _PORTABLE_LIMIT <= high else ""
+    found.append(
+        Target(
+            "inject+extract of 3 values / process pool task",
+            _range(ratio, low, high),
+            f"<= {_PORTABLE_LIMIT:g}x",
+            ("pass" if ratio <= _PORTABLE_LIMIT else "MISS") + close,
+        )
+    )
     memory = results.memory
     found.append(
         Target(
@@ -235,6 +259,25 @@ def format_report(results: Results) -> str:
     frames = [[peer, f"{size:,.0f} B"] for peer, size in memory.frame_bytes.items()]
     frames += [[peer, f"skipped: {why}"] for peer, why in memory.skipped.items()]
     out += _table(["peer", "bytes per frame"], frames)
+    portable = results.portable
+    out += [
+        "",
+        f"Portable bindings: time per task, {portable.rounds} interleaved rounds of "
+        f"{portable.tasks} tasks; last column: over the pool's own task",
+        "",
+    ]
+    rows = _portable_rows(portable)
+    lines = []
+    for way, row in rows.items():
+        q1, q2, q3 = row.quartiles()
+        median, first, third = _times(q2, q1, q3)
+        ratio, low, high = _ratio(row, rows[POOL])
+        lines.append([way, median, f"{first} - {third}", _range(ratio, low, high)])
+    out += _table(["way", "median", "spread (IQR)", f"way / {POOL}"], lines)
+    out += [
+        "",
+        f"({CARRIED}: three portable values carried by xlocal.ContextExecutor)",
+    ]
     out += ["", "Targets of issue 5", ""]
     out += _table(
         ["target", "figure (range)", "limit", "verdict"],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .cases import CASES
 from .memory import measure
+from .portable import measure_portable
 from .report import Results, Row, machine
 from .timing import SPAWN, skip_reason, smoke_values
 
@@ -34,6 +35,8 @@ class Mode:
     spawn: int
     frames: int
     cycles: int
+    #: Rounds, and tasks per round, of the interleaved process-pool measurement.
+    portable: tuple[int, int]
 
 
 MODES = {
@@ -45,6 +48,7 @@ MODES = {
             SPAWN,
             1000,
             1_000_000,
+            (15, 300),
         ),
         Mode(
             "fast",
@@ -52,8 +56,9 @@ MODES = {
             2000,
             1000,
             100_000,
+            (5, 100),
         ),
-        Mode("smoke", None, 10, 10, 1000),
+        Mode("smoke", None, 10, 10, 1000, (2, 3)),
     )
 }
 
@@ -99,4 +104,5 @@ def collect(mode: Mode) -> Results:
         else:
             rows.append(Row(case.group, case.peer, timed[case.name]))
     memory = measure(frames=mode.frames, cycles=mode.cycles, spawn=mode.spawn)
-    return Results(mode.name, machine(), rows, memory)
+    portable = measure_portable(*mode.portable)
+    return Results(mode.name, machine(), rows, memory, portable)

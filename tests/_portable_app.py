@@ -79,3 +79,10 @@ def square(n: int) -> tuple[int, Any]:
 def to_queue(queue: Any) -> None:
     """A Process target: put what it sees on *queue*."""
     queue.put(seen())
+
+
+def returns_lock() -> Any:
+    """A task whose result cannot be pickled back."""
+    import threading  # noqa: PLC0415 - only this task needs it
+
+    return threading.Lock()

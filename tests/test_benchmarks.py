@@ -57,13 +57,30 @@ def test_memory_figures(results: Results) -> None:
     assert memory.live_values == {"gevent greenlets": 0, "asyncio tasks": 0}
 
 
+def test_portable_figures(results: Results) -> None:
+    """The portable part times pool tasks, carried tasks and inject+extract in turns."""
+    portable = results.portable
+    assert portable.rounds == MODES["smoke"].portable[0]
+    assert set(portable.seconds) == {
+        "process pool task",
+        "ContextExecutor task",
+        "inject + extract",
+    }
+    for values in portable.seconds.values():
+        assert len(values) == portable.rounds
+        assert min(values) > 0
+    text = format_report(results)
+    assert "Portable bindings: time per task" in text
+    assert "inject+extract of 3 values / process pool task" in text
+
+
 def test_report_states_every_target(results: Results) -> None:
     """The report has the machine, the table and a verdict for each target."""
     text = format_report(results)
     for heading in ("python: CPython", "cpu: ", "peer / xlocal", "Targets of issue 5"):
         assert heading in text
     found = targets(results)
-    assert len(found) == 11
+    assert len(found) == 12
     for target in found:
         assert target.what in text
         assert target.verdict.split()[0] in {"pass", "MISS", "n/a"}

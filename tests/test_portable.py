@@ -6,6 +6,8 @@ import asyncio
 import gc
 import json
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import _portable_app as app
@@ -296,6 +298,18 @@ def test_extract_is_reusable_and_exits_on_errors() -> None:
     assert repr(extract({})) == "<Extracted (nothing)>"
 
 
+def test_extracted_exited_out_of_order_exits_all_then_raises() -> None:
+    """An Extracted exited with a later entry still active exits all, then says so."""
+    with app.request(user_id=7), app.trace(span="s"):
+        extracted = extract(inject())
+    extracted.__enter__()
+    later = app.trace(span="later")
+    later.__enter__()
+    with pytest.raises(RuntimeError, match=r"exited out of order: 1 binding\(s\)"):
+        extracted.__exit__(None, None, None)
+    assert visible() == {}
+
+
 def test_extract_with_async_with() -> None:
     """An Extracted works with async with too."""
 
@@ -394,7 +408,11 @@ BROKEN: list[tuple[str, Any, str]] = [
         {CARRIER_KEY: '{"b": {}, "v": NaN}'},
         r"it is not valid JSON \(NaN is not a JSON value\)",
     ),
-    ("deep", {CARRIER_KEY: "[" * 3000 + "]" * 3000}, r"it is not valid JSON"),
+    (
+        "deep",
+        {CARRIER_KEY: "[" * 3000 + "]" * 3000},
+        r"(it is not valid JSON|it holds no JSON object)",  # by the recursion limit
+    ),
     ("array", carrier_of([1]), r"it holds no JSON object"),
     (
         "no version",
@@ -461,6 +479,18 @@ BROKEN: list[tuple[str, Any, str]] = [
         r"\(Expecting",
     ),
     (
+        "value with extra data",
+        carrier_of({"b": {"portable_app.trace": {"a": "1 2"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(Extra data after the value, at character 1\)",
+    ),
+    (
+        "empty value",
+        carrier_of({"b": {"portable_app.trace": {"a": ""}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(Expecting a JSON value at the start\)",
+    ),
+    (
         "bad codec value",
         carrier_of({"b": {"portable_app.shape": {"c": '{"x": 1}'}}, "v": 1}),
         r"the value of 'c' on <xlocal 'portable_app.shape'> cannot be decoded "
@@ -505,6 +535,20 @@ def test_broken_carrier_is_refused_and_binds_nothing(
             pytest.fail("bound a broken carrier")
         assert isinstance(raised.value, ValueError)
         assert visible() == {"request": {"tenant": "kept"}}
+
+
+def test_deeply_nested_carrier_is_refused() -> None:
+    """Nesting past the recursion limit is a CarrierError, in the carrier or a value."""
+    deep = "[" * 200_000 + "]" * 200_000
+    with pytest.raises(
+        CarrierError, match=r"carrier: it is not valid JSON \(.*recursion"
+    ):
+        extract({CARRIER_KEY: deep}, limit=10**6)
+    value = json.dumps({"b": {"portable_app.trace": {"a": deep}}, "v": 1})
+    with pytest.raises(
+        CarrierError, match=r"'a' on .* cannot be decoded \(.*recursion"
+    ):
+        extract({CARRIER_KEY: value}, limit=10**6)
 
 
 def test_limit_applies_on_the_receiving_side() -> None:
@@ -579,6 +623,23 @@ def test_carry_refuses_what_would_lose_its_bindings() -> None:
         carry(gen)
     with pytest.raises(ValueError, match=r"^unknown= must be 'ignore' or 'error'"):
         carry(app.seen, unknown="never")  # type: ignore[arg-type]
+
+
+def test_import_xlocal_loads_no_coder() -> None:
+    """import xlocal loads neither xlocal.portable nor json nor multiprocessing."""
+    probe = (
+        "import sys, xlocal; "
+        "print([m for m in ('xlocal.portable', 'json', 'multiprocessing') "
+        "if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == "[]\n"
 
 
 def test_public_names() -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 import types
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import _portable_app as app
@@ -18,11 +21,16 @@ import pytest
 from xlocal import ContextExecutor, xlocal
 from xlocal.portable import CarrierError, UnportableError, carry
 
-# Python 3.12+ warns when a multi-threaded process forks; the suite's other modules
-# leave pool threads alive, and the fork start method is what is tested here.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded:DeprecationWarning"
-)
+# Python 3.12+ warns when a multi-threaded process forks, and eventlet (imported by
+# other test modules) warns at every fork; the fork start method is what is tested here.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:This process .* is multi-threaded:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        r"ignore:Using fork\(\) is a bad idea:DeprecationWarning"
+    ),
+]
 
 METHODS = ["spawn", "fork", "forkserver"]
 TIMEOUT = 120
@@ -196,6 +204,19 @@ def test_errors_come_from_submit(pool: ContextExecutor) -> None:
         pool.submit(3)  # type: ignore[arg-type]
 
 
+def test_unpicklable_result_gets_a_clear_error(pool: ContextExecutor) -> None:
+    """A result that cannot be pickled back fails naming the task, not the pool."""
+    future = pool.submit(app.returns_lock)
+    with pytest.raises(
+        TypeError,
+        match=r"^cannot send the result of <function returns_lock at .*> back from "
+        r"the worker process: it returned a lock, and pickling it failed \(cannot "
+        r"pickle '_thread.lock' object\)\. Return values that can be pickled$",
+    ):
+        future.result(TIMEOUT)
+    assert pool.submit(app.square, 2).result(TIMEOUT) == (4, None)
+
+
 @pytest.fixture
 def ghost_module() -> Iterator[types.ModuleType]:
     """A module that exists in this process only: workers cannot import it."""
@@ -275,3 +296,34 @@ def test_carry_with_multiprocessing_process(method: str) -> None:
     assert process.exitcode == 0
     assert result["pid"] == process.pid
     assert bound(result) == {"request": {"user_id": 2}}
+
+
+def readme_block(readme: str, intro: str) -> str:
+    """The literal block that follows the line ending in *intro* in README.txt."""
+    lines = readme.split(intro + "\n", 1)[1].split("\n")
+    block = []
+    for line in lines[1:]:  # the blank line after the intro
+        if line and not line.startswith("    "):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip() + "\n"
+
+
+def test_readme_example_program(tmp_path: Path) -> None:
+    """The README's process-pool program runs under spawn and prints what it shows."""
+    readme = (Path(__file__).resolve().parent.parent / "README.txt").read_text("utf-8")
+    program = readme_block(readme, "(``tests/test_portable_processes.py``)::")
+    expected = readme_block(readme, "It prints::")
+    assert program.startswith("# example.py\n")
+    (tmp_path / "example.py").write_text(program)
+    done = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.stderr == ""
+    assert done.returncode == 0
+    assert done.stdout == expected

@@ -252,7 +252,7 @@ _UnboundError.__name__ = _UnboundError.__qualname__ = "AttributeError"
 
 #: The portable xlocals of this process, by name: the key carriers use.  Weak, so that
 #: a collected xlocal frees its name.
-_portables: weakref.WeakValueDictionary[str, xlocal] = weakref.WeakValueDictionary()
+_portables: dict[str, weakref.ref[xlocal]] = {}
 _portables_lock = threading.Lock()
 
 
@@ -306,13 +306,19 @@ def _register_portable(x: xlocal) -> None:
     name: str = _object_getattribute(x, "_name")
     with _portables_lock:
         other = _portables.get(name)
-        if other is not None:
+        if other is not None and other() is not None:
             raise ValueError(
                 f"a portable xlocal named {name!r} exists already in this process: "
                 f"the name is the key carriers use, so it must be unique; import "
                 f"the existing one instead of making another"
             )
-        _portables[name] = x
+        _portables[name] = weakref.ref(x, functools.partial(_unregister, name))
+
+
+def _unregister(name: str, ref: weakref.ref[xlocal]) -> None:
+    # Run by the collector, in any thread: no lock; leave a newer xlocal's entry.
+    if _portables.get(name) is ref:
+        del _portables[name]
 
 
 def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import json
+import json.scanner
 import math
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType, TracebackType
@@ -145,6 +146,44 @@ def _check_json(value: object) -> None:
     raise TypeError(f"{t.__name__} is not a JSON type")
 
 
+# Made once: json.dumps and json.loads with options build a new coder at every call.
+_dump_value = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+_dump_str: Callable[[str], str] = json.encoder.encode_basestring
+_dump_carrier = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+_SCALARS = {True: "true", False: "false", None: "null"}
+
+
+def _scanner(decoder: json.JSONDecoder) -> Callable[[str], Any]:
+    """A strict JSON reader: one value, no surrounding space, no NaN."""
+    scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+
+    def load(text: str) -> Any:
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:
+            raise ValueError("Expecting a JSON value at the start") from None
+        if end != len(text):
+            raise ValueError(f"Extra data after the value, at character {end}")
+        return value
+
+    return load
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return result
+
+
+_load_value = _scanner(json.JSONDecoder(parse_constant=_reject_constant))
+_load_carrier = _scanner(
+    json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+)
+
+
 class JSONCodec:
     """The default codec: JSON types, exactly.
 
@@ -158,11 +197,18 @@ class JSONCodec:
     __slots__ = ()
 
     def encode(self, value: Any) -> str:
+        t = type(value)
+        if t is str:
+            return _dump_str(value)
+        if t is int:
+            return int.__repr__(value)
+        if t is bool or value is None:
+            return _SCALARS[value]
         _check_json(value)
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _dump_value(value)
 
     def decode(self, text: str) -> Any:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _load_value(text)
 
     def __repr__(self) -> str:
         return "<xlocal.portable.JSON>"
@@ -189,7 +235,10 @@ def _portable(x: xlocal) -> frozenset[str] | bool:
 def _encode_all(limit: int) -> str:
     """The carrier value for the portable bindings of the current execution."""
     payload: dict[str, dict[str, str]] = {}
-    for xname, x in list(_portables.items()):
+    for xname, ref in list(_portables.items()):
+        x = ref()
+        if x is None:  # pragma: no cover - collected, its callback not run yet
+            continue
         frame = _var(x).get()
         if frame is _EMPTY:
             continue
@@ -215,12 +264,8 @@ def _encode_all(limit: int) -> str:
                 encoded[name] = text
         if encoded:
             payload[xname] = encoded
-    text = json.dumps(
-        {"b": payload, "v": FORMAT_VERSION},
-        ensure_ascii=True,
-        separators=(",", ":"),
-        sort_keys=True,
-    ).replace("\x7f", "\\u007f")
+    # ensure_ascii escapes all but printable ASCII (' ' to '~'), DEL and controls too.
+    text = _dump_carrier({"b": payload, "v": FORMAT_VERSION})
     if len(text) > limit:
         sizes = sorted(
             (
@@ -277,13 +322,6 @@ def inject(
 # -- the receiving side ----------------------------------------------------------------
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("a key appears twice in one object")
-    return result
-
-
 def _fail(why: str) -> CarrierError:
     return CarrierError(
         f"cannot extract bindings from the carrier: {why}; nothing was bound"
@@ -304,9 +342,7 @@ def _payload(carrier: object, limit: int) -> dict[str, Any]:
     if len(text) > limit:
         raise _fail(f"it is {len(text)} characters long, over the limit of {limit}")
     try:
-        payload = json.loads(
-            text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant
-        )
+        payload = _load_carrier(text)
     except (ValueError, RecursionError) as error:
         raise _fail(f"it is not valid JSON ({error})") from None
     if type(payload) is not dict:
@@ -358,7 +394,8 @@ def _decode_all(carrier: object, unknown: str, limit: int) -> list[Binding[Any]]
     for xname, values in _payload(carrier, limit).items():
         if type(values) is not dict or not values:
             raise _fail(f"the bindings of {xname!r} are not a non-empty object")
-        x = _portables.get(xname)
+        ref = _portables.get(xname)
+        x = None if ref is None else ref()
         if x is None:
             if unknown == "error":
                 raise _fail(
@@ -371,7 +408,8 @@ def _decode_all(carrier: object, unknown: str, limit: int) -> list[Binding[Any]]
         if decoded:
             try:
                 bindings.append(x(**decoded))
-            except (TypeError, ValueError) as error:
+            except (TypeError, ValueError) as error:  # pragma: no cover - defensive
+                # Should the core refuse names that the checks above let through.
                 raise _fail(str(error)) from None
     return bindings
 
@@ -397,7 +435,7 @@ class Extracted:
             for binding in self._bindings:
                 binding.__enter__()
                 entered.append(binding)
-        except BaseException:
+        except BaseException:  # pragma: no cover - entering fails only on signals
             for binding in reversed(entered):
                 binding.__exit__(None, None, None)
             raise

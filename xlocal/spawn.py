@@ -14,17 +14,19 @@ import concurrent.futures
 import contextvars
 import functools
 import pickle
+import sys
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from ._core import _EMPTY, _ENTRY, _names, _var, xlocal
 from ._steps import in_context
-from .portable import Carried, carry
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
+
+    from .portable import Carried
 
     _P = ParamSpec("_P")
 
@@ -186,9 +188,10 @@ class ContextExecutor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> concurrent.futures.Future[_R]:
-        if isinstance(self._executor, concurrent.futures.ProcessPoolExecutor):
+        if _is_process_pool(self._executor):
             task = _pickled(self._executor, fn, args, kwargs)
-            return self._executor.submit(_run_pickled, task)
+            future = self._executor.submit(_run_pickled, task)
+            return cast("concurrent.futures.Future[_R]", future)
         return self._executor.submit(capture().run, fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -201,6 +204,12 @@ class ContextExecutor(concurrent.futures.Executor):
         return f"<ContextExecutor of {self._executor!r}>"
 
 
+def _is_process_pool(executor: concurrent.futures.Executor) -> bool:
+    # Without importing concurrent.futures.process (and multiprocessing) for others.
+    process = sys.modules.get("concurrent.futures.process")
+    return process is not None and isinstance(executor, process.ProcessPoolExecutor)
+
+
 def _pickled(
     executor: concurrent.futures.Executor,
     fn: Callable[..., Any],
@@ -210,9 +219,14 @@ def _pickled(
     """The task for a process pool, carried and pickled here, so that errors are."""
     if not callable(fn):
         raise TypeError(f"submit() takes a callable, not {type(fn).__name__}")
+    # Imported here, so that `import xlocal` needs neither json nor multiprocessing.
+    from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
+
+    from .portable import carry  # noqa: PLC0415
+
     carried = carry(fn)
     try:
-        return pickle.dumps((carried, args, kwargs), pickle.HIGHEST_PROTOCOL)
+        return bytes(ForkingPickler.dumps((carried, args, kwargs)))
     except Exception as error:
         raise TypeError(
             f"cannot submit {fn!r} to {type(executor).__name__}: a process pool "
@@ -222,8 +236,12 @@ def _pickled(
         ) from error
 
 
-def _run_pickled(task: bytes) -> Any:
-    """Run a task that :func:`_pickled` made, in a process pool's worker."""
+def _run_pickled(task: bytes) -> _Returned:  # pragma: no cover - in worker processes
+    """Run a task that :func:`_pickled` made, in a process pool's worker.
+
+    Tested with real pools in tests/test_portable_processes.py, where coverage does
+    not measure.
+    """
     try:
         carried, args, kwargs = pickle.loads(task)
     except Exception as error:
@@ -234,8 +252,38 @@ def _run_pickled(task: bytes) -> Any:
             f"its xlocals: define them in an importable module, not in __main__ of "
             f"an interactive session"
         ) from None
+    from .portable import Carried  # noqa: PLC0415
+
     assert isinstance(carried, Carried)
-    return carried(*args, **kwargs)
+    return _Returned(carried(*args, **kwargs), carried)
+
+
+class _Returned:
+    """A process-pool task's result, which pickles as itself or fails saying why.
+
+    The pool pickles it in the worker to send it back, and the submitter gets the
+    value itself.  A value that cannot be pickled becomes an error naming the task,
+    instead of the pool's bare pickling traceback.
+    """
+
+    __slots__ = ("_task", "_value")
+
+    def __init__(self, value: Any, task: Carried) -> None:
+        self._value = value
+        self._task = task
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pragma: no cover - in worker processes
+        from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
+
+        try:
+            data = bytes(ForkingPickler.dumps(self._value))
+        except Exception as error:
+            raise TypeError(
+                f"cannot send the result of {self._task._func!r} back from the "
+                f"worker process: it returned a {type(self._value).__name__}, and "
+                f"pickling it failed ({error}). Return values that can be pickled"
+            ) from None
+        return pickle.loads, (data,)
 
 
 def _check_callable(func: object, helper: str) -> None:

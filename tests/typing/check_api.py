@@ -10,6 +10,7 @@ from typing_extensions import assert_type
 
 import xlocal as xl
 from xlocal import Binding, xlocal
+from xlocal.portable import Carried, Codec, Extracted, carry, extract, inject
 
 xcurrent = xlocal("xcurrent")
 assert_type(xcurrent(request=1), Binding[xlocal])
@@ -61,3 +62,37 @@ executor = xl.ContextExecutor(ThreadPoolExecutor())
 assert_type(executor.submit(handler, "r"), Future[bytes])
 thread = xl.Thread(target=handler, args=("r",))
 assert_type(thread, xl.Thread)
+
+
+# Portable bindings: the carrier is a mapping of strings; carry keeps the signature.
+
+
+class Money:
+    amount: int
+
+
+class MoneyCodec:
+    def encode(self, value: Money) -> str:
+        return str(value.amount)
+
+    def decode(self, text: str) -> Money:
+        money = Money()
+        money.amount = int(text)
+        return money
+
+
+codec: Codec = MoneyCodec()
+portable = xlocal("typing.portable", portable={"user_id"})
+priced = xlocal("typing.priced", portable=True, codec=MoneyCodec())
+assert_type(inject(), dict[str, str])
+headers: dict[str, str] = {"accept": "*/*"}
+assert_type(inject(headers), dict[str, str])
+assert_type(extract(headers), Extracted)
+assert_type(extract(headers, unknown="error", limit=100), Extracted)
+assert_type(carry(handler)("r"), bytes)
+assert_type(carry(handler, unknown="error")("r", retries=1), bytes)
+assert isinstance(carry(handler), Carried)
+carry(handler)(1)  # type: ignore[arg-type]
+extract(headers, unknown="sometimes")  # type: ignore[arg-type]
+inject(["not", "a", "mapping"])  # type: ignore[call-overload]
+xlocal("typing.bad", portable=True, codec=3)  # type: ignore[arg-type]
