@@ -215,7 +215,7 @@ def dask_figures(tasks: int, rounds: int) -> Figures:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                dashboard_address=":0",
             )
         )
         plain_client = stack.enter_context(

@@ -29,10 +29,15 @@ POOLS = ["prefork", "solo", "threads"]
 NOTHING: dict[str, Any] = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _configured(redis_server: Redis) -> None:
+    """The tasks app uses the real redis, before anything reads its settings."""
+    ct.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
+
+
 @pytest.fixture(scope="module")
 def workers(redis_server: Redis) -> Iterator[dict[str, CeleryWorker]]:
     """Real workers of each pool for the tasks app, against the real redis."""
-    ct.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
     with celery_workers(ct.app, redis_server.url, POOLS) as started:
         yield started
 
@@ -352,3 +357,56 @@ def test_the_readme_example_runs(redis_server: Redis, tmp_path: Any) -> None:
         pinger.close()
     assert printed == expected
     assert expected == ["hello: tenant=acme, user_id=7", "hi: nothing bound"]
+
+
+def test_uninstalling_every_app_disconnects_the_signals() -> None:
+    """With no app installed, xlocal.celery listens to no signal; install reconnects."""
+    from celery.signals import task_postrun, task_prerun  # noqa: PLC0415
+
+    def connected() -> bool:
+        return any(r[1] is xcelery._prerun for r in task_prerun.receivers)
+
+    assert connected()
+    ct.installed.uninstall()
+    try:
+        assert not connected()
+        with ct.request(user_id=1, db="conn"):
+            assert sees(ct.seen.apply().get())[0] == {"user_id": 1, "db": "conn"}
+    finally:
+        ct.installed = xcelery.install(ct.app)
+        # The record of leftovers must run after xlocal.celery's receiver again.
+        task_postrun.disconnect(ct._record_leftovers)
+        task_postrun.connect(ct._record_leftovers, weak=False)
+    assert connected()
+    with ct.request(user_id=1, db="conn"):
+        assert sees(ct.seen.apply().get())[0] == {"user_id": 1}
+
+
+def test_a_worker_thread_in_this_process(
+    raw_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real worker run in a thread of this process binds exactly the carried view."""
+    from celery.contrib.testing.worker import start_worker  # noqa: PLC0415
+
+    with start_worker(
+        ct.app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=["in-process"],
+        shutdown_timeout=TIMEOUT,
+    ):
+        with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
+            bound = ct.seen.apply_async(("bound",), queue="in-process")
+        bad = raw_app.send_task(
+            "celery_tasks.seen",
+            ("bad",),
+            headers={CARRIER_KEY: "{"},
+            queue="in-process",
+        )
+        plain = ct.seen.apply_async(("plain",), queue="in-process")
+        assert sees(get(bound)) == ({"user_id": 1}, NOTHING)
+        assert sees(get(bad)) == (NOTHING, NOTHING)
+        assert sees(get(plain)) == (NOTHING, NOTHING)
+    assert f"task celery_tasks.seen[{bad.id}] runs with no xlocal bindings" in (
+        caplog.text
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import dask_tasks as dt  # noqa: E402
 from engines import readme_example, run_script  # noqa: E402
 
 import xlocal.dask as xdask  # noqa: E402
-from xlocal.portable import UnportableError  # noqa: E402
+from xlocal.portable import CARRIER_KEY, UnportableError  # noqa: E402
 
 TIMEOUT = 60
 NOTHING: dict[str, Any] = {}
@@ -28,7 +29,7 @@ def cluster() -> Iterator[Any]:
         n_workers=2,
         threads_per_worker=1,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
     ) as running:
         yield running
 
@@ -171,6 +172,8 @@ def test_carried_keeps_the_name_and_runs_locally() -> None:
         assert dt.request.db == "conn"
     assert job.__name__ == "seen"
     assert job.__doc__ == dt.seen.__doc__
+    carried = json.loads(job.carrier[CARRIER_KEY])["b"]
+    assert carried == {"tests.dask.request": {"user_id": "1"}}
     assert sees(job()) == ({"user_id": 1}, NOTHING)
     again = xdask.carried(job)  # carried anew, with the bindings of now: none
     assert again.__wrapped__ is dt.seen
@@ -196,3 +199,28 @@ def test_the_readme_example_runs(tmp_path: Any) -> None:
         (tmp_path / name).write_text(code)
     assert run_script("run.py", tmp_path, {}) == expected
     assert len(expected) == 5
+
+
+def test_workers_in_this_process_see_only_what_they_carry() -> None:
+    """With worker threads in the submitting process, tasks see only what they carry."""
+    cluster = distributed.LocalCluster(
+        processes=False, n_workers=1, threads_per_worker=4, dashboard_address=":0"
+    )
+    with cluster, xdask.Client(cluster, timeout=TIMEOUT) as client:
+        with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
+            bound = client.map(dt.seen, range(8))
+            spawned = client.submit(dt.spawns, "in", pure=False)
+        unbound = client.map(dt.seen, range(8, 16))
+        assert [sees(v) for v in client.gather(bound)] == [
+            ({"user_id": 1}, NOTHING)
+        ] * 8
+        assert [sees(v) for v in client.gather(unbound)] == [(NOTHING, NOTHING)] * 8
+        outer = spawned.result(timeout=TIMEOUT)
+        assert [sees(child) for child in outer["children"]] == [
+            ({"user_id": 1}, NOTHING),
+            ({"user_id": 1, "trace": "in-nested"}, NOTHING),
+            ({"user_id": 1}, NOTHING),
+        ]
+        wrapped = xdask._Carrying(client)
+        assert repr(wrapped) == f"<carrying {client!r}>"
+        assert wrapped.scheduler_info() == client.scheduler_info()

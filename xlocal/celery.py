@@ -61,11 +61,10 @@ class Installed:
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("__weakref__", "_app", "_original")
+    __slots__ = ("__weakref__", "_app")
 
-    def __init__(self, app: Any, original: Any) -> None:
+    def __init__(self, app: Any) -> None:
         self._app = app
-        self._original = original
 
     @property
     def app(self) -> Any:
@@ -83,9 +82,8 @@ class Installed:
             if _installed.get(self._app) is not self:
                 return
             del _installed[self._app]
-            amqp = self._app.amqp
-            if "send_task_message" in vars(amqp):
-                del amqp.send_task_message  # back to Celery's own sender
+            # Back to Celery's own sender, which the class makes and caches.
+            vars(self._app.amqp).pop("send_task_message", None)
             if not _installed:
                 _disconnect()
 
@@ -115,9 +113,8 @@ def install(app: Any) -> Installed:
         if handle is not None:
             return handle
         amqp = app.amqp
-        original = amqp.send_task_message
-        amqp.send_task_message = _carrying_sender(original)
-        handle = _installed[app] = Installed(app, original)
+        amqp.send_task_message = _carrying_sender(amqp.send_task_message)
+        handle = _installed[app] = Installed(app)
         _connect()
         return handle
 
@@ -168,17 +165,10 @@ def _disconnect() -> None:
     signals.task_postrun.disconnect(_postrun, dispatch_uid=__name__)
 
 
-def _app_of(task: Any) -> Any:
-    try:
-        return task._get_app()
-    except Exception:
-        return None
-
-
 def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
     """Enter the carried bindings around the task body (``task_prerun``)."""
     task = task if task is not None else sender
-    if task is None or _app_of(task) not in _installed:
+    if task is None or task._get_app() not in _installed:
         return
     request = task.request
     stack = contextlib.ExitStack()
@@ -212,11 +202,10 @@ def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -
 def _postrun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
     """Exit what ``_prerun`` entered for the task (``task_postrun``)."""
     running = _running.get()
-    for depth in range(len(running) - 1, -1, -1):
-        if running[depth][0] == task_id:
-            break
-    else:
-        return
+    ids = [entry[0] for entry in running]
+    if task_id not in ids:
+        return  # a task of an app that is not installed
+    depth = len(ids) - 1 - ids[::-1].index(task_id)
     # Anything pushed after this task and never popped goes with it.
     _running.set(running[:depth])
     for _task_id, stack in reversed(running[depth:]):
