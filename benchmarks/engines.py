@@ -174,7 +174,7 @@ def celery_figures(tasks: int, rounds: int) -> Figures:
         with contextlib.ExitStack() as stack:
             for app in (apps.plain, apps.carrying):
                 app.conf.update(broker_url=redis.url, result_backend=redis.url)
-                stack.callback(app.close)
+                stack.callback(engines.close_app, app)
             worker = engines.CeleryWorker(
                 redis.url,
                 "solo",

@@ -8,6 +8,7 @@ answers (with a timeout, failing with its output when it does not) and stops it 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -184,6 +185,24 @@ class CeleryWorker:
             _stop(self.process)  # SIGTERM: celery's warm shutdown
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)
+
+
+def close_app(app: Any) -> None:
+    """Close the connections a Celery app opened in this thread, while redis runs.
+
+    Results that are still referenced unsubscribe when they go, so garbage goes first;
+    then the result backend's connections, then the broker's pools.
+    """
+    gc.collect()
+    backend = getattr(app._local, "backend", None)
+    if backend is not None:
+        consumer = getattr(backend, "result_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        client = getattr(backend, "client", None)
+        if client is not None:
+            client.connection_pool.disconnect()
+    app.close()
 
 
 @contextlib.contextmanager

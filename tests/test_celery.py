@@ -19,7 +19,14 @@ import celery_tasks as ct  # noqa: E402
 from celery import chain, chord, group  # noqa: E402
 from celery.result import AsyncResult  # noqa: E402
 from celery.signals import after_task_publish  # noqa: E402
-from engines import CeleryWorker, Redis, celery_workers, readme_example, run_script  # noqa: E402
+from engines import (  # noqa: E402
+    CeleryWorker,
+    Redis,
+    celery_workers,
+    close_app,
+    readme_example,
+    run_script,
+)
 
 import xlocal.celery as xcelery  # noqa: E402
 from xlocal.portable import CARRIER_KEY, UnportableError  # noqa: E402
@@ -30,9 +37,11 @@ NOTHING: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _configured(redis_server: Redis) -> None:
+def _configured(redis_server: Redis) -> Iterator[None]:
     """The tasks app uses the real redis, before anything reads its settings."""
     ct.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
+    yield
+    close_app(ct.app)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +162,7 @@ def raw_app(redis_server: Redis, workers: dict[str, CeleryWorker]) -> Any:
     app = celery.Celery("raw", broker=redis_server.url, backend=redis_server.url)
     app.conf.update(task_serializer="json", accept_content=["json"])
     yield app
-    app.close()
+    close_app(app)
 
 
 @pytest.mark.parametrize(
@@ -262,8 +271,8 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
     finally:
         xcelery.uninstall(one)
         xcelery.uninstall(two)
-        one.close()
-        two.close()
+        close_app(one)
+        close_app(two)
 
 
 def test_install_refuses_what_is_not_an_app() -> None:
@@ -334,7 +343,7 @@ def test_uninstalled_app_runs_eager_tasks_untouched(redis_server: Redis) -> None
         with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
             seen = look.apply().get()
     finally:
-        app.close()
+        close_app(app)
     assert sees(seen) == ({"user_id": 1, "db": "conn"}, {"x": 1})
 
 
@@ -354,7 +363,7 @@ def test_the_readme_example_runs(redis_server: Redis, tmp_path: Any) -> None:
         printed = run_script("web.py", tmp_path, {"BROKER_URL": redis_server.url})
     finally:
         worker.stop()
-        pinger.close()
+        close_app(pinger)
     assert printed == expected
     assert expected == ["hello: tenant=acme, user_id=7", "hi: nothing bound"]
 
