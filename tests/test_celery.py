@@ -29,7 +29,7 @@ from engines import (  # noqa: E402
 )
 
 import xlocal.celery as xcelery  # noqa: E402
-from xlocal.portable import CARRIER_KEY, UnportableError  # noqa: E402
+from xlocal.portable import CARRIER_KEY, UnportableError, inject  # noqa: E402
 
 TIMEOUT = 60
 POOLS = ["prefork", "solo", "threads"]
@@ -127,33 +127,65 @@ def test_tasks_published_by_tasks_carry_the_bindings_on(
     )
 
 
-def test_a_chain_carries_the_bindings_it_was_applied_under(
+def test_a_signature_carries_the_bindings_it_was_made_under(
     workers: dict[str, CeleryWorker],
 ) -> None:
-    """Every link of a chain sees the bindings in force where it was applied."""
-    with ct.request(user_id=1):
-        flow = chain(ct.step.s(tag=1), ct.step.s(tag=2), ct.step.s(tag=3))
-    with ct.request(user_id=2, tenant="acme"):
-        last = get(flow.apply_async())
+    """A signature keeps its bindings, wherever and under whatever it is applied."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        made = ct.seen.s("made")
+    assert sees(get(made.delay())) == ({"user_id": 1}, NOTHING)
+    with ct.request(user_id=2, tenant="other"):
+        assert sees(get(made.apply_async())) == ({"user_id": 1}, NOTHING)
+        assert sees(made.apply().get()) == ({"user_id": 1}, NOTHING)  # eager
+        assert sees(get(ct.seen.delay()))[0] == {"user_id": 2, "tenant": "other"}
+    assert sees(get(ct.seen.s().delay())) == (NOTHING, NOTHING)
+
+
+def test_each_link_of_a_chain_carries_its_own_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Every link of a chain sees the bindings its signature was made under."""
+    links = []
+    for tag in (1, 2, 3):
+        with ct.request(user_id=tag):
+            links.append(ct.step.s(tag=tag))
+    with ct.request(user_id=9, tenant="applier"):
+        last = get(chain(*links).apply_async())
     seen = []
     while last is not None:
         seen.append((last["tag"], sees(last)))
         last = last["previous"]
-    assert seen == [
-        (tag, ({"user_id": 2, "tenant": "acme"}, NOTHING)) for tag in (3, 2, 1)
+    assert seen == [(tag, ({"user_id": tag}, NOTHING)) for tag in (3, 2, 1)]
+
+
+def test_groups_and_chords_carry_each_signature_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Group members, a chord's header tasks and its body keep their own bindings."""
+    members = []
+    for i in range(4):
+        with ct.request(user_id=i):
+            members.append(ct.seen.s(i))
+    with ct.request(tenant="body"):
+        body = ct.collect.s(tag="body")
+    with ct.request(user_id=9):
+        done = get(group(members).apply_async())
+        result = get(chord(members[:3])(body))
+    assert [sees(m) for m in done] == [({"user_id": i}, NOTHING) for i in range(4)]
+    assert sees(result) == ({"tenant": "body"}, NOTHING)
+    assert [sees(r) for r in result["results"]] == [
+        ({"user_id": i}, NOTHING) for i in range(3)
     ]
 
 
-def test_a_group_and_a_chord_carry_their_bindings(
-    workers: dict[str, CeleryWorker],
-) -> None:
-    """Group members and a chord's header and body all see the applier's bindings."""
-    with ct.request(user_id=4):
-        members = get(group(ct.seen.s(i) for i in range(4)).apply_async())
-        body = get(chord(ct.seen.s(i) for i in range(3))(ct.collect.s(tag="body")))
-    assert [sees(m) for m in members] == [({"user_id": 4}, NOTHING)] * 4
-    assert sees(body) == ({"user_id": 4}, NOTHING)
-    assert [sees(r) for r in body["results"]] == [({"user_id": 4}, NOTHING)] * 3
+def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
+    """A carrier given in headers= is sent as it is, over the bindings in force."""
+    with ct.request(user_id=1):
+        carrier = inject()
+    with ct.request(user_id=2):
+        assert sees(get(ct.seen.apply_async(headers=carrier)))[0] == {"user_id": 1}
+        made = ct.seen.s().set(headers=carrier)
+    assert sees(get(made.delay()))[0] == {"user_id": 1}
 
 
 @pytest.fixture
@@ -205,14 +237,13 @@ def test_a_message_without_carrier_runs_unbound(
 def test_an_unencodable_value_fails_in_the_publisher(
     workers: dict[str, CeleryWorker],
 ) -> None:
-    """delay() raises for a value that cannot be encoded; nothing is sent."""
-    with (
-        ct.request(user_id=object()),
-        pytest.raises(
-            UnportableError, match=r"^cannot carry 'user_id' of <xlocal 'tests.celery"
-        ),
-    ):
-        ct.seen.delay("never")
+    """delay() and making a signature raise for a value that cannot be encoded."""
+    match = r"^cannot carry 'user_id' of <xlocal 'tests.celery"
+    with ct.request(user_id=object()):
+        with pytest.raises(UnportableError, match=match):
+            ct.seen.delay("never")
+        with pytest.raises(UnportableError, match=match):
+            ct.seen.s("never")
 
 
 @contextlib.contextmanager
@@ -260,6 +291,9 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
         xcelery.uninstall(one)
         assert not handle.installed
         assert "uninstalled" in repr(handle)
+        assert "signature" not in vars(one.Task)
+        assert "headers" not in task_one.s().options
+        assert CARRIER_KEY in task_two.s().options["headers"]
         assert other.installed
         assert ct.installed.installed
         with published_headers() as sent, ct.request(user_id=1):

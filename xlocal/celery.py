@@ -1,9 +1,12 @@
 """Carry portable bindings with Celery tasks: ``xlocal.celery.install(app)``.
 
 After ``install(app)``, every task message the app publishes (``delay``,
-``apply_async``, ``send_task``, canvas primitives, retries, tasks published by tasks)
-carries the portable bindings in force where it is published, encoded by
-:func:`xlocal.portable.inject`, in one message header, :data:`HEADER`.  On the worker,
+``apply_async``, ``send_task``, retries, tasks published by tasks) carries the portable
+bindings in force where it is published, encoded by :func:`xlocal.portable.inject`, in
+one message header, :data:`HEADER`.  A signature (``task.s()``, ``task.signature()``,
+and so every part of a chain, group or chord) carries the bindings in force where it
+was made instead: they are fixed in its ``headers`` option, which Celery sends
+whenever and wherever the signature is applied.  On the worker,
 the task body runs inside a real with-block of those bindings, entered by the
 ``task_prerun`` signal and exited by ``task_postrun`` (which Celery sends also when the
 task raises or retries), so a reused worker process keeps nothing between tasks.
@@ -12,7 +15,9 @@ the carried portable bindings.
 
 Publishing goes through the app's own message sender, wrapped by ``install``, so that a
 value that cannot be encoded raises in the caller of ``delay`` (Celery's
-``before_task_publish`` signal would only log it), and only installed apps carry.
+``before_task_publish`` signal would only log it), and only installed apps carry;
+signatures are made by the app's own task base class, whose ``signature`` method
+``install`` wraps.
 
 A worker that receives a malformed carrier logs an error on the ``xlocal.celery``
 logger, naming the task and what is wrong, and runs the task with no xlocal bindings.
@@ -82,8 +87,11 @@ class Installed:
             if _installed.get(self._app) is not self:
                 return
             del _installed[self._app]
-            # Back to Celery's own sender, which the class makes and caches.
+            # Back to Celery's own sender, which the class makes and caches, and to
+            # the signature method the app's task base class inherits.
             vars(self._app.amqp).pop("send_task_message", None)
+            if "signature" in vars(self._app.Task):
+                del self._app.Task.signature
             if not _installed:
                 _disconnect()
 
@@ -114,6 +122,9 @@ def install(app: Any) -> Installed:
             return handle
         amqp = app.amqp
         amqp.send_task_message = _carrying_sender(amqp.send_task_message)
+        # The app's own task base class (Celery makes one per app): every task of the
+        # app made with @app.task inherits from it, also those made before install.
+        app.Task.signature = _capturing_signature(app.Task)
         handle = _installed[app] = Installed(app)
         _connect()
         return handle
@@ -148,6 +159,26 @@ def _carrying_sender(send: Any) -> Any:
     return send_task_message
 
 
+def _capturing_signature(base: Any) -> Any:
+    """``Task.signature`` for *base*, fixing the bindings of now in the signature.
+
+    The carrier goes in the signature's ``headers`` option, which Celery sends as
+    message headers whenever the signature is applied, by whom and wherever that is;
+    headers given explicitly win.
+    """
+    inherited = super(base, base).signature
+
+    def signature(self: Any, args: Any = None, *rest: Any, **options: Any) -> Any:
+        made = inherited(self, args, *rest, **options)
+        headers = made.options.get("headers") or {}
+        if CARRIER_KEY not in headers:
+            made.options["headers"] = inject(dict(headers))
+        return made
+
+    signature.__doc__ = inherited.__doc__
+    return signature
+
+
 # -- running ------------------------------------------------------------------------
 
 
@@ -178,8 +209,13 @@ def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -
     problem: Exception | None = None
     try:
         if getattr(request, "is_eager", False):
-            # Run where the caller runs: what it would carry, as a worker sees it.
-            carrier = inject()
+            # Run where the caller runs: what a signature carries, or else what the
+            # caller would carry, as a worker sees it.
+            headers = getattr(request, "headers", None) or {}
+            if CARRIER_KEY in headers:
+                carrier = {HEADER: headers[CARRIER_KEY]}
+            else:
+                carrier = inject()
         else:
             carrier = {HEADER: getattr(request, HEADER, None)}
     except (ValueError, TypeError) as error:
