@@ -21,6 +21,7 @@ from xlocal.portable import (
     CARRIER_KEY,
     JSON,
     MAX_CARRIER_SIZE,
+    SIGNATURE_KEY,
     Carried,
     CarrierError,
     Extracted,
@@ -551,6 +552,75 @@ def test_deeply_nested_carrier_is_refused() -> None:
         extract({CARRIER_KEY: value}, limit=10**6)
 
 
+SECRET = b"a secret the sender and the receiver share"
+
+
+def forge(carrier: dict[str, str], user_id: int) -> dict[str, str]:
+    """The carrier with request.user_id changed, the rest (a signature) kept."""
+    payload = json.loads(carrier[CARRIER_KEY])
+    payload["b"]["portable_app.request"]["user_id"] = json.dumps(user_id)
+    return {**carrier, CARRIER_KEY: json.dumps(payload)}
+
+
+def test_signed_carrier_round_trip() -> None:
+    """inject(key=) signs the carrier, and extract(key=) binds it."""
+    with app.request(user_id=7):
+        carrier = inject(key=SECRET)
+    assert sorted(carrier) == [CARRIER_KEY, SIGNATURE_KEY]
+    assert len(carrier[SIGNATURE_KEY]) == 64
+    with extract(carrier, key=SECRET):
+        assert visible() == {"request": {"user_id": 7}}
+    with extract(carrier):  # a receiver without the key does not check
+        assert visible() == {"request": {"user_id": 7}}
+
+
+def test_tampered_carrier_is_refused_with_a_key() -> None:
+    """A changed, unsigned or wrongly signed carrier fails with the key; else binds."""
+    with app.request(user_id=7):
+        signed = inject(key=SECRET)
+        unsigned = inject()
+    forged = forge(signed, 0)
+    with extract(forged):  # without a key a well-formed carrier is believed
+        assert app.request.user_id == 0
+    refused = r"its signature is missing or does not match: it was changed, or signed"
+    for carrier in (
+        forged,
+        unsigned,
+        {**signed, SIGNATURE_KEY: signed[SIGNATURE_KEY].upper()},
+        {**signed, SIGNATURE_KEY: "\udcff"},
+        {**signed, SIGNATURE_KEY: 1},
+    ):
+        with pytest.raises(CarrierError, match=refused):
+            extract(carrier, key=SECRET)  # type: ignore[arg-type]
+    with pytest.raises(CarrierError, match=refused):
+        extract(signed, key=b"another key")
+    with pytest.raises(CarrierError, match=refused):
+        extract({CARRIER_KEY: "\udcff"}, key=SECRET)
+    with extract({}, key=SECRET):  # nothing carried: nothing to check, nothing bound
+        assert visible() == {}
+
+
+def test_signing_key_must_be_bytes() -> None:
+    """key= takes non-empty bytes, on both sides."""
+    for key in ("text", b"", 3):
+        with pytest.raises(
+            TypeError, match=r"^key= must be a secret of non-empty bytes"
+        ):
+            inject(key=key)  # type: ignore[call-overload]
+        with pytest.raises(
+            TypeError, match=r"^key= must be a secret of non-empty bytes"
+        ):
+            extract({}, key=key)  # type: ignore[arg-type]
+
+
+def test_unsigned_inject_drops_a_stale_signature() -> None:
+    """inject without a key removes an older signature from the carrier it fills."""
+    with app.request(user_id=7):
+        headers = inject(key=SECRET)
+    assert inject(headers) is headers
+    assert SIGNATURE_KEY not in headers
+
+
 def test_limit_applies_on_the_receiving_side() -> None:
     """extract's limit refuses a carrier longer than it, and a larger limit reads it."""
     with app.trace(a="x" * 100):
@@ -654,6 +724,7 @@ def test_public_names() -> None:
         "JSON",
         "JSONCodec",
         "MAX_CARRIER_SIZE",
+        "SIGNATURE_KEY",
         "UnportableError",
         "carry",
         "extract",
@@ -727,4 +798,12 @@ def test_garbage_is_refused_or_binds_only_portable_names(carrier: Any) -> None:
         seen = visible()
     assert set(seen) <= {"trace", "request"}
     assert set(seen.get("request", {})) <= {"user_id", "tenant"}
+    assert visible() == {}
+
+
+@given(text=st.text(), signature=st.text())
+def test_with_a_key_garbage_is_always_refused(text: str, signature: str) -> None:
+    """With a key, any carrier value and signature inject did not make is refused."""
+    with pytest.raises(CarrierError):
+        extract({CARRIER_KEY: text, SIGNATURE_KEY: signature}, key=SECRET)
     assert visible() == {}

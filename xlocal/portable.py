@@ -26,12 +26,16 @@ binds anything, and raises :class:`CarrierError` (a ``ValueError``) for a carrie
 is malformed, oversized, tampered with or of another version.  It never imports a
 module: an xlocal name this process does not know (its module is not imported here) is
 ignored, or an error with ``unknown="error"``; so is a name that is not portable here.
+A well-formed carrier is believed unless it is signed: with a secret shared by both
+sides, ``inject(key=...)`` signs it and ``extract(key=...)`` refuses any change.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
+import hmac
 import json
 import json.scanner
 import math
@@ -78,6 +82,7 @@ __all__ = [
     "FORMAT_VERSION",
     "JSON",
     "MAX_CARRIER_SIZE",
+    "SIGNATURE_KEY",
     "Carried",
     "CarrierError",
     "Codec",
@@ -91,6 +96,8 @@ __all__ = [
 
 #: The one key of a carrier that xlocal writes and reads.
 CARRIER_KEY = "xlocal"
+#: The key of a signed carrier's signature: the hex HMAC-SHA256 of its value.
+SIGNATURE_KEY = "xlocal-signature"
 #: The version of the carrier format; a carrier of another version is refused.
 FORMAT_VERSION = 1
 #: The largest carrier value, in characters (ASCII, so bytes too), that ``inject``
@@ -235,7 +242,9 @@ def _portable(x: xlocal) -> frozenset[str] | bool:
 def _encode_all(limit: int) -> str:
     """The carrier value for the portable bindings of the current execution."""
     payload: dict[str, dict[str, str]] = {}
-    for xname, ref in list(_portables.items()):
+    # A copy, made without allocating per entry: a collection that runs meanwhile may
+    # drop a collected xlocal from the registry.
+    for xname, ref in _portables.copy().items():
         x = ref()
         if x is None:  # pragma: no cover - collected, its callback not run yet
             continue
@@ -283,18 +292,37 @@ def _encode_all(limit: int) -> str:
     return text
 
 
+def _sign(text: str, key: bytes) -> str:
+    return hmac.new(
+        key, text.encode("utf-8", "surrogatepass"), hashlib.sha256
+    ).hexdigest()
+
+
+def _check_key(key: object) -> None:
+    if type(key) is not bytes or not key:
+        raise TypeError(
+            f"key= must be a secret of non-empty bytes, shared by the sender and the "
+            f"receiver, not {type(key).__name__}"
+        )
+
+
 @overload
 def inject(
-    carrier: None = None, *, limit: int = MAX_CARRIER_SIZE
+    carrier: None = None, *, limit: int = MAX_CARRIER_SIZE, key: bytes | None = None
 ) -> dict[str, str]: ...
 
 
 @overload
-def inject(carrier: _M, *, limit: int = MAX_CARRIER_SIZE) -> _M: ...
+def inject(
+    carrier: _M, *, limit: int = MAX_CARRIER_SIZE, key: bytes | None = None
+) -> _M: ...
 
 
 def inject(
-    carrier: MutableMapping[str, str] | None = None, *, limit: int = MAX_CARRIER_SIZE
+    carrier: MutableMapping[str, str] | None = None,
+    *,
+    limit: int = MAX_CARRIER_SIZE,
+    key: bytes | None = None,
 ) -> MutableMapping[str, str]:
     """Put the portable bindings of the current execution into a carrier.
 
@@ -305,17 +333,27 @@ def inject(
     type.  The carrier gets its key even when nothing portable is bound, so that an
     earlier carrier's bindings are never passed on by mistake.
 
+    With a secret *key*, the carrier is signed too (HMAC-SHA256, under
+    ``SIGNATURE_KEY``), so that ``extract(carrier, key=...)`` refuses it if anything
+    in it was changed.
+
     .. versionadded:: 1.0
     """
-    text = _encode_all(limit)
-    if carrier is None:
-        return {CARRIER_KEY: text}
-    if not isinstance(carrier, MutableMapping):
+    if key is not None:
+        _check_key(key)
+    if carrier is not None and not isinstance(carrier, MutableMapping):
         raise TypeError(
             f"inject() fills a mutable mapping of strings, not "
             f"{type(carrier).__name__}; call inject() to get a new dict"
         )
+    text = _encode_all(limit)
+    if carrier is None:
+        carrier = {}
     carrier[CARRIER_KEY] = text
+    if key is not None:
+        carrier[SIGNATURE_KEY] = _sign(text, key)
+    elif SIGNATURE_KEY in carrier:
+        del carrier[SIGNATURE_KEY]
     return carrier
 
 
@@ -328,7 +366,7 @@ def _fail(why: str) -> CarrierError:
     )
 
 
-def _payload(carrier: object, limit: int) -> dict[str, Any]:
+def _payload(carrier: object, limit: int, key: bytes | None) -> dict[str, Any]:
     """The checked bindings field of a carrier: xlocal name -> its bindings."""
     if not isinstance(carrier, Mapping):
         raise _fail(f"it is of type {type(carrier).__name__}, not a mapping of str")
@@ -341,6 +379,15 @@ def _payload(carrier: object, limit: int) -> dict[str, Any]:
         )
     if len(text) > limit:
         raise _fail(f"it is {len(text)} characters long, over the limit of {limit}")
+    if key is not None:
+        signature = carrier.get(SIGNATURE_KEY)
+        if type(signature) is not str or not hmac.compare_digest(
+            signature.encode("utf-8", "surrogatepass"), _sign(text, key).encode()
+        ):
+            raise _fail(
+                "its signature is missing or does not match: it was changed, or "
+                "signed with another key"
+            )
     try:
         payload = _load_carrier(text)
     except (ValueError, RecursionError) as error:
@@ -386,12 +433,16 @@ def _decode_group(x: xlocal, values: dict[str, Any], unknown: str) -> dict[str, 
     return decoded
 
 
-def _decode_all(carrier: object, unknown: str, limit: int) -> list[Binding[Any]]:
+def _decode_all(
+    carrier: object, unknown: str, limit: int, key: bytes | None = None
+) -> list[Binding[Any]]:
     """Check the carrier whole and make the bindings it holds; bind nothing yet."""
     if unknown not in ("ignore", "error"):
         raise ValueError(f"unknown= must be 'ignore' or 'error', not {unknown!r}")
     bindings: list[Binding[Any]] = []
-    for xname, values in _payload(carrier, limit).items():
+    if key is not None:
+        _check_key(key)
+    for xname, values in _payload(carrier, limit, key).items():
         if type(values) is not dict or not values:
             raise _fail(f"the bindings of {xname!r} are not a non-empty object")
         ref = _portables.get(xname)
@@ -480,6 +531,7 @@ def extract(
     *,
     unknown: Unknown = "ignore",
     limit: int = MAX_CARRIER_SIZE,
+    key: bytes | None = None,
 ) -> Extracted:
     """Read the bindings in a carrier made by :func:`inject`, to bind with ``with``.
 
@@ -493,9 +545,14 @@ def extract(
     xlocal in this process, and a name that is not portable on its xlocal here, are
     ignored, or raise :class:`CarrierError` with ``unknown="error"``.
 
+    Without a *key*, a well-formed carrier is believed: anyone who can write it can
+    choose the values it binds.  With the secret *key* the sender signed it with
+    (``inject(key=...)``), a carrier that is unsigned, or changed in any way, raises
+    :class:`CarrierError`.
+
     .. versionadded:: 1.0
     """
-    return Extracted(_decode_all(carrier, unknown, limit))
+    return Extracted(_decode_all(carrier, unknown, limit, key))
 
 
 # -- carrying a callable ---------------------------------------------------------------
