@@ -29,7 +29,12 @@ from engines import (  # noqa: E402
 )
 
 import xlocal.celery as xcelery  # noqa: E402
-from xlocal.portable import CARRIER_KEY, UnportableError, inject  # noqa: E402
+from xlocal.portable import (  # noqa: E402
+    CARRIER_KEY,
+    SIGNATURE_KEY,
+    UnportableError,
+    inject,
+)
 
 TIMEOUT = 60
 POOLS = ["prefork", "solo", "threads"]
@@ -453,3 +458,78 @@ def test_a_worker_thread_in_this_process(
     assert f"task celery_tasks.seen[{bad.id}] runs with no xlocal bindings" in (
         caplog.text
     )
+
+
+def test_signed_carriers_on_a_real_worker(
+    raw_app: Any, redis_server: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With install(key=...), carriers are signed; unsigned or changed ones refused."""
+    from celery.contrib.testing.worker import start_worker  # noqa: PLC0415
+
+    signed = celery.Celery("signed", broker=redis_server.url, backend=redis_server.url)
+    # No expiry: redis-py 8 deprecates the SETEX that expiring results use; and the
+    # worker leaves logging to pytest.
+    signed.conf.update(result_expires=None, worker_hijack_root_logger=False)
+    look = signed.task(name="signed.look")(ct.view)
+    xcelery.install(signed, key=b"a shared secret")
+    try:
+        with start_worker(
+            signed,
+            pool="solo",
+            perform_ping_check=False,
+            queues=["signed"],
+            shutdown_timeout=TIMEOUT,
+        ):
+            with published_headers() as sent, ct.request(user_id=1):
+                good = look.apply_async(queue="signed")
+                carrier = inject()
+            assert SIGNATURE_KEY in sent[0]
+            tampered = {**carrier, SIGNATURE_KEY: sent[0][SIGNATURE_KEY][::-1]}
+            bad = [
+                raw_app.send_task("signed.look", headers=h, queue="signed")
+                for h in (carrier, tampered)
+            ]
+            assert sees(get(good)) == ({"user_id": 1}, NOTHING)
+            assert [sees(get(b)) for b in bad] == [(NOTHING, NOTHING)] * 2
+        for b in bad:
+            assert f"task signed.look[{b.id}] runs with no xlocal bindings" in (
+                caplog.text
+            )
+    finally:
+        xcelery.uninstall(signed)
+        close_app(signed)
+
+
+def test_install_options_are_checked(redis_server: Redis) -> None:
+    """A bad key or unknown=, or installing again with other options, is refused."""
+    app = celery.Celery("options", broker=redis_server.url)
+    try:
+        with pytest.raises(TypeError, match=r"^key= must be a secret of non-empty"):
+            xcelery.install(app, key="text")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^unknown= must be 'ignore' or 'error'"):
+            xcelery.install(app, unknown="maybe")  # type: ignore[arg-type]
+        handle = xcelery.install(app, unknown="error")
+        assert xcelery.install(app, unknown="error") is handle
+        with pytest.raises(ValueError, match=r"^xlocal.celery.install\(\): <Celery"):
+            xcelery.install(app)
+    finally:
+        xcelery.uninstall(app)
+        close_app(app)
+
+
+def test_eager_tasks_check_signatures_too(redis_server: Redis) -> None:
+    """In eager mode a keyed app signs and checks what the task is given."""
+    app = celery.Celery("eager-signed", broker=redis_server.url)
+    look = app.task(name="eager.look")(ct.view)
+    xcelery.install(app, key=b"k")
+    try:
+        with ct.request(user_id=1), ct.local_only(x=1):
+            assert sees(look.apply().get()) == ({"user_id": 1}, NOTHING)
+            unsigned = inject()
+            assert sees(look.apply(headers=unsigned).get()) == (NOTHING, NOTHING)
+            made = look.s()
+        assert SIGNATURE_KEY in made.options["headers"]
+        assert sees(made.apply().get()) == ({"user_id": 1}, NOTHING)
+    finally:
+        xcelery.uninstall(app)
+        close_app(app)

@@ -36,10 +36,13 @@ import contextvars
 import logging
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._engines import hidden
-from .portable import CARRIER_KEY, extract, inject
+from .portable import CARRIER_KEY, SIGNATURE_KEY, _check_key, extract, inject
+
+if TYPE_CHECKING:
+    from .portable import Unknown
 
 __all__ = ["HEADER", "Installed", "install", "uninstall"]
 
@@ -66,10 +69,12 @@ class Installed:
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("__weakref__", "_app")
+    __slots__ = ("__weakref__", "_app", "_key", "_unknown")
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, key: bytes | None, unknown: Unknown) -> None:
         self._app = app
+        self._key = key
+        self._unknown = unknown
 
     @property
     def app(self) -> Any:
@@ -100,12 +105,20 @@ class Installed:
         return f"<xlocal.celery.Installed on {self._app!r}: {state}>"
 
 
-def install(app: Any) -> Installed:
+def install(
+    app: Any, *, key: bytes | None = None, unknown: Unknown = "ignore"
+) -> Installed:
     """Make *app*'s tasks carry the portable bindings of their publisher to the worker.
 
     Call it where the app is made, so that the publishing processes and the workers
     both run it.  Installing an app that is installed already returns the same
-    handle; each app of a process is installed (and uninstalled) on its own.
+    handle (with other options, it is an error); each app of a process is installed
+    (and uninstalled) on its own.
+
+    With a secret *key* (bytes, the same in publishers and workers), carriers are
+    signed (:func:`xlocal.portable.inject`'s ``key=``) and a worker refuses one that
+    is unsigned or changed.  *unknown* is :func:`xlocal.portable.extract`'s: xlocal
+    names the worker does not know are ignored, or make the carrier malformed.
 
     .. versionadded:: 1.0
     """
@@ -116,16 +129,25 @@ def install(app: Any) -> Installed:
             f"xlocal.celery.install() needs a celery.Celery app, not "
             f"{type(app).__name__}: pass the app that defines the tasks"
         )
+    if key is not None:
+        _check_key(key)
+    if unknown not in ("ignore", "error"):
+        raise ValueError(f"unknown= must be 'ignore' or 'error', not {unknown!r}")
     with _lock:
         handle = _installed.get(app)
         if handle is not None:
+            if (handle._key, handle._unknown) != (key, unknown):
+                raise ValueError(
+                    f"xlocal.celery.install(): {app!r} is installed already, with "
+                    f"other key= or unknown=: uninstall it first"
+                )
             return handle
         amqp = app.amqp
-        amqp.send_task_message = _carrying_sender(amqp.send_task_message)
+        amqp.send_task_message = _carrying_sender(amqp.send_task_message, key)
         # The app's own task base class (Celery makes one per app): every task of the
         # app made with @app.task inherits from it, also those made before install.
-        app.Task.signature = _capturing_signature(app.Task)
-        handle = _installed[app] = Installed(app)
+        app.Task.signature = _capturing_signature(app.Task, key)
+        handle = _installed[app] = Installed(app, key, unknown)
         _connect()
         return handle
 
@@ -143,7 +165,7 @@ def uninstall(app: Any) -> None:
 # -- publishing ---------------------------------------------------------------------
 
 
-def _carrying_sender(send: Any) -> Any:
+def _carrying_sender(send: Any, key: bytes | None) -> Any:
     """Celery's ``send_task_message``, putting the carrier in each message's headers."""
 
     def send_task_message(
@@ -152,14 +174,14 @@ def _carrying_sender(send: Any) -> Any:
         # message is (headers, properties, body, sent_event); the headers are a dict
         # that Celery sends as they are (protocol 2).  Raises here, in the caller of
         # delay(), when a value cannot be encoded.
-        inject(message[0])
+        inject(message[0], key=key)
         return send(producer, name, message, **options)
 
     send_task_message.__wrapped__ = send  # type: ignore[attr-defined]
     return send_task_message
 
 
-def _capturing_signature(base: Any) -> Any:
+def _capturing_signature(base: Any, key: bytes | None) -> Any:
     """``Task.signature`` for *base*, fixing the bindings of now in the signature.
 
     The carrier goes in the signature's ``headers`` option, which Celery sends as
@@ -172,7 +194,7 @@ def _capturing_signature(base: Any) -> Any:
         made = inherited(self, args, *rest, **options)
         headers = made.options.get("headers") or {}
         if CARRIER_KEY not in headers:
-            made.options["headers"] = inject(dict(headers))
+            made.options["headers"] = inject(dict(headers), key=key)
         return made
 
     signature.__doc__ = inherited.__doc__
@@ -199,7 +221,8 @@ def _disconnect() -> None:
 def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
     """Enter the carried bindings around the task body (``task_prerun``)."""
     task = task if task is not None else sender
-    if task is None or task._get_app() not in _installed:
+    handle = None if task is None else _installed.get(task._get_app())
+    if handle is None:
         return
     request = task.request
     stack = contextlib.ExitStack()
@@ -212,18 +235,18 @@ def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -
             # Run where the caller runs: what a signature carries, or else what the
             # caller would carry, as a worker sees it.
             headers = getattr(request, "headers", None) or {}
-            if CARRIER_KEY in headers:
-                carrier = {HEADER: headers[CARRIER_KEY]}
-            else:
-                carrier = inject()
+            if CARRIER_KEY not in headers:
+                headers = inject(key=handle._key)
         else:
-            carrier = {HEADER: getattr(request, HEADER, None)}
+            headers = vars(request)
+        carrier = {k: headers[k] for k in (HEADER, SIGNATURE_KEY) if k in headers}
     except (ValueError, TypeError) as error:
         problem = error
     stack.enter_context(hidden())
-    if problem is None and carrier.get(HEADER) is not None:
+    if problem is None and HEADER in carrier:
         try:
-            stack.enter_context(extract(carrier))
+            extracted = extract(carrier, key=handle._key, unknown=handle._unknown)
+            stack.enter_context(extracted)
         except (ValueError, TypeError) as error:
             problem = error
     if problem is not None:
