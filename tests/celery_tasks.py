@@ -16,7 +16,7 @@ from celery.signals import task_postrun
 from xlocal import xlocal
 from xlocal.celery import install
 
-#: Portable names: ``user_id`` and ``tenant``; ``db`` is bound beside them but stays.
+#: Portable names: ``user_id``, ``tenant``, ``trace``; ``db``, bound beside them, stays.
 request = xlocal("tests.celery.request", portable={"user_id", "tenant", "trace"})
 #: Not portable at all.
 local_only = xlocal("tests.celery.local_only")
