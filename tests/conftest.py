@@ -149,3 +149,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="requests per server in the web servers' load test (default 2000, or "
         "XLOCAL_WEB_LOAD)",
     )
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real redis-server on 127.0.0.1, shared by the tests that need a broker."""
+    from engines import Redis  # noqa: PLC0415 - only the engine tests need it
+
+    with Redis().running() as server:
+        yield server

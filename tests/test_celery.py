@@ -1,0 +1,535 @@
+"""xlocal.celery against real Celery: a redis broker and real worker processes.
+
+The tasks are in tests/celery_tasks.py; the workers (prefork with 2 processes, solo, and
+threads with 2 threads, one queue each) are started once for the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+celery = pytest.importorskip("celery")
+
+import celery_tasks as ct  # noqa: E402
+from celery import chain, chord, group  # noqa: E402
+from celery.result import AsyncResult  # noqa: E402
+from celery.signals import after_task_publish  # noqa: E402
+from engines import (  # noqa: E402
+    CeleryWorker,
+    Redis,
+    celery_workers,
+    close_app,
+    readme_example,
+    run_script,
+)
+
+import xlocal.celery as xcelery  # noqa: E402
+from xlocal.portable import (  # noqa: E402
+    CARRIER_KEY,
+    SIGNATURE_KEY,
+    UnportableError,
+    inject,
+)
+
+TIMEOUT = 60
+POOLS = ["prefork", "solo", "threads"]
+NOTHING: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _configured(redis_server: Redis) -> Iterator[None]:
+    """The tasks app uses the real redis, before anything reads its settings."""
+    ct.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
+    yield
+    close_app(ct.app)
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: Redis) -> Iterator[dict[str, CeleryWorker]]:
+    """Real workers of each pool for the tasks app, against the real redis."""
+    with celery_workers(ct.app, redis_server.url, POOLS) as started:
+        yield started
+
+
+def get(result: Any) -> Any:
+    """The value of a task's result, waiting at most TIMEOUT seconds."""
+    return result.get(timeout=TIMEOUT)
+
+
+def sees(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a task saw on both xlocals; checks that the one before left nothing."""
+    assert result["left"] == [[], []], "the task before left bindings behind"
+    return result["request"], result["local_only"]
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_each_task_sees_exactly_its_own_bindings(
+    workers: dict[str, CeleryWorker], pool: str
+) -> None:
+    """Many tasks with different bindings on few reused workers see only their own."""
+    n = 40 if pool == "prefork" else 16
+    sent = []
+    for i in range(n):
+        if i % 4 == 3:
+            sent.append((None, ct.seen.apply_async((i,), queue=pool)))
+            continue
+        with ct.request(user_id=i, tenant=f"t{i}", db=f"conn{i}"), ct.local_only(i=i):
+            sent.append((i, ct.seen.apply_async((i,), queue=pool)))
+    pids = set()
+    for i, result in sent:
+        value = get(result)
+        pids.add(value["pid"])
+        expected = NOTHING if i is None else {"user_id": i, "tenant": f"t{i}"}
+        assert sees(value) == (expected, NOTHING), value
+    # Few worker processes, each reused for many tasks.
+    assert len(pids) <= (1 if pool in ("solo", "threads") else 2) < n
+
+
+def test_unbound_task_sees_nothing(workers: dict[str, CeleryWorker]) -> None:
+    """A task published outside any binding sees no binding in the worker."""
+    assert sees(get(ct.seen.delay("unbound"))) == (NOTHING, NOTHING)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_raising_task_leaves_nothing_bound(
+    workers: dict[str, CeleryWorker], pool: str
+) -> None:
+    """A task that raises inside its bindings leaves nothing bound for the next."""
+    for i in range(4):
+        with ct.request(user_id=i):
+            failing = ct.fails.apply_async((i,), queue=pool)
+        with pytest.raises(ValueError, match=f"task failed on purpose: {i}"):
+            get(failing)
+        assert sees(get(ct.seen.apply_async(queue=pool))) == (NOTHING, NOTHING)
+
+
+def test_retries_keep_the_bindings(workers: dict[str, CeleryWorker]) -> None:
+    """A task that retries itself sees its publisher's bindings on the last try."""
+    with ct.request(user_id=5, tenant="acme"):
+        result = ct.retried.delay("r")
+    value = get(result)
+    assert value["retries"] == 2
+    assert sees(value) == ({"user_id": 5, "tenant": "acme"}, NOTHING)
+
+
+def test_tasks_published_by_tasks_carry_the_bindings_on(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """A task's own tasks carry its bindings, and a binding it nests over them."""
+    with ct.request(user_id=3, tenant="acme"), ct.local_only(x=1):
+        outer = get(ct.spawns.delay("s"))
+    assert sees(outer) == ({"user_id": 3, "tenant": "acme"}, NOTHING)
+    plain, nested = (get(AsyncResult(i, app=ct.app)) for i in outer["children"])
+    assert sees(plain) == ({"user_id": 3, "tenant": "acme"}, NOTHING)
+    assert sees(nested) == (
+        {"user_id": 3, "tenant": "acme", "trace": "s-nested"},
+        NOTHING,
+    )
+
+
+def test_a_signature_carries_the_bindings_it_was_made_under(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """A signature keeps its bindings, wherever and under whatever it is applied."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        made = ct.seen.s("made")
+    assert sees(get(made.delay())) == ({"user_id": 1}, NOTHING)
+    with ct.request(user_id=2, tenant="other"):
+        assert sees(get(made.apply_async())) == ({"user_id": 1}, NOTHING)
+        assert sees(made.apply().get()) == ({"user_id": 1}, NOTHING)  # eager
+        assert sees(get(ct.seen.delay()))[0] == {"user_id": 2, "tenant": "other"}
+    assert sees(get(ct.seen.s().delay())) == (NOTHING, NOTHING)
+
+
+def test_each_link_of_a_chain_carries_its_own_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Every link of a chain sees the bindings its signature was made under."""
+    links = []
+    for tag in (1, 2, 3):
+        with ct.request(user_id=tag):
+            links.append(ct.step.s(tag=tag))
+    with ct.request(user_id=9, tenant="applier"):
+        last = get(chain(*links).apply_async())
+    seen = []
+    while last is not None:
+        seen.append((last["tag"], sees(last)))
+        last = last["previous"]
+    assert seen == [(tag, ({"user_id": tag}, NOTHING)) for tag in (3, 2, 1)]
+
+
+def test_groups_and_chords_carry_each_signature_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Group members, a chord's header tasks and its body keep their own bindings."""
+    members = []
+    for i in range(4):
+        with ct.request(user_id=i):
+            members.append(ct.seen.s(i))
+    with ct.request(tenant="body"):
+        body = ct.collect.s(tag="body")
+    with ct.request(user_id=9):
+        done = get(group(members).apply_async())
+        result = get(chord(members[:3])(body))
+    assert [sees(m) for m in done] == [({"user_id": i}, NOTHING) for i in range(4)]
+    assert sees(result) == ({"tenant": "body"}, NOTHING)
+    assert [sees(r) for r in result["results"]] == [
+        ({"user_id": i}, NOTHING) for i in range(3)
+    ]
+
+
+def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
+    """A carrier given in headers= is sent as it is, over the bindings in force."""
+    with ct.request(user_id=1):
+        carrier = inject()
+    with ct.request(user_id=2):
+        assert sees(get(ct.seen.apply_async(headers=carrier)))[0] == {"user_id": 1}
+        made = ct.seen.s().set(headers=carrier)
+    assert sees(get(made.delay()))[0] == {"user_id": 1}
+
+
+@pytest.fixture
+def raw_app(redis_server: Redis, workers: dict[str, CeleryWorker]) -> Any:
+    """Another app on the same broker, without install(): it sends headers as given."""
+    app = celery.Celery("raw", broker=redis_server.url, backend=redis_server.url)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    yield app
+    close_app(app)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "not json",
+        '{"b": {}, "v": 99}',
+        '{"b": {"tests.celery.request": {"user_id": 1}}, "v": 1}',
+        "x" * 20_000,
+        42,
+        ["a", "list"],
+        {"b": "nested"},
+    ],
+    ids=["text", "version", "not-encoded", "oversized", "int", "list", "dict"],
+)
+def test_a_malformed_carrier_is_logged_and_the_task_runs_unbound(
+    raw_app: Any, workers: dict[str, CeleryWorker], header: Any
+) -> None:
+    """A bad carrier header logs an error in the worker; the task runs with nothing."""
+    result = raw_app.send_task(
+        "celery_tasks.seen", ("bad",), headers={CARRIER_KEY: header}, queue="solo"
+    )
+    assert sees(get(result)) == (NOTHING, NOTHING)
+    log = workers["solo"].output()
+    assert f"xlocal.celery: task celery_tasks.seen[{result.id}] runs with no" in log
+    assert "cannot extract bindings from the carrier" in log
+    # The worker is still there and carries the next good carrier.
+    with ct.request(user_id=1):
+        assert sees(get(ct.seen.apply_async(queue="solo")))[0] == {"user_id": 1}
+
+
+def test_a_message_without_carrier_runs_unbound(
+    raw_app: Any, workers: dict[str, CeleryWorker]
+) -> None:
+    """A message from a publisher that did not install xlocal runs with nothing."""
+    result = raw_app.send_task("celery_tasks.seen", ("plain",), queue="prefork")
+    assert sees(get(result)) == (NOTHING, NOTHING)
+
+
+def test_an_unencodable_value_fails_in_the_publisher(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """delay() and making a signature raise for a value that cannot be encoded."""
+    match = r"^cannot carry 'user_id' of <xlocal 'tests.celery"
+    with ct.request(user_id=object()):
+        with pytest.raises(UnportableError, match=match):
+            ct.seen.delay("never")
+        with pytest.raises(UnportableError, match=match):
+            ct.seen.s("never")
+
+
+@contextlib.contextmanager
+def published_headers() -> Iterator[list[dict[str, Any]]]:
+    """The headers of every message published in the block, as Celery sent them."""
+    headers: list[dict[str, Any]] = []
+
+    def record(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        headers_seen.append(dict(headers or {}))
+
+    headers_seen = headers
+    after_task_publish.connect(record, weak=False)
+    try:
+        yield headers
+    finally:
+        after_task_publish.disconnect(record)
+
+
+def nothing() -> None:
+    """A task body that does nothing."""
+
+
+def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
+    redis_server: Redis,
+) -> None:
+    """Installing twice gives one handle; uninstalled apps send no carrier."""
+    one = celery.Celery("one", broker=redis_server.url)
+    two = celery.Celery("two", broker=redis_server.url)
+    task_one = one.task(name="one.t")(nothing)
+    task_two = two.task(name="two.t")(nothing)
+    try:
+        handle = xcelery.install(one)
+        assert xcelery.install(one) is handle
+        assert handle.installed
+        assert handle.app is one
+        assert "installed" in repr(handle)
+        with published_headers() as sent, ct.request(user_id=1):
+            task_one.apply_async(queue="nobody")
+            task_two.apply_async(queue="nobody")
+        assert CARRIER_KEY in sent[0]
+        assert CARRIER_KEY not in sent[1]
+        other = xcelery.install(two)
+        handle.uninstall()
+        handle.uninstall()
+        xcelery.uninstall(one)
+        assert not handle.installed
+        assert "uninstalled" in repr(handle)
+        assert "signature" not in vars(one.Task)
+        assert "headers" not in task_one.s().options
+        assert CARRIER_KEY in task_two.s().options["headers"]
+        assert other.installed
+        assert ct.installed.installed
+        with published_headers() as sent, ct.request(user_id=1):
+            task_one.apply_async(queue="nobody")
+            task_two.apply_async(queue="nobody")
+        assert CARRIER_KEY not in sent[0]
+        assert CARRIER_KEY in sent[1]
+        assert xcelery.install(one) is not handle
+    finally:
+        xcelery.uninstall(one)
+        xcelery.uninstall(two)
+        close_app(one)
+        close_app(two)
+
+
+def test_install_refuses_what_is_not_an_app() -> None:
+    """install() takes a Celery app and says so."""
+    with pytest.raises(TypeError, match=r"^xlocal.celery.install\(\) needs a celery"):
+        xcelery.install("app")
+
+
+# -- eager mode: no worker, the task runs in the caller's own thread ----------------
+
+
+def test_eager_apply_sees_the_portable_view() -> None:
+    """task.apply() sees the caller's portable bindings, decoded, and nothing else."""
+    value = [1, {"a": None}]
+    with ct.request(user_id=value, tenant="acme", db="conn"), ct.local_only(x=1):
+        seen = ct.seen.apply(("eager",)).get()
+        assert ct.request.db == "conn"
+        assert ct.local_only.x == 1
+    assert sees(seen) == ({"user_id": value, "tenant": "acme"}, NOTHING)
+    assert seen["request"]["user_id"] is not value  # decoded, as a worker gets it
+    assert sees(ct.seen.apply().get()) == (NOTHING, NOTHING)
+
+
+def test_always_eager_delay_sees_the_portable_view() -> None:
+    """With task_always_eager, delay() runs in place and sees the portable view."""
+    ct.app.conf.task_always_eager = True
+    try:
+        with ct.request(user_id=2, db="conn"), ct.local_only(x=1):
+            seen = ct.seen.delay("eager").get()
+    finally:
+        ct.app.conf.task_always_eager = False
+    assert sees(seen) == ({"user_id": 2}, NOTHING)
+
+
+def test_eager_failures_leave_the_caller_intact() -> None:
+    """An eager task that raises restores the caller's own bindings."""
+    with ct.request(user_id=1, db="conn"):
+        result = ct.fails.apply(("eager",))
+        assert ct.request.user_id == 1
+        assert ct.request.db == "conn"
+        assert not hasattr(ct.request, "trace")
+    assert isinstance(result.result, ValueError)
+
+
+def test_eager_with_an_unencodable_value_logs_and_runs_unbound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In eager mode an unencodable value is logged; the task runs with nothing."""
+    with caplog.at_level(logging.ERROR, "xlocal.celery"), ct.request(user_id={1}):
+        seen = ct.seen.apply(("eager",)).get()
+    assert sees(seen) == (NOTHING, NOTHING)
+    assert "cannot carry 'user_id'" in caplog.text
+
+
+def test_eager_task_inside_a_worker_task(workers: dict[str, CeleryWorker]) -> None:
+    """An eager call inside a worker task sees that task's portable view."""
+    with ct.request(user_id=6):
+        value = get(ct.eager_inside.delay("in"))
+    assert sees(value) == ({"user_id": 6}, NOTHING)
+    assert sees(value["inner"]) == ({"user_id": 6, "trace": "eager"}, NOTHING)
+
+
+def test_uninstalled_app_runs_eager_tasks_untouched(redis_server: Redis) -> None:
+    """An app without install() leaves its eager tasks in the caller's bindings."""
+    app = celery.Celery("plain", broker=redis_server.url)
+    look = app.task(name="plain.look")(ct.view)
+    try:
+        with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
+            seen = look.apply().get()
+    finally:
+        close_app(app)
+    assert sees(seen) == ({"user_id": 1, "db": "conn"}, {"x": 1})
+
+
+def test_the_readme_example_runs(redis_server: Redis, tmp_path: Any) -> None:
+    """The README's Celery example prints what it says, with a real worker."""
+    files, expected = readme_example("Celery")
+    assert sorted(files) == ["tasks.py", "web.py"]
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    worker = CeleryWorker(
+        redis_server.url, "prefork", app="tasks", cwd=tmp_path, queue="celery"
+    )
+    pinger = celery.Celery("pinger", broker=redis_server.url)
+    try:
+        worker.start()
+        worker.wait_ready(pinger)
+        printed = run_script("web.py", tmp_path, {"BROKER_URL": redis_server.url})
+    finally:
+        worker.stop()
+        close_app(pinger)
+    assert printed == expected
+    assert expected == ["hello: tenant=acme, user_id=7", "hi: nothing bound"]
+
+
+def test_uninstalling_every_app_disconnects_the_signals() -> None:
+    """With no app installed, xlocal.celery listens to no signal; install reconnects."""
+    from celery.signals import task_postrun, task_prerun  # noqa: PLC0415
+
+    def connected() -> bool:
+        return any(r[1] is xcelery._prerun for r in task_prerun.receivers)
+
+    assert connected()
+    ct.installed.uninstall()
+    try:
+        assert not connected()
+        with ct.request(user_id=1, db="conn"):
+            assert sees(ct.seen.apply().get())[0] == {"user_id": 1, "db": "conn"}
+    finally:
+        ct.installed = xcelery.install(ct.app)
+        # The record of leftovers must run after xlocal.celery's receiver again.
+        task_postrun.disconnect(ct._record_leftovers)
+        task_postrun.connect(ct._record_leftovers, weak=False)
+    assert connected()
+    with ct.request(user_id=1, db="conn"):
+        assert sees(ct.seen.apply().get())[0] == {"user_id": 1}
+
+
+def test_a_worker_thread_in_this_process(
+    raw_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real worker run in a thread of this process binds exactly the carried view."""
+    from celery.contrib.testing.worker import start_worker  # noqa: PLC0415
+
+    with start_worker(
+        ct.app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=["in-process"],
+        shutdown_timeout=TIMEOUT,
+    ):
+        with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
+            bound = ct.seen.apply_async(("bound",), queue="in-process")
+        bad = raw_app.send_task(
+            "celery_tasks.seen",
+            ("bad",),
+            headers={CARRIER_KEY: "{"},
+            queue="in-process",
+        )
+        plain = ct.seen.apply_async(("plain",), queue="in-process")
+        assert sees(get(bound)) == ({"user_id": 1}, NOTHING)
+        assert sees(get(bad)) == (NOTHING, NOTHING)
+        assert sees(get(plain)) == (NOTHING, NOTHING)
+    assert f"task celery_tasks.seen[{bad.id}] runs with no xlocal bindings" in (
+        caplog.text
+    )
+
+
+def test_signed_carriers_on_a_real_worker(
+    raw_app: Any, redis_server: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With install(key=...), carriers are signed; unsigned or changed ones refused."""
+    from celery.contrib.testing.worker import start_worker  # noqa: PLC0415
+
+    signed = celery.Celery("signed", broker=redis_server.url, backend=redis_server.url)
+    # No expiry: redis-py 8 deprecates the SETEX that expiring results use; and the
+    # worker leaves logging to pytest.
+    signed.conf.update(result_expires=None, worker_hijack_root_logger=False)
+    look = signed.task(name="signed.look")(ct.view)
+    xcelery.install(signed, key=b"a shared secret")
+    try:
+        with start_worker(
+            signed,
+            pool="solo",
+            perform_ping_check=False,
+            queues=["signed"],
+            shutdown_timeout=TIMEOUT,
+        ):
+            with published_headers() as sent, ct.request(user_id=1):
+                good = look.apply_async(queue="signed")
+                carrier = inject()
+            assert SIGNATURE_KEY in sent[0]
+            tampered = {**carrier, SIGNATURE_KEY: sent[0][SIGNATURE_KEY][::-1]}
+            bad = [
+                raw_app.send_task("signed.look", headers=h, queue="signed")
+                for h in (carrier, tampered)
+            ]
+            assert sees(get(good)) == ({"user_id": 1}, NOTHING)
+            assert [sees(get(b)) for b in bad] == [(NOTHING, NOTHING)] * 2
+        for b in bad:
+            assert f"task signed.look[{b.id}] runs with no xlocal bindings" in (
+                caplog.text
+            )
+    finally:
+        xcelery.uninstall(signed)
+        close_app(signed)
+
+
+def test_install_options_are_checked(redis_server: Redis) -> None:
+    """A bad key or unknown=, or installing again with other options, is refused."""
+    app = celery.Celery("options", broker=redis_server.url)
+    try:
+        with pytest.raises(TypeError, match=r"^key= must be a secret of non-empty"):
+            xcelery.install(app, key="text")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^unknown= must be 'ignore' or 'error'"):
+            xcelery.install(app, unknown="maybe")  # type: ignore[arg-type]
+        handle = xcelery.install(app, unknown="error")
+        assert xcelery.install(app, unknown="error") is handle
+        with pytest.raises(ValueError, match=r"^xlocal.celery.install\(\): <Celery"):
+            xcelery.install(app)
+    finally:
+        xcelery.uninstall(app)
+        close_app(app)
+
+
+def test_eager_tasks_check_signatures_too(redis_server: Redis) -> None:
+    """In eager mode a keyed app signs and checks what the task is given."""
+    app = celery.Celery("eager-signed", broker=redis_server.url)
+    look = app.task(name="eager.look")(ct.view)
+    xcelery.install(app, key=b"k")
+    try:
+        with ct.request(user_id=1), ct.local_only(x=1):
+            assert sees(look.apply().get()) == ({"user_id": 1}, NOTHING)
+            unsigned = inject()
+            assert sees(look.apply(headers=unsigned).get()) == (NOTHING, NOTHING)
+            made = look.s()
+        assert SIGNATURE_KEY in made.options["headers"]
+        assert sees(made.apply().get()) == ({"user_id": 1}, NOTHING)
+    finally:
+        xcelery.uninstall(app)
+        close_app(app)

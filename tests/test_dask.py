@@ -1,0 +1,226 @@
+"""xlocal.dask against a real distributed cluster: 2 worker processes of 1 thread."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+
+import dask_tasks as dt  # noqa: E402
+from engines import readme_example, run_script  # noqa: E402
+
+import xlocal.dask as xdask  # noqa: E402
+from xlocal.portable import CARRIER_KEY, UnportableError  # noqa: E402
+
+TIMEOUT = 60
+NOTHING: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A real LocalCluster: 2 worker processes with 1 thread each, on 127.0.0.1."""
+    with distributed.LocalCluster(
+        processes=True,
+        n_workers=2,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=":0",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Any) -> Iterator[Any]:
+    """An xlocal.dask.Client connected to the cluster."""
+    with xdask.Client(cluster, timeout=TIMEOUT) as connected:
+        yield connected
+
+
+def sees(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return result["request"], result["local_only"]
+
+
+def test_each_task_sees_exactly_its_own_bindings(client: Any) -> None:
+    """Many tasks with different bindings on two reused workers see only their own."""
+    futures = []
+    for i in range(40):
+        if i % 4 == 3:
+            futures.append((None, client.submit(dt.seen, i)))
+            continue
+        with dt.request(user_id=i, tenant=f"t{i}", db=i), dt.local_only(i=i):
+            futures.append((i, client.submit(dt.seen, i)))
+    results = [f.result(timeout=TIMEOUT) for _, f in futures]
+    pids = set()
+    for (i, _), value in zip(futures, results):
+        pids.add(value["pid"])
+        expected = NOTHING if i is None else {"user_id": i, "tenant": f"t{i}"}
+        assert sees(value) == (expected, NOTHING), value
+    assert len(pids) <= 2
+
+
+def test_map_carries_the_bindings(client: Any) -> None:
+    """Client.map carries the bindings to every task it makes."""
+    with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
+        first = client.map(dt.seen, range(6))
+    with dt.request(user_id=2):
+        second = client.map(dt.seen, range(6))
+    unbound = client.map(dt.seen, range(6))
+    for futures, expected in ((first, {"user_id": 1}), (second, {"user_id": 2})):
+        for value in client.gather(futures):
+            assert sees(value) == (expected, NOTHING)
+    assert [sees(v) for v in client.gather(unbound)] == [(NOTHING, NOTHING)] * 6
+
+
+def test_the_same_pure_call_under_other_bindings_gets_another_key(client: Any) -> None:
+    """A pure call is one task per set of bindings, never another request's result."""
+    with dt.request(user_id=1):
+        a = client.submit(dt.pure_user, 10)
+        a_again = client.submit(dt.pure_user, 10)
+        [m1] = client.map(dt.pure_user, [10])
+    with dt.request(user_id=2):
+        b = client.submit(dt.pure_user, 10)
+        [m2] = client.map(dt.pure_user, [10])
+    assert a.key == a_again.key
+    assert len({a.key, b.key}) == 2
+    assert len({m1.key, m2.key}) == 2
+    for key in (a.key, b.key, m1.key, m2.key):
+        assert key.startswith("pure_user-")
+    assert (a.result(), b.result()) == ((10, 1), (10, 2))
+    assert (m1.result(), m2.result()) == ((10, 1), (10, 2))
+
+
+def test_delayed_carries_the_bindings_of_each_call(client: Any) -> None:
+    """Each call of a delayed function carries its bindings; both compute paths work."""
+    seen = xdask.delayed(dt.seen)
+    with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
+        one = seen("one")
+    with dt.request(user_id=2):
+        two = seen("two")
+    three = seen("three")
+    got = dask.compute(one, two, three)
+    futures = client.compute([one, two, three])
+    assert [sees(v) for v in got] == [
+        ({"user_id": 1}, NOTHING),
+        ({"user_id": 2}, NOTHING),
+        (NOTHING, NOTHING),
+    ]
+    assert [sees(v) for v in client.gather(futures)] == [sees(v) for v in got]
+    assert one.key.startswith("seen-")
+
+
+def test_pure_delayed_calls_get_keys_per_binding(client: Any) -> None:
+    """With pure=True, delayed keys differ between bindings and match within them."""
+    pure_user = xdask.delayed(pure=True)(dt.pure_user)
+    with dt.request(user_id=1):
+        a, a_again = pure_user(10), pure_user(10)
+    with dt.request(user_id=2):
+        b = pure_user(10)
+    assert a.key == a_again.key != b.key
+    assert a.key.startswith("pure_user-")
+    assert dask.compute(a, b) == ((10, 1), (10, 2))
+
+
+def test_raising_task_leaves_nothing_bound(client: Any) -> None:
+    """A task that raises leaves nothing bound on its worker for the next tasks."""
+    for i in range(4):
+        with dt.request(user_id=i):
+            failing = client.submit(dt.fails, i, pure=False)
+        with pytest.raises(ValueError, match=f"task failed on purpose: {i}"):
+            failing.result(timeout=TIMEOUT)
+    after = client.map(dt.seen, range(8), pure=False)
+    assert [sees(v) for v in client.gather(after)] == [(NOTHING, NOTHING)] * 8
+    # Plain distributed submits, which carry and hide nothing, see what the worker
+    # processes themselves have bound after all those tasks: nothing.
+    plain = distributed.Client.map(client, dt.seen, range(8), pure=False)
+    assert [sees(v) for v in client.gather(plain)] == [(NOTHING, NOTHING)] * 8
+
+
+def test_tasks_submitted_from_tasks_carry_the_bindings_on(client: Any) -> None:
+    """xlocal.dask.get_client() and worker_client() inside a task carry its bindings."""
+    with dt.request(user_id=3, tenant="acme"), dt.local_only(x=1):
+        outer = client.submit(dt.spawns, "s", pure=False).result(timeout=TIMEOUT)
+    carried = {"user_id": 3, "tenant": "acme"}
+    assert sees(outer) == (carried, NOTHING)
+    plain, nested, mapped = outer["children"]
+    assert sees(plain) == (carried, NOTHING)
+    assert sees(nested) == ({**carried, "trace": "s-nested"}, NOTHING)
+    assert sees(mapped) == (carried, NOTHING)
+
+
+def test_an_unencodable_value_fails_at_submit(client: Any) -> None:
+    """submit, map and a delayed call raise for a value that cannot be encoded."""
+    match = r"^cannot carry 'user_id' of <xlocal 'tests.dask.request'>"
+    with dt.request(user_id=object()):
+        with pytest.raises(UnportableError, match=match):
+            client.submit(dt.seen)
+        with pytest.raises(UnportableError, match=match):
+            client.map(dt.seen, [1])
+        with pytest.raises(UnportableError, match=match):
+            xdask.delayed(dt.seen)()
+
+
+def test_carried_keeps_the_name_and_runs_locally() -> None:
+    """A carried function keeps its name, and runs in place seeing the carried view."""
+    with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
+        job = xdask.carried(dt.seen)
+        assert sees(job("here")) == ({"user_id": 1}, NOTHING)
+        assert dt.request.db == "conn"
+    assert job.__name__ == "seen"
+    assert job.__doc__ == dt.seen.__doc__
+    carried = json.loads(job.carrier[CARRIER_KEY])["b"]
+    assert carried == {"tests.dask.request": {"user_id": "1"}}
+    assert sees(job()) == ({"user_id": 1}, NOTHING)
+    again = xdask.carried(job)  # carried anew, with the bindings of now: none
+    assert again.__wrapped__ is dt.seen
+    assert sees(again()) == (NOTHING, NOTHING)
+    assert "seen" in repr(job)
+
+
+def test_misuse_is_refused() -> None:
+    """Things that are not functions are refused with a clear message."""
+    with pytest.raises(TypeError, match=r"^xlocal.dask needs a callable to submit"):
+        xdask.carried(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^xlocal.dask.delayed\(\) takes a function"):
+        xdask.delayed(42)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        xdask.nothing  # type: ignore[attr-defined] # noqa: B018
+
+
+def test_the_readme_example_runs(tmp_path: Any) -> None:
+    """The README's Dask example prints what it says, on its own real cluster."""
+    files, expected = readme_example("Dask")
+    assert sorted(files) == ["myapp.py", "run.py"]
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    assert run_script("run.py", tmp_path, {}) == expected
+    assert len(expected) == 5
+
+
+def test_workers_in_this_process_see_only_what_they_carry() -> None:
+    """With worker threads in the submitting process, tasks see only what they carry."""
+    cluster = distributed.LocalCluster(
+        processes=False, n_workers=1, threads_per_worker=4, dashboard_address=":0"
+    )
+    with cluster, xdask.Client(cluster, timeout=TIMEOUT) as client:
+        with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
+            bound = client.map(dt.seen, range(8))
+            spawned = client.submit(dt.spawns, "in", pure=False)
+        unbound = client.map(dt.seen, range(8, 16))
+        assert [sees(v) for v in client.gather(bound)] == [
+            ({"user_id": 1}, NOTHING)
+        ] * 8
+        assert [sees(v) for v in client.gather(unbound)] == [(NOTHING, NOTHING)] * 8
+        outer = spawned.result(timeout=TIMEOUT)
+        assert [sees(child) for child in outer["children"]] == [
+            ({"user_id": 1}, NOTHING),
+            ({"user_id": 1, "trace": "in-nested"}, NOTHING),
+            ({"user_id": 1}, NOTHING),
+        ]
+        wrapped = xdask._Carrying(client)
+        assert repr(wrapped) == f"<carrying {client!r}>"
+        assert wrapped.scheduler_info() == client.scheduler_info()

@@ -1,0 +1,271 @@
+"""Carry portable bindings with Celery tasks: ``xlocal.celery.install(app)``.
+
+After ``install(app)``, every task message the app publishes (``delay``,
+``apply_async``, ``send_task``, retries, tasks published by tasks) carries the portable
+bindings in force where it is published, encoded by :func:`xlocal.portable.inject`, in
+one message header, :data:`HEADER`.  A signature (``task.s()``, ``task.signature()``,
+and so every part of a chain, group or chord) carries the bindings in force where it
+was made instead: they are fixed in its ``headers`` option, which Celery sends
+whenever and wherever the signature is applied.  On the worker,
+the task body runs inside a real with-block of those bindings, entered by the
+``task_prerun`` signal and exited by ``task_postrun`` (which Celery sends also when the
+task raises or retries), so a reused worker process keeps nothing between tasks.
+Everything else bound on xlocal objects is hidden from the task body: it sees exactly
+the carried portable bindings.
+
+Publishing goes through the app's own message sender, wrapped by ``install``, so that a
+value that cannot be encoded raises in the caller of ``delay`` (Celery's
+``before_task_publish`` signal would only log it), and only installed apps carry;
+signatures are made by the app's own task base class, whose ``signature`` method
+``install`` wraps.
+
+A worker that receives a malformed carrier logs an error on the ``xlocal.celery``
+logger, naming the task and what is wrong, and runs the task with no xlocal bindings.
+
+In eager mode (``task_always_eager``, ``task.apply()``) the task runs in the caller's
+own thread: it sees the caller's portable bindings, encoded and decoded as they would
+be for a worker, and nothing else.
+
+Celery is imported only by :func:`install`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ._engines import hidden
+from .portable import CARRIER_KEY, SIGNATURE_KEY, _check_key, extract, inject
+
+if TYPE_CHECKING:
+    from .portable import Unknown
+
+__all__ = ["HEADER", "Installed", "install", "uninstall"]
+
+#: The message header that holds the carrier's text (the carrier's own key: the message
+#: headers are the carrier).
+HEADER = CARRIER_KEY
+
+logger = logging.getLogger(__name__)
+
+#: The handle of every installed app, by app.
+_installed: weakref.WeakKeyDictionary[Any, Installed] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+#: What each running task of this execution has to exit when it ends, innermost last:
+#: eager tasks nest inside their caller's task.
+_running: contextvars.ContextVar[tuple[tuple[str, contextlib.ExitStack], ...]] = (
+    contextvars.ContextVar("xlocal.celery.running", default=())
+)
+
+
+class Installed:
+    """The handle that :func:`install` returns: ``handle.uninstall()`` undoes it.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = ("__weakref__", "_app", "_key", "_unknown")
+
+    def __init__(self, app: Any, key: bytes | None, unknown: Unknown) -> None:
+        self._app = app
+        self._key = key
+        self._unknown = unknown
+
+    @property
+    def app(self) -> Any:
+        """The Celery app this handle installed on."""
+        return self._app
+
+    @property
+    def installed(self) -> bool:
+        """Whether the app still carries bindings through this handle."""
+        return _installed.get(self._app) is self
+
+    def uninstall(self) -> None:
+        """Stop carrying bindings with the app's tasks; doing it again does nothing."""
+        with _lock:
+            if _installed.get(self._app) is not self:
+                return
+            del _installed[self._app]
+            # Back to Celery's own sender, which the class makes and caches, and to
+            # the signature method the app's task base class inherits.
+            vars(self._app.amqp).pop("send_task_message", None)
+            if "signature" in vars(self._app.Task):
+                del self._app.Task.signature
+            if not _installed:
+                _disconnect()
+
+    def __repr__(self) -> str:
+        state = "installed" if self.installed else "uninstalled"
+        return f"<xlocal.celery.Installed on {self._app!r}: {state}>"
+
+
+def install(
+    app: Any, *, key: bytes | None = None, unknown: Unknown = "ignore"
+) -> Installed:
+    """Make *app*'s tasks carry the portable bindings of their publisher to the worker.
+
+    Call it where the app is made, so that the publishing processes and the workers
+    both run it.  Installing an app that is installed already returns the same
+    handle (with other options, it is an error); each app of a process is installed
+    (and uninstalled) on its own.
+
+    With a secret *key* (bytes, the same in publishers and workers), carriers are
+    signed (:func:`xlocal.portable.inject`'s ``key=``) and a worker refuses one that
+    is unsigned or changed.  *unknown* is :func:`xlocal.portable.extract`'s: xlocal
+    names the worker does not know are ignored, or make the carrier malformed.
+
+    .. versionadded:: 1.0
+    """
+    from celery import Celery  # noqa: PLC0415 - Celery is needed only here
+
+    if not isinstance(app, Celery):
+        raise TypeError(
+            f"xlocal.celery.install() needs a celery.Celery app, not "
+            f"{type(app).__name__}: pass the app that defines the tasks"
+        )
+    if key is not None:
+        _check_key(key)
+    if unknown not in ("ignore", "error"):
+        raise ValueError(f"unknown= must be 'ignore' or 'error', not {unknown!r}")
+    with _lock:
+        handle = _installed.get(app)
+        if handle is not None:
+            if (handle._key, handle._unknown) != (key, unknown):
+                raise ValueError(
+                    f"xlocal.celery.install(): {app!r} is installed already, with "
+                    f"other key= or unknown=: uninstall it first"
+                )
+            return handle
+        amqp = app.amqp
+        amqp.send_task_message = _carrying_sender(amqp.send_task_message, key)
+        # The app's own task base class (Celery makes one per app): every task of the
+        # app made with @app.task inherits from it, also those made before install.
+        app.Task.signature = _capturing_signature(app.Task, key)
+        handle = _installed[app] = Installed(app, key, unknown)
+        _connect()
+        return handle
+
+
+def uninstall(app: Any) -> None:
+    """Undo :func:`install` on *app*; an app that is not installed is left as it is.
+
+    .. versionadded:: 1.0
+    """
+    handle = _installed.get(app)
+    if handle is not None:
+        handle.uninstall()
+
+
+# -- publishing ---------------------------------------------------------------------
+
+
+def _carrying_sender(send: Any, key: bytes | None) -> Any:
+    """Celery's ``send_task_message``, putting the carrier in each message's headers."""
+
+    def send_task_message(
+        producer: Any, name: str, message: Any, **options: Any
+    ) -> Any:
+        # message is (headers, properties, body, sent_event); the headers are a dict
+        # that Celery sends as they are (protocol 2).  Raises here, in the caller of
+        # delay(), when a value cannot be encoded.
+        inject(message[0], key=key)
+        return send(producer, name, message, **options)
+
+    send_task_message.__wrapped__ = send  # type: ignore[attr-defined]
+    return send_task_message
+
+
+def _capturing_signature(base: Any, key: bytes | None) -> Any:
+    """``Task.signature`` for *base*, fixing the bindings of now in the signature.
+
+    The carrier goes in the signature's ``headers`` option, which Celery sends as
+    message headers whenever the signature is applied, by whom and wherever that is;
+    headers given explicitly win.
+    """
+    inherited = super(base, base).signature
+
+    def signature(self: Any, args: Any = None, *rest: Any, **options: Any) -> Any:
+        made = inherited(self, args, *rest, **options)
+        headers = made.options.get("headers") or {}
+        if CARRIER_KEY not in headers:
+            made.options["headers"] = inject(dict(headers), key=key)
+        return made
+
+    signature.__doc__ = inherited.__doc__
+    return signature
+
+
+# -- running ------------------------------------------------------------------------
+
+
+def _connect() -> None:
+    from celery import signals  # noqa: PLC0415
+
+    signals.task_prerun.connect(_prerun, weak=False, dispatch_uid=__name__)
+    signals.task_postrun.connect(_postrun, weak=False, dispatch_uid=__name__)
+
+
+def _disconnect() -> None:
+    from celery import signals  # noqa: PLC0415
+
+    signals.task_prerun.disconnect(_prerun, dispatch_uid=__name__)
+    signals.task_postrun.disconnect(_postrun, dispatch_uid=__name__)
+
+
+def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+    """Enter the carried bindings around the task body (``task_prerun``)."""
+    task = task if task is not None else sender
+    handle = None if task is None else _installed.get(task._get_app())
+    if handle is None:
+        return
+    request = task.request
+    stack = contextlib.ExitStack()
+    # Pushed before anything is entered, so that postrun finds it whatever happens.
+    _running.set((*_running.get(), (task_id, stack)))
+    carrier: dict[str, Any] = {}
+    problem: Exception | None = None
+    try:
+        if getattr(request, "is_eager", False):
+            # Run where the caller runs: what a signature carries, or else what the
+            # caller would carry, as a worker sees it.
+            headers = getattr(request, "headers", None) or {}
+            if CARRIER_KEY not in headers:
+                headers = inject(key=handle._key)
+        else:
+            headers = vars(request)
+        carrier = {k: headers[k] for k in (HEADER, SIGNATURE_KEY) if k in headers}
+    except (ValueError, TypeError) as error:
+        problem = error
+    stack.enter_context(hidden())
+    if problem is None and HEADER in carrier:
+        try:
+            extracted = extract(carrier, key=handle._key, unknown=handle._unknown)
+            stack.enter_context(extracted)
+        except (ValueError, TypeError) as error:
+            problem = error
+    if problem is not None:
+        logger.error(
+            "xlocal.celery: task %s[%s] runs with no xlocal bindings: %s",
+            task.name,
+            task_id,
+            problem,
+        )
+
+
+def _postrun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+    """Exit what ``_prerun`` entered for the task (``task_postrun``)."""
+    running = _running.get()
+    ids = [entry[0] for entry in running]
+    if task_id not in ids:
+        return  # a task of an app that is not installed
+    depth = len(ids) - 1 - ids[::-1].index(task_id)
+    # Anything pushed after this task and never popped goes with it.
+    _running.set(running[:depth])
+    for _task_id, stack in reversed(running[depth:]):
+        stack.close()
