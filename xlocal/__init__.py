@@ -13,7 +13,7 @@ greenlet or asyncio task::
 See README.txt for the manual.
 """
 
-from ._core import Binding, get_debug, new, set_debug, xlocal
+from ._core import IMPLEMENTATION, Binding, get_debug, new, set_debug, xlocal
 from .spawn import ContextExecutor, Snapshot, Thread, capture, isolated, wrap
 
 __version__ = "1.0.0a1"
@@ -21,6 +21,7 @@ __version__ = "1.0.0a1"
 __all__ = [
     "Binding",
     "ContextExecutor",
+    "IMPLEMENTATION",
     "Snapshot",
     "Thread",
     "__version__",
@@ -35,6 +36,6 @@ __all__ = [
 
 # Show the public objects where users import them from.
 for _name in __all__:
-    if _name != "__version__":
+    if _name not in ("__version__", "IMPLEMENTATION"):
         globals()[_name].__module__ = __name__
 del _name
