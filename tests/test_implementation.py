@@ -224,3 +224,27 @@ def test_an_open_entry_of_a_collected_binding_is_no_leak() -> None:
     gc.collect()
     assert ref() is None
     assert not hasattr(x, "v")
+
+
+class _Name(str):
+    """A str subclass, which the compiled core hands over to the pure one."""
+
+
+def test_odd_routes_behave_as_the_plain_ones(make_xlocal: Any) -> None:
+    """Reads and calls that reach an xlocal other than as ``x.name`` and
+    ``x(name=...)`` (explicit dunders, str subclasses, keyword dicts) behave the same."""
+    x = make_xlocal("x")
+    with type(x).__call__(x, **{"a": 1}), x.__call__(b=2):
+        assert x.__getattribute__("a") == 1
+        assert type(x).__getattribute__(x, "b") == 2
+        assert getattr(x, _Name("a")) == 1
+        assert not hasattr(x, _Name("c"))
+        with pytest.raises(AttributeError, match="'c' is not bound on <xlocal 'x'>"):
+            type(x).__getattribute__(x, "c")
+        assert x.__class__ is type(x)
+    with pytest.raises(TypeError, match="takes only keyword arguments"):
+        type(x).__call__(x, 1)
+    with pytest.raises(ValueError, match="reserved"):
+        x(**{_Name("_a"): 1})
+    with pytest.raises(TypeError, match="keywords must be strings"):
+        x(**{1: 1})

@@ -263,6 +263,8 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
                 "__xlocal_own__": True,
             },
         )
+        if _cxlocal is not None:
+            _cxlocal.attach(own)
         self: _X = object.__new__(own)
         _object_setattr(self, "_name", name)
         _object_setattr(self, "_var", var)
@@ -977,6 +979,7 @@ def _debug_enter(self: Binding[_B]) -> _B:
 if _cxlocal is not None:
     # Binding keeps its pure methods as the fallback of the compiled ones.
     Binding.__enter__, Binding.__exit__ = _cxlocal.install(  # type: ignore[method-assign]
+        xlocal,
         Binding,
         _ENTRY,
         _valid_names,

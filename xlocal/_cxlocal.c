@@ -24,8 +24,11 @@ static PyObject *RESET_OR_REFUSE = NULL; /* _core._reset_or_refuse(binding, rec,
 static PyObject *UNBOUND = NULL;        /* _core._UnboundError */
 static PyObject *UNDECLARED = NULL;     /* _core._UndeclaredError */
 
-/* Offsets of Binding's slots, read from its member descriptors. */
+/* Offsets of Binding's slots, read from its member descriptors, and of xlocal's. */
 static Py_ssize_t OFF_ENTRIES = -1, OFF_NAMES = -1, OFF_VAR = -1, OFF_XLOCAL = -1;
+static Py_ssize_t OFF_XVAR = -1;
+static PyTypeObject *XLOCAL = NULL; /* _core.xlocal */
+static PyObject *STR_GETATTRIBUTE = NULL, *STR_CALL = NULL;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -163,6 +166,8 @@ raise_miss(PyObject *error_type, PyObject *attr, PyObject *self)
     return NULL;
 }
 
+static PyObject *read_miss(Method *m, PyObject *self, PyObject *attr);
+
 static PyObject *
 read_attr(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -188,7 +193,13 @@ read_attr(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     if (PyErr_Occurred()) {
         return NULL;
     }
-    /* The miss: as the pure reader does after its KeyError. */
+    return read_miss(m, self, attr);
+}
+
+/* The miss: as the pure reader does after its KeyError. */
+static PyObject *
+read_miss(Method *m, PyObject *self, PyObject *attr)
+{
     if (PyUnicode_GET_LENGTH(attr) > 0 && PyUnicode_READ_CHAR(attr, 0) == '_') {
         return PyObject_GenericGetAttr(self, attr);
     }
@@ -215,53 +226,28 @@ read_attr(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 
 /* -- the binder: xlocal.__call__ ------------------------------------------------------ */
 
+/* A Binding of *names*, a fresh dict whose keys are exact str (stolen). */
 static PyObject *
-bind(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+bind_names(Method *m, PyObject *self, PyObject *names)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs != 1) {
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
     int valid = 1;
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        if (!PyUnicode_CheckExact(key)) {
-            return call_fallback(m, args, nargsf, kwnames);
-        }
-        if (!valid) {
-            continue;
-        }
-        int found;
+    while (valid && PyDict_Next(names, &pos, &key, &value)) {
         if (m->declared != NULL) {
-            found = PySet_Contains(m->declared, key);
+            valid = PySet_Contains(m->declared, key);
         }
         else {
-            found = PySet_Contains(VALID_NAMES, key);
-            if (found > 0 && m->own != NULL) {
-                found = PySet_Contains(m->own, key);
-                found = found < 0 ? found : !found;
+            valid = PySet_Contains(VALID_NAMES, key);
+            if (valid > 0 && m->own != NULL) {
+                valid = PySet_Contains(m->own, key);
+                valid = valid < 0 ? valid : !valid;
             }
         }
-        if (found < 0) {
-            return NULL;
-        }
-        valid = found;
-    }
-    PyObject *self = args[0];
-    PyObject *names = PyDict_New();
-    if (names == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        if (PyDict_SetItem(names, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+        if (valid < 0) {
             Py_DECREF(names);
             return NULL;
         }
-    }
-    if (PyDict_GET_SIZE(names) != nkw) { /* a name given twice: let Python say so */
-        Py_DECREF(names);
-        return call_fallback(m, args, nargsf, kwnames);
     }
     if (!valid) {
         PyObject *checked = PyObject_CallFunctionObjArgs(CHECK_NAMES, self, names, NULL);
@@ -289,6 +275,127 @@ bind(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     SLOT(binding, OFF_NAMES) = names;
     SLOT(binding, OFF_ENTRIES) = entries;
     return binding;
+}
+
+static PyObject *
+bind(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs != 1) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(kwnames, i))) {
+            return call_fallback(m, args, nargsf, kwnames);
+        }
+    }
+    PyObject *names = PyDict_New();
+    if (names == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (PyDict_SetItem(names, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+            Py_DECREF(names);
+            return NULL;
+        }
+    }
+    return bind_names(m, args[0], names);
+}
+
+/* -- the slots of each xlocal's class: reads and calls without the method lookup -- */
+
+static PyObject *
+fast_getattro(PyObject *self, PyObject *attr)
+{
+    PyObject *var = SLOT(self, OFF_XVAR), *frame;
+    if (var != NULL && PyUnicode_CheckExact(attr) && PyContextVar_CheckExact(var)) {
+        if (PyContextVar_Get(var, NULL, &frame) < 0) {
+            return NULL;
+        }
+        if (PyDict_CheckExact(frame)) {
+            PyObject *value = PyDict_GetItemWithError(frame, attr);
+            Py_DECREF(frame);
+            if (value != NULL) {
+                Py_INCREF(value);
+                return value;
+            }
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            PyObject *m = _PyType_Lookup(Py_TYPE(self), STR_GETATTRIBUTE);
+            if (m != NULL && Py_TYPE(m) == &MethodType &&
+                ((Method *)m)->vectorcall == (vectorcallfunc)read_attr &&
+                ((Method *)m)->var == var) {
+                return read_miss((Method *)m, self, attr);
+            }
+        }
+        else {
+            Py_DECREF(frame);
+        }
+    }
+    /* Anything else: call __getattribute__, as Python's own slot would. */
+    PyObject *m = _PyType_Lookup(Py_TYPE(self), STR_GETATTRIBUTE);
+    if (m == NULL) {
+        return PyObject_GenericGetAttr(self, attr);
+    }
+    Py_INCREF(m);
+    PyObject *args[2] = {self, attr}, *result;
+    if (Py_TYPE(m) == &MethodType) {
+        result = PyObject_Vectorcall(m, args, 2, NULL);
+    }
+    else {
+        PyObject *bound = PyObject_GetAttr(self, STR_GETATTRIBUTE);
+        result = bound == NULL ? NULL : PyObject_CallOneArg(bound, attr);
+        Py_XDECREF(bound);
+    }
+    Py_DECREF(m);
+    return result;
+}
+
+static PyObject *
+fast_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *m = _PyType_Lookup(Py_TYPE(self), STR_CALL);
+    if (m == NULL) {
+        return PyErr_Format(PyExc_TypeError, "'%.200s' object is not callable",
+                            Py_TYPE(self)->tp_name);
+    }
+    Py_INCREF(m);
+    PyObject *result = NULL;
+    int simple = Py_TYPE(m) == &MethodType &&
+                 ((Method *)m)->vectorcall == (vectorcallfunc)bind &&
+                 PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_CheckExact(kwds));
+    if (simple && kwds != NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (simple && PyDict_Next(kwds, &pos, &key, &value)) {
+            simple = PyUnicode_CheckExact(key);
+        }
+    }
+    if (simple) {
+        PyObject *names = kwds == NULL ? PyDict_New() : PyDict_Copy(kwds);
+        result = names == NULL ? NULL : bind_names((Method *)m, self, names);
+    }
+    else {
+        /* As Python's own slot: __call__ with self first. */
+        Py_ssize_t n = PyTuple_GET_SIZE(args);
+        PyObject *full = PyTuple_New(n + 1);
+        if (full != NULL) {
+            Py_INCREF(self);
+            PyTuple_SET_ITEM(full, 0, self);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *item = PyTuple_GET_ITEM(args, i);
+                Py_INCREF(item);
+                PyTuple_SET_ITEM(full, i + 1, item);
+            }
+            PyObject *func = Py_TYPE(m) == &MethodType ? ((Method *)m)->fallback : m;
+            result = PyObject_Call(func, full, kwds);
+            Py_DECREF(full);
+        }
+    }
+    Py_DECREF(m);
+    return result;
 }
 
 /* -- Binding.__enter__ and Binding.__exit__ ----------------------------------------- */
@@ -479,6 +586,34 @@ mod_binder(PyObject *module, PyObject *args)
                        declared == Py_None ? NULL : declared);
 }
 
+static PyObject *
+mod_attach(PyObject *module, PyObject *cls)
+{
+    if (XLOCAL == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "attach() needs install() first");
+        return NULL;
+    }
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, XLOCAL) ||
+        !(((PyTypeObject *)cls)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_SetString(PyExc_TypeError, "attach() takes the class of one xlocal");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *read = PyDict_GetItemWithError(type->tp_dict, STR_GETATTRIBUTE);
+    PyObject *call = PyDict_GetItemWithError(type->tp_dict, STR_CALL);
+    if (read == NULL || call == NULL || Py_TYPE(read) != &MethodType ||
+        Py_TYPE(call) != &MethodType) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError,
+                            "attach() needs the compiled __getattribute__ and __call__");
+        }
+        return NULL;
+    }
+    type->tp_getattro = fast_getattro;
+    type->tp_call = fast_call;
+    Py_RETURN_NONE;
+}
+
 static Py_ssize_t
 slot_offset(PyTypeObject *type, const char *name)
 {
@@ -500,18 +635,26 @@ slot_offset(PyTypeObject *type, const char *name)
 static PyObject *
 mod_install(PyObject *module, PyObject *args)
 {
-    PyObject *binding, *entry, *valid, *check, *rest, *reset, *unbound, *undeclared,
-        *py_enter, *py_exit;
-    if (!PyArg_ParseTuple(args, "O!OO!OOOOOOO:install", &PyType_Type, &binding, &entry,
-                          &PySet_Type, &valid, &check, &rest, &reset, &unbound,
-                          &undeclared, &py_enter, &py_exit)) {
+    PyObject *xtype, *binding, *entry, *valid, *check, *rest, *reset, *unbound,
+        *undeclared, *py_enter, *py_exit;
+    if (!PyArg_ParseTuple(args, "O!O!OO!OOOOOOO:install", &PyType_Type, &xtype,
+                          &PyType_Type, &binding, &entry, &PySet_Type, &valid, &check,
+                          &rest, &reset, &unbound, &undeclared, &py_enter, &py_exit)) {
         return NULL;
     }
     PyTypeObject *type = (PyTypeObject *)binding;
     Py_ssize_t entries = slot_offset(type, "_entries"), names = slot_offset(type, "_names"),
-               var = slot_offset(type, "_var"), x = slot_offset(type, "_xlocal");
-    if (entries < 0 || names < 0 || var < 0 || x < 0) {
+               var = slot_offset(type, "_var"), x = slot_offset(type, "_xlocal"),
+               xvar = slot_offset((PyTypeObject *)xtype, "_var");
+    if (entries < 0 || names < 0 || var < 0 || x < 0 || xvar < 0) {
         return NULL;
+    }
+    if (STR_GETATTRIBUTE == NULL) {
+        STR_GETATTRIBUTE = PyUnicode_InternFromString("__getattribute__");
+        STR_CALL = PyUnicode_InternFromString("__call__");
+        if (STR_GETATTRIBUTE == NULL || STR_CALL == NULL) {
+            return NULL;
+        }
     }
     PyObject *c_enter = make_method((vectorcallfunc)enter, py_enter, NULL, NULL, NULL);
     PyObject *c_exit = make_method((vectorcallfunc)exit_, py_exit, NULL, NULL, NULL);
@@ -521,10 +664,12 @@ mod_install(PyObject *module, PyObject *args)
         return NULL;
     }
     OFF_ENTRIES = entries, OFF_NAMES = names, OFF_VAR = var, OFF_XLOCAL = x;
+    OFF_XVAR = xvar;
 #define KEEP(global, value) \
     Py_INCREF(value);       \
     Py_XSETREF(global, value)
     KEEP(BINDING, type);
+    KEEP(XLOCAL, (PyTypeObject *)xtype);
     KEEP(ENTRY, entry);
     KEEP(VALID_NAMES, valid);
     KEEP(CHECK_NAMES, check);
@@ -538,11 +683,13 @@ mod_install(PyObject *module, PyObject *args)
 
 static PyMethodDef module_methods[] = {
     {"install", mod_install, METH_VARARGS,
-     "install(Binding, ENTRY, valid_names, check_names, exit_rest, reset_or_refuse, "
+     "install(xlocal, Binding, ENTRY, valid_names, check_names, exit_rest, reset_or_refuse, "
      "UnboundError, UndeclaredError, enter, exit) -> (enter, exit)\n\n"
      "Take the pure core's objects; return compiled __enter__ and __exit__."},
     {"reader", mod_reader, METH_VARARGS,
      "reader(read, var, own, declared): the compiled __getattribute__ of an xlocal."},
+    {"attach", mod_attach, METH_O,
+     "attach(cls): give the class of one xlocal the compiled read and call slots."},
     {"binder", mod_binder, METH_VARARGS,
      "binder(bind, var, own, declared): the compiled __call__ of an xlocal."},
     {NULL, NULL, 0, NULL},
