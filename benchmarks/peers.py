@@ -72,7 +72,8 @@ def pure_core() -> ModuleType:
         return loaded
     path = Path(xlocal.__file__).parent / "_core.py"
     spec = importlib.util.spec_from_file_location("xlocal._pure", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     saved = os.environ.get("XLOCAL_NO_EXTENSIONS")
     os.environ["XLOCAL_NO_EXTENSIONS"] = "1"

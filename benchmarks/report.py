@@ -193,7 +193,7 @@ def _portable_rows(portable: Portable) -> dict[str, Row]:
 
 def targets(results: Results) -> list[Target]:
     """The targets, each checked against this run's figures."""
-    ratios = _RATIOS + _PURE_RATIOS
+    ratios = [*_RATIOS, *_PURE_RATIOS]
     if results.machine.get("xlocal core") == "c":
         ratios += _COMPILED_RATIOS
     found = [ratio.check(results) for ratio in ratios]

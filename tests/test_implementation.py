@@ -38,7 +38,7 @@ def test_the_run_uses_the_core_it_means_to() -> None:
         wants_pure = _flag_from_environment("XLOCAL_NO_EXTENSIONS", "")
         cpython = sys.implementation.name == "cpython"
         expected = "c" if built and cpython and not wants_pure else "python"
-    assert xlocal.IMPLEMENTATION == expected
+    assert expected == xlocal.IMPLEMENTATION
 
 
 def test_the_core_in_use_is_installed() -> None:
@@ -216,10 +216,10 @@ def test_an_open_entry_of_a_collected_binding_is_no_leak() -> None:
     value = Value()
     ref = weakref.ref(value)
 
-    def enter() -> None:
-        x(v=value).__enter__()
+    def enter(bound: Value) -> None:
+        x(v=bound).__enter__()
 
-    contextvars.copy_context().run(enter)
+    contextvars.copy_context().run(enter, value)
     del value
     gc.collect()
     assert ref() is None
@@ -232,9 +232,10 @@ class _Name(str):
 
 def test_odd_routes_behave_as_the_plain_ones(make_xlocal: Any) -> None:
     """Reads and calls that reach an xlocal other than as ``x.name`` and
-    ``x(name=...)`` (explicit dunders, str subclasses, keyword dicts) behave the same."""
+    ``x(name=...)`` (dunders called, str subclasses, keyword dicts) work the same."""
     x = make_xlocal("x")
-    with type(x).__call__(x, **{"a": 1}), x.__call__(b=2):
+    names = {"a": 1}
+    with type(x).__call__(x, **names), x.__call__(b=2):
         assert x.__getattribute__("a") == 1
         assert type(x).__getattribute__(x, "b") == 2
         assert getattr(x, _Name("a")) == 1

@@ -18,7 +18,7 @@ from .spawn import ContextExecutor, Snapshot, Thread, capture, isolated, wrap
 
 __version__ = "1.0.0a1"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plainly sorted, as tests/test_core.py checks
     "Binding",
     "ContextExecutor",
     "IMPLEMENTATION",

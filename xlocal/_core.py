@@ -132,9 +132,10 @@ def _load_extension() -> Any:
     The pure core is used on interpreters other than CPython, when the extension was
     not built (no compiler at install), and when ``XLOCAL_NO_EXTENSIONS`` asks for it.
     """
-    if _flag_from_environment(
-        "XLOCAL_NO_EXTENSIONS", "use the pure-Python core"
-    ) or sys.implementation.name != "cpython":
+    if (
+        _flag_from_environment("XLOCAL_NO_EXTENSIONS", "use the pure-Python core")
+        or sys.implementation.name != "cpython"
+    ):
         return None
     try:
         return importlib.import_module("xlocal._cxlocal")
@@ -341,7 +342,10 @@ def _reader(
             # Raised outside the except clause, so that no KeyError is chained to it.
             raise _UnboundError(attr, self)
 
-        return read if _cxlocal is None else _cxlocal.reader(read, var, None, None)
+        if _cxlocal is None:
+            return read
+        fast: Callable[..., Any] = _cxlocal.reader(read, var, None, None)
+        return fast
 
     own, declared = namespace.own, namespace.declared
 
@@ -358,7 +362,8 @@ def _reader(
 
     if _cxlocal is None:
         return __getattribute__
-    return _cxlocal.reader(__getattribute__, var, own, declared)
+    compiled: Callable[..., Any] = _cxlocal.reader(__getattribute__, var, own, declared)
+    return compiled
 
 
 def _binder(
@@ -388,7 +393,8 @@ def _binder(
 
     if _cxlocal is None:
         return __call__
-    return _cxlocal.binder(__call__, var, own, declared)
+    compiled: Callable[..., Any] = _cxlocal.binder(__call__, var, own, declared)
+    return compiled
 
 
 def new(
