@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import sysconfig
 from typing import Any
 
 from setuptools import Extension, setup
@@ -58,7 +59,10 @@ class optional_build_ext(build_ext):  # noqa: N801 - a setuptools command name
 
 
 extensions = []
-if platform.python_implementation() == "CPython":
+# CPython only; not its free-threaded build, for which the extension is not made.
+if platform.python_implementation() == "CPython" and not sysconfig.get_config_var(
+    "Py_GIL_DISABLED"
+):
     extensions.append(Extension("xlocal._cxlocal", ["xlocal/_cxlocal.c"]))
 
 setup(ext_modules=extensions, cmdclass={"build_ext": optional_build_ext})

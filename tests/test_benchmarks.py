@@ -156,3 +156,15 @@ def refuses_without_matplotlib(png: Path, capsys: pytest.CaptureFixture[str]) ->
         "--plot needs matplotlib: `python -m benchmarks --setup` installs it" in error
     )
     assert not png.exists()
+
+
+def test_cores_comparison_runs() -> None:
+    """The quick comparison of the two cores times every case and checks every
+    target it names against cases it times."""
+    from benchmarks import cores  # noqa: PLC0415 - only this test needs it
+
+    seconds = cores.measure(1)
+    assert set(seconds) == set(cores.STATEMENTS)
+    assert all(len(values) == 1 and values[0] > 0 for values in seconds.values())
+    for _, top, bottom, _ in cores.TARGETS:
+        assert {top, bottom} <= set(seconds)

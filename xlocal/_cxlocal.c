@@ -93,6 +93,9 @@ method_dealloc(Method *m)
 static PyObject *
 method_getattro(PyObject *self, PyObject *name)
 {
+    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__doc__") == 0) {
+        return PyObject_GetAttr(((Method *)self)->fallback, name);
+    }
     PyObject *found = PyObject_GenericGetAttr(self, name);
     if (found != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
         return found;
@@ -315,9 +318,9 @@ fast_getattro(PyObject *self, PyObject *attr)
         }
         if (PyDict_CheckExact(frame)) {
             PyObject *value = PyDict_GetItemWithError(frame, attr);
+            Py_XINCREF(value);
             Py_DECREF(frame);
             if (value != NULL) {
-                Py_INCREF(value);
                 return value;
             }
             if (PyErr_Occurred()) {
@@ -405,6 +408,9 @@ enter(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyObject *self = PyVectorcall_NARGS(nargsf) == 1 ? args[0] : NULL;
     PyObject *owner = (PyObject *)PyEval_GetFrame();
+    if (owner == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
     if (self == NULL || kwnames != NULL || owner == NULL ||
         !PyObject_TypeCheck(self, BINDING)) {
         return call_fallback(m, args, nargsf, kwnames);
@@ -479,6 +485,9 @@ exit_(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyObject *self = PyVectorcall_NARGS(nargsf) == 4 ? args[0] : NULL;
     PyObject *owner = (PyObject *)PyEval_GetFrame();
+    if (owner == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
     if (self == NULL || kwnames != NULL || owner == NULL ||
         !PyObject_TypeCheck(self, BINDING)) {
         return call_fallback(m, args, nargsf, kwnames);
