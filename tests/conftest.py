@@ -145,3 +145,14 @@ class HTTP:
 def http() -> HTTP:
     """A client for the end-to-end tests against real servers."""
     return HTTP()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--web-load=N``: requests per server in the load test of test_servers.py."""
+    parser.addoption(
+        "--web-load",
+        type=int,
+        default=None,
+        help="requests per server in the web servers' load test (default 2000, or "
+        "XLOCAL_WEB_LOAD)",
+    )

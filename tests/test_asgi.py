@@ -159,6 +159,82 @@ def test_misuse_messages(xcurrent: xlocal) -> None:
     assert repr(XlocalMiddleware(app, xcurrent)).startswith("<XlocalMiddleware <func")
 
 
+def test_arguments_checked_when_built(xcurrent: xlocal) -> None:
+    """Bad apps, factories and locals are refused when the middleware is made."""
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        pass
+
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(app=\.\.\.\) takes the ASGI application to wrap, a "
+        r"callable, not str$",
+    ):
+        XlocalMiddleware("app", xcurrent)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(factories=\.\.\.\): the factory for 'request' is "
+        r"str, not a callable; give a callable that makes the value from the scope$",
+    ):
+        XlocalMiddleware(app, xcurrent, factories={"request": "Request"})  # type: ignore[dict-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(scope=\.\.\.\) takes the name to bind the scope "
+        r"under, or None, not bytes$",
+    ):
+        XlocalMiddleware(app, xcurrent, scope=b"scope")  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^XlocalMiddleware\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not int$",
+    ):
+        XlocalMiddleware(app, xcurrent, locals=[3])  # type: ignore[list-item]
+
+
+def test_single_local_is_released(xcurrent: xlocal) -> None:
+    """locals= takes one Local as well as a list, and releases it in the request."""
+    local = Local()
+    seen: list[Any] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        local.value = 1
+
+    async def request() -> None:
+        await XlocalMiddleware(app, xcurrent, locals=local)(_scope(), _receive, send)
+        seen.append(list(local))
+
+    _, send = _collector()
+    asyncio.run(request())
+    assert seen == [[]]
+
+
+def test_failing_factory_still_releases(xcurrent: xlocal) -> None:
+    """If a factory fails, what the factories stored in the locals is released."""
+    local = Local()
+
+    def remember(scope: Message, receive: Any, send: Any) -> str:
+        local.value = "stored by a factory"
+        return "remembered"
+
+    def fail(scope: Message, receive: Any, send: Any) -> None:
+        raise LookupError("no user")
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        raise AssertionError("not reached")
+
+    middleware = XlocalMiddleware(
+        app, xcurrent, factories={"a": remember, "b": fail}, locals=[local]
+    )
+
+    async def request() -> list[Any]:
+        # Awaited in this task, as test clients do: the task outlives the request.
+        with pytest.raises(LookupError, match=r"^no user$"):
+            await middleware(_scope(), _receive, _collector()[1])
+        return list(local)
+
+    assert asyncio.run(request()) == []
+
+
 # -- End to end, under uvicorn ------------------------------------------------------
 
 
@@ -337,3 +413,19 @@ def test_uvicorn_websockets_end_to_end(xcurrent: xlocal, http: Any) -> None:
     answers, stats = asyncio.run(main())
     assert answers == [f"{i:06d}|{i:06d}|{i:06d}|{i:06d}" for i in range(CONNECTIONS)]
     assert stats == {"done": CONNECTIONS, "problems": []}
+
+
+def test_unbound_message_says_where_the_middleware_binds(xcurrent: xlocal) -> None:
+    """Once a middleware serves an xlocal, reading one of its names outside a request
+    (as a framework's error handler does) says what to check."""
+    XlocalMiddleware(lambda scope, receive, send: None, xcurrent)  # type: ignore[arg-type,return-value]
+    with pytest.raises(AttributeError) as error:
+        xcurrent.user  # noqa: B018
+    assert str(error.value) == (
+        "'user' is not bound on <xlocal 'xcurrent'> in this execution: bind it with "
+        "`with xcurrent(user=...)`. It is bound for each request by the ASGI "
+        "XlocalMiddleware: code that runs outside the middleware sees nothing bound, "
+        "such as an error handler a framework installs outside it (Starlette and "
+        "FastAPI run the handler of Exception outside user middleware); wrap the whole "
+        "application with the middleware instead"
+    )

@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+import gc
 import importlib
 import math
 import operator
 import pickle
+import re
 import threading
+import weakref
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import greenlet
 import pytest
 from executions import MODELS, Model
 
-from xlocal import xlocal
+from xlocal import ContextExecutor, xlocal
 from xlocal.local import (
     Local,
     LocalManager,
@@ -31,8 +35,9 @@ TIMEOUT = 10.0
 
 
 def _stored(var: contextvars.ContextVar[Any]) -> bool:
-    """Whether *var* holds anything in the current context."""
-    return var in contextvars.copy_context()
+    """Whether *var* holds any data in the current context (an emptied store holds
+    the shared empty value)."""
+    return bool(contextvars.copy_context().get(var))
 
 
 def _local_var(local: Local) -> contextvars.ContextVar[Any]:
@@ -239,6 +244,31 @@ def test_stack_push_copies_before_setting() -> None:
     assert not _stored(stack._storage)
 
 
+def test_stack_push_returns_a_copy() -> None:
+    """Changing the list push() returns changes neither the stack nor its snapshots."""
+    stack: LocalStack[str] = LocalStack()
+    returned = stack.push("a")
+    snapshot = contextvars.copy_context()
+    returned.append("changed")
+    assert returned == ["a", "changed"]
+    assert stack.top == "a"
+    assert snapshot.run(lambda: stack.top) == "a"
+    assert stack.pop() == "a"
+    assert stack.top is None
+
+
+def test_stack_refuses_copy_and_pickle() -> None:
+    """A LocalStack cannot be copied or pickled, as a Local cannot."""
+    stack: LocalStack[int] = LocalStack()
+    for operation in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(
+            TypeError,
+            match=r"^cannot copy or pickle <LocalStack at 0x\w+>: its data belongs to "
+            r"the executions that pushed it; share the LocalStack itself$",
+        ):
+            operation(stack)
+
+
 def test_stack_with_own_context_var() -> None:
     """A LocalStack keeps its items in the given ContextVar, never mutating a list."""
     var: contextvars.ContextVar[list[int]] = contextvars.ContextVar("stack")
@@ -329,6 +359,19 @@ def test_proxy_to_local_with_dotted_name() -> None:
     local.number = 1 + 2j
     assert imag == 2.0
     release_local(local)
+
+
+@pytest.mark.parametrize("name", ["request.", "request..path", ".request", ""])
+def test_dotted_name_needs_every_part(xcurrent: xlocal, name: str) -> None:
+    """A dotted name with an empty part is refused when the proxy is made."""
+    local = Local()
+    for make in (lambda: proxy(xcurrent, name), lambda: local(name)):
+        with pytest.raises(
+            ValueError,
+            match=rf"^cannot proxy {re.escape(repr(name))}: a dotted name needs a name "
+            r"before, between and after its dots, as in 'request\.path'$",
+        ):
+            make()
 
 
 def test_proxy_rejects_unknown_source() -> None:
@@ -668,11 +711,21 @@ def test_format_bytes_copy(bound: Any) -> None:
     assert deep[0] is not data[0]
 
 
-def test_pickling_gives_the_object(bound: Any) -> None:
-    """Pickling a proxy pickles the object it resolves to."""
-    restored = pickle.loads(pickle.dumps(bound([1, 2])))
-    assert type(restored) is list
-    assert restored == [1, 2]
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickling_is_refused(bound: Any, protocol: int) -> None:
+    """Pickling a proxy, bound or not, is refused with what to pickle instead."""
+    local = Local()
+    for p in (bound([1, 2]), local("unset")):
+        with pytest.raises(
+            TypeError,
+            match=r"^cannot pickle a LocalProxy \(of .+\): it stands for an object of "
+            r"the execution that uses it; pickle proxy\._get_current_object\(\) to "
+            r"pickle that object$",
+        ):
+            pickle.dumps(p, protocol)
+    assert pickle.loads(pickle.dumps(bound([1, 2])._get_current_object())) == [1, 2]
+    with pytest.raises(TypeError, match=r"^cannot pickle a LocalProxy"):
+        bound([1]).__reduce__()
 
 
 def test_with_is_forwarded(bound: Any) -> None:
@@ -740,7 +793,7 @@ def test_wrapped_and_doc(bound: Any) -> None:
     unbound = proxy(x, "value")
     assert unbound.__wrapped__ is x
     assert unbound.__doc__ == LocalProxy.__doc__
-    assert LocalProxy.__doc__.startswith("A stand-in that forwards")
+    assert LocalProxy.__doc__.startswith("A proxy that forwards")
     assert bound(_Box(1)).__doc__ == "A plain object to proxy."
 
 
@@ -810,6 +863,53 @@ def test_manager_takes_single_local_or_none() -> None:
     assert LocalManager().locals == []
 
 
+def test_manager_checks_its_locals() -> None:
+    """LocalManager refuses what is not a store at once, naming the argument."""
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not int$",
+    ):
+        LocalManager([Local(), 3])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not LocalProxy: give the Local or LocalStack it "
+        r"proxies$",
+    ):
+        LocalManager([Local()("user")])  # type: ignore[list-item]
+    with pytest.raises(
+        TypeError,
+        match=r"^LocalManager\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not int$",
+    ):
+        LocalManager(3)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"^make_middleware\(\) takes the WSGI application to wrap, a callable, "
+        r"not str$",
+    ):
+        LocalManager().make_middleware("app")  # type: ignore[arg-type]
+
+
+def test_manager_releases_managers_and_all_despite_errors() -> None:
+    """A manager releases nested managers, and every store even if one fails."""
+    first, second = Local(), Local()
+
+    class Failing:
+        def __release_local__(self) -> None:
+            raise OSError("release failed")
+
+    manager = LocalManager([first, Failing(), LocalManager(second)])  # type: ignore[list-item]
+    first.value = second.value = 1
+    with pytest.raises(OSError, match=r"^release failed$"):
+        manager.cleanup()
+    assert list(first) == list(second) == []
+    second.value = 2
+    release_local(LocalManager([second]))
+    assert list(second) == []
+
+
 def _wsgi_app(local: Local) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         """The app's docstring."""
@@ -862,7 +962,7 @@ def test_manager_ident_func_is_deprecated() -> None:
     """werkzeug 0.x's ident_func is accepted, ignored and warned about once."""
     with pytest.warns(
         DeprecationWarning,
-        match=r"^LocalManager\(ident_func=\.\.\.\) is deprecated and ignored: "
+        match=r"^LocalManager\(ident_func=\.\.\.\) is deprecated: it is ignored, as "
         r"xlocal\.local keeps its data in contextvars, which isolate threads, "
         r"greenlets and asyncio tasks by themselves; remove the argument$",
     ) as record:
@@ -904,15 +1004,17 @@ def test_release_local_rejects_proxy() -> None:
     with pytest.raises(
         TypeError,
         match=r"^cannot release LocalProxy objects: release_local\(\) takes a "
-        r"Local or LocalStack \(for a proxy, release the store it proxies\)$",
+        r"Local, LocalStack or LocalManager \(for a proxy, release the store it "
+        r"proxies\)$",
     ):
         release_local(Local()("x"))  # type: ignore[arg-type]
 
 
 def test_public_names() -> None:
-    """xlocal.local exports exactly its public API, defined under its public path."""
-    module = importlib.import_module("xlocal.local")
-    assert sorted(module.__all__) == [
+    """xlocal.local and xlocal.proxy export their API, each name under its own path."""
+    local = importlib.import_module("xlocal.local")
+    proxy_module = importlib.import_module("xlocal.proxy")
+    assert sorted(local.__all__) == [
         "Local",
         "LocalManager",
         "LocalProxy",
@@ -920,8 +1022,12 @@ def test_public_names() -> None:
         "proxy",
         "release_local",
     ]
-    for name in module.__all__:
-        assert getattr(module, name).__module__ == "xlocal.local"
+    assert sorted(proxy_module.__all__) == ["LocalProxy", "proxy"]
+    for name in proxy_module.__all__:
+        assert getattr(local, name) is getattr(proxy_module, name)
+        assert getattr(proxy_module, name).__module__ == "xlocal.proxy"
+    for name in set(local.__all__) - set(proxy_module.__all__):
+        assert getattr(local, name).__module__ == "xlocal.local"
 
 
 # -- Isolation under every execution model --------------------------------------------
@@ -987,3 +1093,60 @@ def test_isolation_check_detects_sharing(model: Model, xcurrent: xlocal) -> None
     stack: LocalStack[int] = LocalStack()
     with pytest.raises(AssertionError):
         model.run(lambda x, i: _scenario(i, shared, stack, x), xcurrent, n=4)
+
+
+# -- Reused pool threads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("way", ["plain", "ContextExecutor", "cleanup"])
+def test_reused_pool_thread(way: str) -> None:
+    """A pool thread keeps Local data for its next task unless released or carried."""
+    local = Local()
+    manager = LocalManager([local])
+    threads: set[int] = set()
+
+    def task(user: str) -> str:
+        threads.add(threading.get_ident())
+        before: str = getattr(local, "user", "none")
+        local.user = user
+        if way == "cleanup":
+            manager.cleanup()
+        return before
+
+    pool: Any = ThreadPoolExecutor(max_workers=1)
+    if way == "ContextExecutor":
+        pool = ContextExecutor(pool)
+    with pool:
+        first = pool.submit(task, "ann").result(timeout=10)
+        second = pool.submit(task, "bob").result(timeout=10)
+    assert len(threads) == 1
+    assert first == "none"
+    assert second == ("ann" if way == "plain" else "none")
+
+
+def test_data_of_a_dead_thread_is_released_at_once() -> None:
+    """What a thread stored in a Local or a LocalStack is released when the thread
+    ends, without the garbage collector, as with werkzeug."""
+
+    class Value:
+        pass
+
+    local, stack = Local(), LocalStack[Value]()
+    refs = []
+
+    def run(value: Value) -> None:
+        local.value = value
+        stack.push(value)
+
+    gc.disable()
+    try:
+        value = Value()
+        refs.append(weakref.ref(value))
+        t = threading.Thread(target=run, args=(value,))
+        del value
+        t.start()
+        t.join(60)
+        del t
+        assert refs[0]() is None
+    finally:
+        gc.enable()

@@ -1049,3 +1049,37 @@ def test_subclass_run_chain_runs_once_in_the_snapshot(xcurrent: xlocal) -> None:
     t.join(TIMEOUT)
     assert seen == [("r", "child"), ("r", "base"), "child"]
     assert "_xlocal_snapshot" not in t.__dict__
+
+
+class _RequestLike:
+    """An awaitable that is also an async context manager, as HTTP clients' requests."""
+
+    def __await__(self) -> Iterator[Any]:
+        yield from asyncio.sleep(0).__await__()
+        return "awaited"
+
+    async def __aenter__(self) -> str:
+        return "entered"
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+def test_awaitables_with_other_uses_are_handed_back() -> None:
+    """An awaitable that is also an async context manager comes back as it is, so
+    ``async with`` on it still works through the decorator and wrap."""
+    bound = _current(request="bound")(_RequestLike)
+    with _current(request="captured"):
+        wrapped = wrap(_RequestLike)
+
+    async def main() -> list[Any]:
+        seen = []
+        for make in (bound, wrapped):
+            request = make()
+            assert isinstance(request, _RequestLike)
+            async with request as entered:
+                seen.append(entered)
+            seen.append(await make())
+        return seen
+
+    assert asyncio.run(main()) == ["entered", "awaited", "entered", "awaited"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import gc
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,51 @@ def test_unclosed_response_leaks_nothing(xcurrent: xlocal) -> None:
     assert list(local) == []
 
 
+@pytest.mark.parametrize("where", ["here", "thread"])
+def test_abandoned_response_is_closed_in_its_request(
+    xcurrent: xlocal, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partly iterated response dropped unclosed is closed in its request, quietly."""
+    local = Local()
+    seen: list[Any] = []
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        value = _Value()
+        seen.append(weakref.ref(value))
+        local.value = value
+        start_response("200 OK", [])
+        with xcurrent(user="app"):
+            try:
+                yield b"a"
+                yield b"b"
+            finally:
+                seen.append(
+                    (xcurrent.user, xcurrent.environ["PATH_INFO"], local.value is value)
+                )
+
+    response = XlocalMiddleware(app, xcurrent, locals=[local])(
+        {"PATH_INFO": "/p"}, _start_response
+    )
+    assert next(iter(response)) == b"a"
+    if where == "thread":
+        holder = [response]
+        del response
+        thread = threading.Thread(target=holder.clear)
+        thread.start()
+        thread.join(10)
+    else:
+        del response
+    gc.collect()  # finalizes what is dropped (PyPy frees it at the next)
+    gc.collect()
+    assert unraisable == []
+    assert seen[1:] == [("app", "/p", True)]
+    assert seen[0]() is None
+    assert dir(xcurrent) == []
+    assert list(local) == []
+
+
 def test_app_error_exits_binding(xcurrent: xlocal) -> None:
     """If the app raises, the binding is exited, the locals released, the error kept."""
     local = Local()
@@ -218,6 +265,120 @@ def test_misuse_messages(xcurrent: xlocal) -> None:
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"environ": _Req})
     with pytest.raises(ValueError, match=r"^cannot bind '_req' on <xlocal 'xcurrent'>"):
         XlocalMiddleware(_reader(xcurrent, []), xcurrent, factories={"_req": _Req})
+    with pytest.raises(ValueError, match=r"^cannot bind '' on <xlocal 'xcurrent'>"):
+        XlocalMiddleware(_reader(xcurrent, []), xcurrent, environ="")
+
+
+#: Bad arguments of the middleware, and the start of the message each gets.
+_BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"app": "app"},
+        r"XlocalMiddleware\(app=\.\.\.\) takes the WSGI application to wrap, a "
+        r"callable, not str$",
+    ),
+    (
+        {"factories": {"request": "Request"}},
+        r"XlocalMiddleware\(factories=\.\.\.\): the factory for 'request' is "
+        r"str, not a callable; give a callable that makes the value from the environ$",
+    ),
+    (
+        {"factories": [("request", _Req)]},
+        r"XlocalMiddleware\(factories=\.\.\.\) takes a "
+        r"mapping of names to callables, as in factories=\{'request': Request\}, not "
+        r"list$",
+    ),
+    (
+        {"factories": {1: _Req}},
+        r"XlocalMiddleware\(factories=\.\.\.\) takes names as "
+        r"str keys, not 1$",
+    ),
+    (
+        {"environ": 1},
+        r"XlocalMiddleware\(environ=\.\.\.\) takes the name to bind the "
+        r"environ under, or None, not int$",
+    ),
+    (
+        {"locals": [3]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, LocalStack and "
+        r"LocalManager objects, not int$",
+    ),
+    (
+        {"locals": [Local()("user")]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, "
+        r"LocalStack and LocalManager objects, not LocalProxy: give the Local or "
+        r"LocalStack it proxies$",
+    ),
+    (
+        {"locals": [xlocal("other")]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, "
+        r"LocalStack and LocalManager objects, not xlocal: its bindings end with their "
+        r"with-blocks and need no release$",
+    ),
+    (
+        {"locals": [Local]},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes Local, LocalStack and LocalManager "
+        r"objects, not the class Local: give an instance, Local\(\)$",
+    ),
+    (
+        {"locals": LocalStack},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not the class LocalStack: give an "
+        r"instance, LocalStack\(\)$",
+    ),
+    (
+        {"locals": 3},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes a Local, LocalStack or "
+        r"LocalManager, or a list of them, not int$",
+    ),
+    (
+        {"locals": "local"},
+        r"XlocalMiddleware\(locals=\.\.\.\) takes a Local, "
+        r"LocalStack or LocalManager, or a list of them, not str$",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"), _BAD_ARGUMENTS, ids=lambda a: str(a)[:40]
+)
+def test_arguments_checked_when_built(
+    xcurrent: xlocal, arguments: dict[str, Any], message: str
+) -> None:
+    """Bad apps, factories, names and locals are refused at once, naming them."""
+    arguments = {"app": _reader(xcurrent, []), **arguments}
+    with pytest.raises(TypeError, match=f"^{message}"):
+        XlocalMiddleware(x=xcurrent, **arguments)
+
+
+class _Value:
+    """A value stored by a request, to see when it is freed."""
+
+
+@pytest.mark.parametrize("kind", ["Local", "LocalStack", "LocalManager"])
+def test_single_store_is_released(xcurrent: xlocal, kind: str) -> None:
+    """locals= takes one Local, LocalStack or LocalManager as well as a list of them."""
+    local = Local()
+    stack: LocalStack[_Value] = LocalStack()
+    store = {"Local": local, "LocalStack": stack, "LocalManager": LocalManager(local)}
+    refs: list[weakref.ref[_Value]] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        value = _Value()
+        refs.append(weakref.ref(value))
+        if kind == "LocalStack":
+            stack.push(value)
+        else:
+            local.value = value
+        return [b"x"]
+
+    response = XlocalMiddleware(app, xcurrent, locals=store[kind])({}, _start_response)
+    assert list(response) == [b"x"]
+    response.close()  # type: ignore[attr-defined]
+    # The response keeps its request's Context alive: only a release frees the value.
+    gc.collect()  # finalizes what is dropped (PyPy frees it at the next)
+    gc.collect()
+    assert refs[0]() is None
+    assert response is not None
 
 
 def test_closing_iterable_runs_callbacks_once() -> None:
@@ -331,3 +492,126 @@ def test_gevent_server_end_to_end(http: Any) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+@pytest.mark.parametrize("wrapping", ["none", "XlocalMiddleware", "make_middleware"])
+def test_reused_server_thread(http: Any, xcurrent: xlocal, wrapping: str) -> None:
+    """A server thread reused for the next request keeps Local data unless wrapped."""
+    local = Local()
+    threads: set[int] = set()
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        threads.add(threading.get_ident())
+        before = getattr(local, "user", "none")
+        local.user = environ["QUERY_STRING"]
+        body = before.encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    wrapped = {
+        "none": app,
+        "XlocalMiddleware": XlocalMiddleware(app, xcurrent),
+        "make_middleware": LocalManager([local]).make_middleware(app),
+    }[wrapping]
+    # wsgiref's plain WSGIServer serves every request in the one thread that serves.
+    httpd = make_server("127.0.0.1", 0, wrapped, handler_class=_QuietHandler)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}
+    )
+    thread.start()
+    try:
+        port = httpd.server_address[1]
+        [[first]] = http(port, [["/?ann"]])
+        [[second]] = http(port, [["/?bob"]])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+    assert len(threads) == 1
+    assert first == (200, b"none")
+    assert second == (200, b"ann" if wrapping == "none" else b"none")
+
+
+# -- The server's wsgi.file_wrapper ----------------------------------------------------
+
+
+class _FileWrapper:
+    """A server's file wrapper, as wsgiref's and gunicorn's: filelike and blksize."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.filelike.read(self.blksize), b"")
+
+    def close(self) -> None:
+        self.filelike.close()
+
+
+class _SlottedWrapper:
+    """A file wrapper that refuses new attributes (and so a new close)."""
+
+    __slots__ = ("blksize", "filelike")
+
+    __init__ = _FileWrapper.__init__
+    __iter__ = _FileWrapper.__iter__
+    close = _FileWrapper.close
+
+
+class _File:
+    """A file that says what was bound when it was closed."""
+
+    def __init__(self, x: xlocal, seen: list[Any]) -> None:
+        self._x = x
+        self._seen = seen
+        self._data = [b"", b"data"]
+
+    def read(self, size: int) -> bytes:
+        return self._data.pop()
+
+    def close(self) -> None:
+        self._seen.append(dir(self._x))
+
+
+@pytest.mark.parametrize("wrapper", [_FileWrapper, _SlottedWrapper])
+def test_file_wrapper_handed_back(xcurrent: xlocal, wrapper: type[Any]) -> None:
+    """The server's own file wrapper comes back unwrapped, and closes in the request."""
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](_File(xcurrent, seen))
+
+    wrapped = XlocalMiddleware(app, xcurrent)
+    environ = {"wsgi.file_wrapper": wrapper, "PATH_INFO": "/"}
+    response = wrapped(environ, _start_response)
+    assert isinstance(response, wrapper) is (wrapper is _FileWrapper)
+    assert list(response) == [b"data"]
+    assert dir(xcurrent) == []
+    response.close()  # type: ignore[attr-defined]
+    response.close()  # type: ignore[attr-defined]
+    assert seen == [["environ"]]
+
+
+def test_file_wrapper_without_close(xcurrent: xlocal) -> None:
+    """A file wrapper with no close of its own still ends the request when closed."""
+    local = Local()
+
+    class Bare:
+        def __init__(self, filelike: Any) -> None:
+            self.filelike = filelike
+
+        def __iter__(self) -> Iterator[bytes]:
+            return iter([b"data"])
+
+    def app(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        local.value = 1
+        start_response("200 OK", [])
+        return Bare(None)
+
+    wrapped = XlocalMiddleware(app, xcurrent, locals=[local])
+    response = wrapped({"wsgi.file_wrapper": Bare, "PATH_INFO": "/"}, _start_response)
+    assert isinstance(response, Bare)
+    response.close()  # type: ignore[attr-defined]
+    assert list(local) == []

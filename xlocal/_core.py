@@ -62,7 +62,7 @@ from ._steps import (
 )
 
 if TYPE_CHECKING:
-    from .portable import Codec
+    from ._codec import Codec
 
 __all__ = ["IMPLEMENTATION", "Binding", "get_debug", "new", "set_debug", "xlocal"]
 
@@ -418,6 +418,11 @@ def new(
     return cls(name, portable=portable, codec=codec)
 
 
+#: What to check when a name of an xlocal is not bound, said by what binds it (the
+#: middleware): read only when an unbound-name message is shown, so reads pay nothing.
+_hints: weakref.WeakKeyDictionary[xlocal, str] = weakref.WeakKeyDictionary()
+
+
 class _UnboundError(AttributeError):
     """The AttributeError for a name that is not bound; its message is made when shown.
 
@@ -429,9 +434,10 @@ class _UnboundError(AttributeError):
 
     def __str__(self) -> str:
         attr, x = self.args
+        hint = _hints.get(x)
         return (
             f"{attr!r} is not bound on {_label(x)} in this execution: bind it with "
-            f"`with {_call_form(x)}({_kw(attr)}=...)`"
+            f"`with {_call_form(x)}({_kw(attr)}=...)`" + (f". {hint}" if hint else "")
         )
 
     def __repr__(self) -> str:
@@ -530,6 +536,12 @@ def _unregister(name: str, ref: weakref.ref[xlocal]) -> None:
     # Run by the collector, in any thread: no lock; leave a newer xlocal's entry.
     if _portables.get(name) is ref:
         del _portables[name]
+
+
+def _empty_of(x: xlocal) -> dict[Any, Any]:
+    """The frame of *x* where nothing is bound: its variable's default."""
+    defaults = _object_getattribute(x, "_namespace").defaults
+    return {**defaults, _ENTRY: None} if defaults else _EMPTY
 
 
 def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:

@@ -124,7 +124,8 @@ def lazy(result: Any) -> int:
 
     Coroutines, generators, async generators and other awaitables run their body
     when they are stepped, so a call that returned one has not run it yet.  Futures
-    and tasks run on their own: 0, as for any other value.
+    and tasks run on their own, and an awaitable that is also a context manager,
+    iterator or callable is used those ways too: 0, as for any other value.
     """
     made = type(result)
     if made is CoroutineType:
@@ -137,9 +138,23 @@ def lazy(result: Any) -> int:
         made.__module__ != "builtins"
         and hasattr(made, "__await__")
         and getattr(result, "_asyncio_future_blocking", None) is None
+        and not any(hasattr(made, other) for other in _OTHER_PROTOCOLS)
+        and not callable(result)
     ):
         return AWAITABLE
     return 0
+
+
+#: An awaitable that is also something else (an async context manager, as the request
+#: objects of HTTP clients are, an iterator, a callable) is handed back as it is: the
+#: coroutine that would await it inside the context could not be used the other ways.
+_OTHER_PROTOCOLS = (
+    "__aenter__",
+    "__enter__",
+    "__aiter__",
+    "__iter__",
+    "add_done_callback",
+)
 
 
 #: lazy()'s answer for an awaitable other than a coroutine, stepped through __await__.

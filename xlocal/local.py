@@ -1,46 +1,54 @@
-"""A werkzeug.local-compatible layer on contextvars: Local, LocalStack, LocalProxy.
+"""A werkzeug.local-compatible layer on contextvars: Local, LocalStack, LocalManager.
 
 ``from werkzeug.local import Local, LocalProxy`` can become
 ``from xlocal.local import Local, LocalProxy``.  These are the old-style *mutable*
 per-execution stores: set an attribute, and the current thread, greenlet or asyncio task
 sees it until it is deleted or released.  The xlocal core, whose bindings end with their
-with-block, stays the recommended way; a :class:`LocalProxy` (or :func:`proxy`) to an
-xlocal name gives both worlds one face.
+with-block, stays the recommended way; a :class:`~xlocal.proxy.LocalProxy` (or
+:func:`~xlocal.proxy.proxy`) to an xlocal name gives both worlds one face.  Both live
+in :mod:`xlocal.proxy` and are importable from here, as from werkzeug.local.
 
 Storage: each Local or LocalStack owns one ContextVar holding a dict or a list.  A write
 never mutates the stored container; it copies it and sets the copy, so a context copied
-before the write (an asyncio task, ``Context.run``) keeps what it saw.  When a store
-becomes empty in the execution that filled it, the variable is reset with the token of
-the write that filled it, so an empty Local or LocalStack stores nothing at all.
+before the write (an asyncio task, ``Context.run``) keeps what it saw.  An emptied
+store is set to a shared empty value, as werkzeug does; keeping the token that could
+reset it would tie the data to its context in a cycle, and a dead thread's data would
+wait for the garbage collector instead of going with the thread.
 """
 
 from __future__ import annotations
 
 import contextvars
-import copy
-import math
-import operator
+import copy  # noqa: F401 - werkzeug.local's namespace, see below
+import math  # noqa: F401
+import operator  # noqa: F401
 import sys
 import threading
+import typing as t  # noqa: F401
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar as ContextVar  # noqa: PLC0414 - exported
 from functools import partial, update_wrapper
-from operator import attrgetter
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Generic,
-    NoReturn,
-    TypeVar,
-    Union,
-    cast,
-    overload,
+from operator import attrgetter  # noqa: F401
+from typing import Any, Generic, TypeVar, cast
+
+from ._middleware import (
+    ClosingIterable,
+    Releasable,
+    StartResponse,
+    WSGIApplication,
+    WSGIEnvironment,
+    run_all,
+    stores,
 )
+from ._middleware import ClosingIterator as ClosingIterator  # noqa: PLC0414
+from .proxy import LocalProxy, _then, proxy
 
-from ._core import _call_form, _label, _var, xlocal
-
-if TYPE_CHECKING:
-    from .wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+# werkzeug.local has no __all__: code imports any name of its namespace.  Besides the
+# API below, werkzeug 2.x and 3.x hold ContextVar (Flask 2.0 imports it from there),
+# ClosingIterator, get_ident (2.0, deprecated), the type variables F and T, and the
+# standard-library names marked "noqa: F401" above; so they are here too.  ContextVar
+# and ClosingIterator, which code does import, are re-exported for type checkers too.
 
 __all__ = [
     "Local",
@@ -52,57 +60,48 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The single wording of this module's deprecation warnings.
-_DEPRECATED = "{what} is deprecated and ignored: {why}; {instead}"
+_DEPRECATED = "{what} is deprecated: {why}; {instead}"
 
-#: What an unset variable reads as.  Never stored and never mutated.
+#: What an empty store reads as: set when a store is emptied, never mutated.
 _NO_VALUES: dict[str, Any] = {}
 _NO_ITEMS: list[Any] = []
 
 
 class _Values(dict[str, Any]):
-    """The dict a Local stores; remembers the token that undoes its first write."""
+    """The dict a Local stores: never changed in place (writes copy, then set)."""
 
-    #: Never changed in place (writes copy, then set): the spawn helpers carry it.
+    #: The spawn helpers carry it.
     __xlocal_carried__ = True
 
-    __slots__ = ("_reset",)
-    _reset: contextvars.Token[Any] | None
+    __slots__ = ()
 
 
 class _Items(list[Any]):
-    """The list a LocalStack stores; remembers the token that undoes its first push."""
+    """The list a LocalStack stores: never changed in place (pushes copy, then set)."""
 
-    #: Never changed in place (pushes copy, then set): the spawn helpers carry it.
+    #: The spawn helpers carry it.
     __xlocal_carried__ = True
 
-    __slots__ = ("_reset",)
-    _reset: contextvars.Token[Any] | None
+    __slots__ = ()
 
 
 def _store(var: contextvars.ContextVar[Any], old: Any, new: _Values | _Items) -> None:
-    """Set *new* as the non-empty successor of *old*, keeping the way back to empty."""
-    if old:
-        new._reset = getattr(old, "_reset", None)
-    else:
-        new._reset = var.set(new)
-        return
+    """Set *new* as the successor of *old*."""
     var.set(new)
 
 
 def _empty(var: contextvars.ContextVar[Any], old: Any, empty: type[Any]) -> None:
-    """Make the store empty: unset the variable if this execution filled it."""
-    token = getattr(old, "_reset", None)
-    if token is not None:
-        try:
-            var.reset(token)
-        except (ValueError, RuntimeError):
-            pass  # filled in another Context (copied into this one): set empty below
-        else:
-            return
+    """Make the store empty in this execution.
+
+    The variable is set to the shared empty value, not reset with a token: a token
+    kept in the data would tie the data to its context in a cycle (context, data,
+    token, context), and a dead thread's data would wait for the garbage collector.
+    """
     if old:
-        var.set(empty())
+        var.set(_NO_VALUES if empty is dict else _NO_ITEMS)
 
 
 class Local:
@@ -111,7 +110,10 @@ class Local:
     Set, read and delete attributes as on any object; each execution sees only its own.
     Reading a missing attribute raises AttributeError, so ``getattr(local, name, None)``
     works.  An asyncio task starts with a snapshot of its creator's attributes; later
-    writes on either side are not seen by the other.
+    writes on either side are not seen by the other.  What an execution sets stays
+    until it is deleted or released, or the execution ends: a pool thread that runs
+    one task after another keeps it from one task to the next, as with werkzeug
+    (``xlocal.ContextExecutor`` and the middleware keep tasks and requests apart).
 
     :param context_var: a ``ContextVar`` holding a dict, to keep the data in; by
         default the Local makes its own.  A dict in a variable you pass is replaced,
@@ -135,26 +137,22 @@ class Local:
         object.__setattr__(self, "_Local__storage", context_var)
 
     def __getattribute__(self, name: str) -> Any:
-        if name[:2] != "__":
-            values = _storage(self).get(_NO_VALUES)
+        if name[:2] != "__":  # Local has no such attribute of its own: data only
             try:
-                return values[name]
+                return _storage(self).get(_NO_VALUES)[name]
             except KeyError:
-                pass
-        else:
-            try:
-                return object.__getattribute__(self, name)
-            except AttributeError:
-                values = _storage(self).get(_NO_VALUES)
-                if name in values:
-                    return values[name]
-        error = AttributeError(
-            f"{name!r} is not set on {self!r} in this execution: set it first, "
-            f"or read it with getattr(local, {name!r}, default)"
-        )
-        error.name = name
-        error.obj = self
-        raise error
+                return _data(self, name)  # raises the error that says what to do
+        try:
+            return object.__getattribute__(self, name)
+        except AttributeError:
+            return _data(self, name)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's methods, properties and class attributes are found before its
+        # data, as with werkzeug's Local, whose data is only reached by __getattr__.
+        super().__init_subclass__(**kwargs)
+        if cls.__getattribute__ is Local.__getattribute__:  # not one of its own
+            cls.__getattribute__ = _class_first  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
         var = _storage(self)
@@ -180,6 +178,12 @@ class Local:
         del new[name]
         _store(var, old, new)
 
+    @property
+    def __ident_func__(self) -> Callable[[], Any]:
+        """werkzeug 2.0's identity function (deprecated): see :func:`get_ident`."""
+        _warn_identity("__ident_func__", depth=1)  # read through __getattribute__
+        return _identity_function()
+
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         """Iterate over ``(name, value)`` for the current execution's attributes."""
         return iter(_storage(self).get(_NO_VALUES).items())
@@ -189,6 +193,30 @@ class Local:
     ) -> LocalProxy[Any]:
         """Return a :class:`LocalProxy` to attribute *name* of this Local."""
         return LocalProxy(self, name, unbound_message=unbound_message)
+
+    def __proxy_getter__(
+        self, name: str | None, unbound_message: str | None
+    ) -> Callable[[], Any]:
+        """Return what resolves ``LocalProxy(self, name)``: the attribute *name*."""
+        if not isinstance(name, str):
+            raise TypeError(
+                f"a proxy to {self!r} needs the attribute name to proxy, as in "
+                f"`local('user')`"
+            )
+        head, _, rest = name.partition(".")
+        message = unbound_message or (
+            f"{head!r} is not set on {self!r} in this execution: set it before using "
+            f"the proxy"
+        )
+        get = _storage(self).get
+
+        def get_current() -> Any:
+            try:
+                return get(_NO_VALUES)[head]
+            except KeyError:
+                raise RuntimeError(message) from None
+
+        return _then(get_current, rest or None)
 
     def __release_local__(self) -> None:
         var = _storage(self)
@@ -202,6 +230,29 @@ class Local:
             f"cannot copy or pickle {self!r}: its data belongs to the executions "
             f"that set it; share the Local itself"
         )
+
+
+def _class_first(local: Local, name: str) -> Any:
+    """A subclass's ``__getattribute__``: its class's attribute, else its data."""
+    try:
+        return object.__getattribute__(local, name)
+    except AttributeError:
+        return _data(local, name)
+
+
+def _data(local: Local, name: str) -> Any:
+    """Read *name* from *local*'s data in the current execution."""
+    try:
+        return _storage(local).get(_NO_VALUES)[name]
+    except KeyError:
+        pass
+    error = AttributeError(
+        f"{name!r} is not set on {local!r} in this execution: set it first, "
+        f"or read it with getattr(local, {name!r}, default)"
+    )
+    error.name = name
+    error.obj = local
+    raise error
 
 
 #: ``_storage(local)`` is the Local's ContextVar, read straight from its slot.
@@ -240,12 +291,15 @@ class LocalStack(Generic[T]):
         self._storage = context_var
 
     def push(self, obj: T) -> list[T]:
-        """Put *obj* on top of the current execution's stack; return the new stack."""
+        """Put *obj* on top of the current execution's stack; return the new stack.
+
+        The list returned is a copy: changing it does not change the stack.
+        """
         old = self._storage.get(_NO_ITEMS)
         new = _Items(old)
         new.append(obj)
         _store(self._storage, old, new)
-        return new
+        return list(new)
 
     def pop(self) -> T | None:
         """Remove the top item and return it; None if the stack is empty."""
@@ -271,18 +325,59 @@ class LocalStack(Generic[T]):
         """Return a :class:`LocalProxy` to the top item, or to its attribute *name*."""
         return LocalProxy(self, name, unbound_message=unbound_message)
 
+    def __proxy_getter__(
+        self, name: str | None, unbound_message: str | None
+    ) -> Callable[[], T]:
+        """Return what resolves ``LocalProxy(self, name)``: the top, or its *name*."""
+        empty = unbound_message or (
+            f"{self!r} is empty in this execution: push an object before using the "
+            f"proxy"
+        )
+        none = unbound_message or (
+            f"the top of {self!r} is None in this execution, which a proxy treats as "
+            f"empty (as werkzeug's does): push an object before using the proxy"
+        )
+        get = self._storage.get
+
+        def get_current() -> T:
+            items = get(_NO_ITEMS)
+            if not items:
+                raise RuntimeError(empty)
+            top: T | None = items[-1]
+            if top is None:
+                raise RuntimeError(none)
+            return top
+
+        return _then(get_current, name)
+
+    @property
+    def __ident_func__(self) -> Callable[[], Any]:
+        """werkzeug 2.0's identity function (deprecated): see :func:`get_ident`."""
+        _warn_identity("__ident_func__")
+        return _identity_function()
+
+    @__ident_func__.setter
+    def __ident_func__(self, func: Callable[[], Any]) -> None:
+        _warn_identity("setting __ident_func__ (it has no effect)")
+
     def __release_local__(self) -> None:
         _empty(self._storage, self._storage.get(_NO_ITEMS), list)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} at {id(self):#x}>"
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"cannot copy or pickle {self!r}: its data belongs to the executions "
+            f"that pushed it; share the LocalStack itself"
+        )
 
-def release_local(local: Local | LocalStack[Any]) -> None:
+
+def release_local(local: Releasable) -> None:
     """Drop everything the current execution stored in *local*.
 
-    Works for :class:`Local` and :class:`LocalStack`, not for a proxy: keep a reference
-    to the store itself.
+    Works for :class:`Local` and :class:`LocalStack` (and a :class:`LocalManager`: all
+    it manages), not for a proxy: keep a reference to the store itself.
 
     .. versionadded:: 1.0
     """
@@ -290,19 +385,17 @@ def release_local(local: Local | LocalStack[Any]) -> None:
     if release is None:
         raise TypeError(
             f"cannot release {type(local).__name__} objects: release_local() takes a "
-            f"Local or LocalStack (for a proxy, release the store it proxies)"
+            f"Local, LocalStack or LocalManager (for a proxy, release the store it "
+            f"proxies)"
         )
     release(local)
-
-
-_Releasable = Union[Local, LocalStack[Any]]
 
 
 class LocalManager:
     """Release several Locals and LocalStacks at once, typically after each request.
 
-    :param locals: a Local or LocalStack, or an iterable of them; more can be appended
-        to the ``locals`` list later.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them;
+        checked at once.  More can be appended to the ``locals`` list later.
     :param ident_func: werkzeug 0.x's way of making locals greenlet-aware.  Accepted
         and ignored with a DeprecationWarning: contextvars isolate threads, greenlets
         and asyncio tasks without it.
@@ -312,11 +405,11 @@ class LocalManager:
 
     __slots__ = ("locals",)
 
-    locals: list[_Releasable]
+    locals: list[Releasable]
 
     def __init__(
         self,
-        locals: _Releasable | Iterable[_Releasable] | None = None,
+        locals: Releasable | Iterable[Releasable] | None = None,
         ident_func: Callable[[], Any] | None = None,
     ) -> None:
         if ident_func is not None:
@@ -324,20 +417,18 @@ class LocalManager:
                 _DEPRECATED.format(
                     what="LocalManager(ident_func=...)",
                     why=(
-                        "xlocal.local keeps its data in contextvars, which isolate "
-                        "threads, greenlets and asyncio tasks by themselves"
+                        "it is ignored, as xlocal.local keeps its data in "
+                        "contextvars, which isolate threads, greenlets and asyncio "
+                        "tasks by themselves"
                     ),
                     instead="remove the argument",
                 ),
                 DeprecationWarning,
                 stacklevel=2,
             )
-        if locals is None:
-            self.locals = []
-        elif isinstance(locals, (Local, LocalStack)):
-            self.locals = [locals]
-        else:
-            self.locals = list(locals)
+        self.locals = (
+            [] if locals is None else stores(locals, "LocalManager(locals=...)")
+        )
 
     def get_ident(self) -> tuple[int, ...]:
         """Return a hashable identity of the current thread, greenlet and asyncio task.
@@ -365,13 +456,24 @@ class LocalManager:
         return tuple(ident)
 
     def cleanup(self) -> None:
-        """Release the current execution's data in all managed locals."""
-        for local in self.locals:
-            release_local(local)
+        """Release the current execution's data in all managed locals.
+
+        Each is released even if releasing one before it raised; the first error is
+        raised once all have been tried.
+        """
+        run_all([partial(release_local, local) for local in self.locals])
+
+    def __release_local__(self) -> None:
+        """Release all managed locals: a manager is released as its locals are."""
+        self.cleanup()
 
     def make_middleware(self, app: WSGIApplication) -> WSGIApplication:
         """Wrap a WSGI app: the locals are released once its response is closed."""
-        from .wsgi import ClosingIterable  # noqa: PLC0415 - .wsgi imports this module
+        if not callable(app):
+            raise TypeError(
+                f"make_middleware() takes the WSGI application to wrap, a callable, "
+                f"not {type(app).__name__}"
+            )
 
         def application(
             environ: WSGIEnvironment, start_response: StartResponse
@@ -393,517 +495,43 @@ class LocalManager:
         return f"<{type(self).__name__} storages: {len(self.locals)}>"
 
 
-def _run_all(callbacks: list[Callable[[], Any]]) -> None:
-    """Call each of *callbacks*; re-raise the first error once all have run."""
-    error: BaseException | None = None
-    for callback in callbacks:
-        try:
-            callback()
-        except BaseException as exc:  # re-raised below
-            if error is None:
-                error = exc
-    if error is not None:
-        raise error
+def get_ident() -> Any:
+    """Return werkzeug 2.0's identity of the current greenlet or thread (deprecated).
 
-
-def _releaser(
-    locals: Iterable[Local | LocalStack[Any] | LocalManager],
-) -> Callable[[], None]:
-    """Return a function that releases *locals*; a manager, all it holds by then."""
-    calls: list[Callable[[], Any]] = [
-        local.cleanup
-        if isinstance(local, LocalManager)
-        else partial(release_local, local)
-        for local in locals
-    ]
-
-    def release() -> None:
-        _run_all(calls)
-
-    return release
-
-
-def _middleware_setup(
-    x: xlocal,
-    own: str | None,
-    what: str,
-    factories: Mapping[str, Callable[..., Any]] | None,
-    locals: Iterable[Local | LocalStack[Any] | LocalManager],
-) -> tuple[dict[str, Callable[..., Any]], Callable[[], None]]:
-    """Check the arguments of a WSGI or ASGI middleware, once, when it is made.
-
-    *own* is the name the middleware binds the *what* (environ, scope) under.  Returns
-    the factories and the function that releases *locals* after each request.
-    """
-    if not isinstance(x, xlocal):
-        raise TypeError(
-            f"XlocalMiddleware binds on an xlocal, not on a {type(x).__name__}"
-        )
-    made = dict(factories or {})
-    if own in made:
-        raise ValueError(
-            f"cannot bind {own!r} twice: it is both the {what}'s name and a factory's"
-        )
-    x(**dict.fromkeys([*made, *([own] if own else [])]))  # checks the names now
-    return made, _releaser(locals)
-
-
-# -- LocalProxy ----------------------------------------------------------------------
-
-
-class _Forward:
-    """Forward one special method of :class:`LocalProxy` to the current object.
-
-    :param op: the function the operation is redone with on the object (``repr``,
-        ``operator.add``, ...); without it, the method is looked up on the object.
-    :param fallback: what the method does when the proxy is unbound, instead of raising
-        the proxy's RuntimeError; it takes the proxy.
-    """
-
-    __slots__ = ("_fallback", "_name", "_op")
-
-    def __init__(
-        self,
-        op: Callable[..., Any] | None = None,
-        fallback: Callable[[LocalProxy[Any]], Any] | None = None,
-    ) -> None:
-        self._op = op
-        self._fallback = fallback
-
-    def __set_name__(self, owner: type[Any], name: str) -> None:
-        self._name = name
-
-    def __get__(self, proxy: LocalProxy[Any] | None, owner: type[Any] | None) -> Any:
-        if proxy is None:
-            return self
-        try:
-            obj = _get_current(proxy)()
-        except RuntimeError as error:
-            if self._fallback is None:
-                # Raise when called, not here: CPython turns an error raised while it
-                # looks up __hash__, __iter__ or __eq__ into "unhashable", "not
-                # iterable" or an identity comparison, which would hide the message.
-                return partial(_raise, error)
-            return partial(self._fallback, proxy)
-        if self._op is None:
-            return getattr(obj, self._name)
-        return partial(self._op, obj)
-
-    def __call__(self, proxy: LocalProxy[Any], *args: Any, **kwargs: Any) -> Any:
-        # Reached through the class, as copy.copy does: type(x).__copy__(x).
-        return self.__get__(proxy, type(proxy))(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<forwarded {self._name}>"
-
-
-class _Attribute(_Forward):
-    """Forward an attribute that is a value (``__class__``, ``__doc__``)."""
-
-    __slots__ = ("_class_value",)
-
-    def __init__(
-        self, fallback: Callable[[LocalProxy[Any]], Any], class_value: Any = None
-    ) -> None:
-        super().__init__(None, fallback)
-        self._class_value = class_value
-
-    def __get__(self, proxy: LocalProxy[Any] | None, owner: type[Any] | None) -> Any:
-        if proxy is None:
-            return self if self._class_value is None else self._class_value
-        try:
-            obj = _get_current(proxy)()
-        except RuntimeError:
-            return self._fallback(proxy)  # type: ignore[misc]
-        return getattr(obj, self._name)
-
-
-class _InPlace(_Forward):
-    """Forward an in-place operator such as ``+=``, rebinding as Python would.
-
-    If the object changed in place (the operator returned the object itself), the
-    proxy is returned, so the name it was assigned to stays a proxy.  Otherwise (an
-    immutable object) the new value is returned and the name is rebound to it, as
-    ``x = x + y`` would; the proxied object is left as it was.
-    """
-
-    __slots__ = ()
-
-    def __get__(self, proxy: LocalProxy[Any] | None, owner: type[Any] | None) -> Any:
-        if proxy is None:
-            return self
-        try:
-            obj = _get_current(proxy)()
-        except RuntimeError as error:
-            return partial(_raise, error)
-        op = cast("Callable[[Any, Any], Any]", self._op)
-
-        def in_place(other: Any) -> Any:
-            result = op(obj, other)
-            return proxy if result is obj else result
-
-        return in_place
-
-
-def _raise(error: BaseException, *args: Any, **kwargs: Any) -> NoReturn:
-    raise error
-
-
-def _swapped(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    """Turn ``op(a, b)`` into the reflected ``op(b, a)``."""
-
-    def reflected(obj: Any, other: Any) -> Any:
-        return op(other, obj)
-
-    return reflected
-
-
-def _call(obj: Any, *args: Any, **kwargs: Any) -> Any:
-    return obj(*args, **kwargs)
-
-
-def _unbound_repr(proxy: LocalProxy[Any]) -> str:
-    return f"<{type(proxy).__name__} unbound>"
-
-
-class LocalProxy(Generic[T]):
-    """A stand-in that forwards every operation to the object it resolves to.
-
-    It resolves at each use, in the current execution, from:
-
-    - a :class:`Local` and an attribute name: ``LocalProxy(local, "user")``, also
-      made by ``local("user")``;
-    - a :class:`LocalStack`: its top item, also made by ``stack()``;
-    - a ``ContextVar``: its value;
-    - an :class:`~xlocal.xlocal` and a name: ``LocalProxy(xcurrent, "request")``, the
-      name as bound by the innermost ``with xcurrent(request=...)``;
-    - a callable: what it returns.
-
-    With a source other than a Local or an xlocal, *name* proxies that attribute of
-    the resolved object.  When there is nothing to resolve to, operations raise
-    RuntimeError with *unbound_message*; ``repr`` then says unbound and ``bool`` is
-    False.  ``repr``, ``str``, ``==``, ``hash`` and ``__class__`` are forwarded, so
-    ``isinstance(proxy, Request)`` holds; use ``type(x) is LocalProxy`` or
-    ``issubclass(type(x), LocalProxy)`` to recognise a proxy.
-    ``_get_current_object()`` returns the object itself.
+    The current greenlet where greenlet is installed, else the thread's id, as
+    ``werkzeug.local.get_ident`` returned; it warns with a DeprecationWarning, as
+    werkzeug 2.0 did.  Nothing in xlocal uses it.
 
     .. versionadded:: 1.0
     """
-
-    __slots__ = ("_LocalProxy__source", "_get_current_object")
-
-    _get_current_object: Callable[[], T]
-
-    # For type checkers: a proxy to the source's own value has the value's type; a
-    # proxy to a name (an attribute, a Local's or an xlocal's) is LocalProxy[Any].
-    @overload
-    def __init__(
-        self,
-        local: LocalStack[T],
-        name: None = None,
-        *,
-        unbound_message: str | None = None,
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self,
-        local: contextvars.ContextVar[T] | Callable[[], T],
-        name: None = None,
-        *,
-        unbound_message: str | None = None,
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self: LocalProxy[Any],
-        local: contextvars.ContextVar[Any]
-        | Local
-        | LocalStack[Any]
-        | xlocal
-        | Callable[[], Any],
-        name: str,
-        *,
-        unbound_message: str | None = None,
-    ) -> None: ...
-
-    def __init__(
-        self,
-        local: contextvars.ContextVar[T]
-        | Local
-        | LocalStack[T]
-        | xlocal
-        | Callable[[], T],
-        name: str | None = None,
-        *,
-        unbound_message: str | None = None,
-    ) -> None:
-        get_current: Callable[[], Any]
-        if isinstance(local, xlocal):
-            get_current = _from_xlocal(local, name, unbound_message)
-        elif isinstance(local, Local):
-            get_current = _from_local(local, name, unbound_message)
-        elif isinstance(local, LocalStack):
-            get_current = _from_stack(local, name, unbound_message)
-        elif isinstance(local, contextvars.ContextVar):
-            get_current = _from_var(local, name, unbound_message)
-        elif callable(local):
-            get_current = _then(local, name)
-        else:
-            raise TypeError(
-                f"cannot proxy a {type(local).__name__} object: LocalProxy takes a "
-                f"Local, LocalStack, ContextVar, xlocal or a callable"
-            )
-        object.__setattr__(self, "_LocalProxy__source", local)
-        object.__setattr__(self, "_get_current_object", get_current)
-
-    def __getattribute__(self, name: str) -> Any:
-        # Faster than __getattr__, which Python reaches only after a failed lookup.
-        if name in _OWN:
-            return object.__getattribute__(self, name)
-        return getattr(_get_current(self)(), name)
-
-    # The table of forwarded special methods.  Python looks them up on the type, so
-    # each is a descriptor that resolves the proxy first; a fallback says what an
-    # unbound proxy does instead of raising.
-    __doc__ = _Attribute(lambda p: type(p).__doc__, class_value=__doc__)
-    __wrapped__ = _Attribute(
-        lambda p: object.__getattribute__(p, "_LocalProxy__source")
-    )
-    __class__ = _Attribute(type)
-    __repr__ = _Forward(repr, _unbound_repr)
-    __str__ = _Forward(str)
-    __bytes__ = _Forward(bytes)
-    __format__ = _Forward(format)
-    __hash__ = _Forward(hash)
-    __bool__ = _Forward(bool, lambda p: False)
-    __dir__ = _Forward(dir, lambda p: [])
-    __setattr__ = _Forward(setattr)
-    __delattr__ = _Forward(delattr)
-    # Attribute reads go through __getattribute__ below, not __getattr__.  Not
-    # forwarded: __slots__ and __dict__ of the proxy itself, the descriptor protocol
-    # (__get__, __set__, __delete__, __set_name__: a proxy stored on a class stays a
-    # proxy), metaclass hooks (__init_subclass__, __prepare__; __class_getitem__ goes
-    # through __getitem__ of the object), __del__ (deleting the proxy must not touch the
-    # object).  Pickling needs no entry: pickle reads __reduce_ex__ as an attribute, so
-    # it pickles the object, not the proxy.
-    __lt__ = _Forward(operator.lt)
-    __le__ = _Forward(operator.le)
-    __eq__ = _Forward(operator.eq)
-    __ne__ = _Forward(operator.ne)
-    __gt__ = _Forward(operator.gt)
-    __ge__ = _Forward(operator.ge)
-    __instancecheck__ = _Forward(lambda cls, obj: isinstance(obj, cls))
-    __subclasscheck__ = _Forward(lambda cls, sub: issubclass(sub, cls))
-    __call__ = _Forward(_call)
-    __len__ = _Forward(len)
-    __length_hint__ = _Forward(operator.length_hint)
-    __getitem__ = _Forward(operator.getitem)
-    __setitem__ = _Forward(operator.setitem)
-    __delitem__ = _Forward(operator.delitem)
-    __iter__ = _Forward(iter)
-    __next__ = _Forward(next)
-    __reversed__ = _Forward(reversed)
-    __contains__ = _Forward(operator.contains)
-    __add__ = _Forward(operator.add)
-    __sub__ = _Forward(operator.sub)
-    __mul__ = _Forward(operator.mul)
-    __matmul__ = _Forward(operator.matmul)
-    __truediv__ = _Forward(operator.truediv)
-    __floordiv__ = _Forward(operator.floordiv)
-    __mod__ = _Forward(operator.mod)
-    __divmod__ = _Forward(divmod)
-    __pow__ = _Forward(pow)
-    __lshift__ = _Forward(operator.lshift)
-    __rshift__ = _Forward(operator.rshift)
-    __and__ = _Forward(operator.and_)
-    __xor__ = _Forward(operator.xor)
-    __or__ = _Forward(operator.or_)
-    __radd__ = _Forward(_swapped(operator.add))
-    __rsub__ = _Forward(_swapped(operator.sub))
-    __rmul__ = _Forward(_swapped(operator.mul))
-    __rmatmul__ = _Forward(_swapped(operator.matmul))
-    __rtruediv__ = _Forward(_swapped(operator.truediv))
-    __rfloordiv__ = _Forward(_swapped(operator.floordiv))
-    __rmod__ = _Forward(_swapped(operator.mod))
-    __rdivmod__ = _Forward(_swapped(divmod))
-    __rpow__ = _Forward(_swapped(pow))
-    __rlshift__ = _Forward(_swapped(operator.lshift))
-    __rrshift__ = _Forward(_swapped(operator.rshift))
-    __rand__ = _Forward(_swapped(operator.and_))
-    __rxor__ = _Forward(_swapped(operator.xor))
-    __ror__ = _Forward(_swapped(operator.or_))
-    __iadd__ = _InPlace(operator.iadd)
-    __isub__ = _InPlace(operator.isub)
-    __imul__ = _InPlace(operator.imul)
-    __imatmul__ = _InPlace(operator.imatmul)
-    __itruediv__ = _InPlace(operator.itruediv)
-    __ifloordiv__ = _InPlace(operator.ifloordiv)
-    __imod__ = _InPlace(operator.imod)
-    __ipow__ = _InPlace(operator.ipow)
-    __ilshift__ = _InPlace(operator.ilshift)
-    __irshift__ = _InPlace(operator.irshift)
-    __iand__ = _InPlace(operator.iand)
-    __ixor__ = _InPlace(operator.ixor)
-    __ior__ = _InPlace(operator.ior)
-    __neg__ = _Forward(operator.neg)
-    __pos__ = _Forward(operator.pos)
-    __abs__ = _Forward(abs)
-    __invert__ = _Forward(operator.invert)
-    __complex__ = _Forward(complex)
-    __int__ = _Forward(int)
-    __float__ = _Forward(float)
-    __index__ = _Forward(operator.index)
-    __round__ = _Forward(round)
-    __trunc__ = _Forward(math.trunc)
-    __floor__ = _Forward(math.floor)
-    __ceil__ = _Forward(math.ceil)
-    __enter__ = _Forward()
-    __exit__ = _Forward()
-    __await__ = _Forward()
-    __aiter__ = _Forward()
-    __anext__ = _Forward()
-    __aenter__ = _Forward()
-    __aexit__ = _Forward()
-    __copy__ = _Forward(copy.copy)
-    __deepcopy__ = _Forward(copy.deepcopy)
+    _warn_identity("get_ident()")
+    return _identity_function()()
 
 
-#: The proxy's own attributes; all others are read from the current object.
-_OWN = frozenset(
-    {
-        "_get_current_object",
-        "_LocalProxy__source",
-        "__class__",
-        "__doc__",
-        "__wrapped__",
-    }
-)
-_get_current: Callable[[LocalProxy[Any]], Callable[[], Any]]
-_get_current = LocalProxy.__dict__["_get_current_object"].__get__
+def _identity_function() -> Callable[[], Any]:
+    """werkzeug 2.0's identity function: greenlet's getcurrent, or the thread's id."""
+    try:
+        from greenlet import getcurrent  # noqa: PLC0415 - only where it is installed
+    except ImportError:
+        return threading.get_ident
+    return cast("Callable[[], Any]", getcurrent)
 
 
-def proxy(source: xlocal, name: str, *, unbound_message: str | None = None) -> Any:
-    """Return a proxy to the value bound to *name* on the xlocal *source*.
+def _warn_identity(what: str, depth: int = 0) -> None:
+    """Warn that werkzeug 2.0's identity function *what* is deprecated.
 
-    The proxy resolves at each use, so it can be made once at module level::
-
-        request: Request = proxy(xcurrent, "request")
-
-    It reserves no name on *source*: every name stays free to bind.  This is
-    ``LocalProxy(source, name)``, typed as ``Any`` so that it can be annotated with
-    the proxied type.
-
-    .. versionadded:: 1.0
+    *depth* counts the frames between the public function or property and its caller
+    (Local.__getattribute__ is one).
     """
-    if not isinstance(source, xlocal):
-        raise TypeError(
-            f"proxy() takes an xlocal and a name, not {type(source).__name__}; for "
-            f"other sources use LocalProxy"
-        )
-    return LocalProxy(source, name, unbound_message=unbound_message)
-
-
-def _split(name: str) -> tuple[str, Callable[[Any], Any] | None]:
-    head, dot, rest = name.partition(".")
-    return head, attrgetter(rest) if dot else None
-
-
-def _then(get: Callable[[], Any], name: str | None) -> Callable[[], Any]:
-    """Resolve with *get*, then take attribute *name* (dotted) if there is one."""
-    if name is None:
-        return get
-    attribute = attrgetter(name)
-
-    def get_current() -> Any:
-        return attribute(get())
-
-    return get_current
-
-
-def _from_xlocal(
-    x: xlocal, name: str | None, unbound_message: str | None
-) -> Callable[[], Any]:
-    if not isinstance(name, str):
-        raise TypeError(
-            f"a proxy to {_label(x)} needs the name to proxy, as in "
-            f"`LocalProxy({_call_form(x)}, 'request')`"
-        )
-    head, rest = _split(name)
-    if head[:1] == "_" or not head.isidentifier():
-        raise ValueError(
-            f"cannot proxy {head!r} on {_label(x)}: only names that can be bound "
-            f"(identifiers not starting with '_') can be proxied"
-        )
-    message = unbound_message or (
-        f"{head!r} is not bound on {_label(x)} in this execution: use the proxy "
-        f"inside `with {_call_form(x)}({head}=...)`"
+    warnings.warn(
+        _DEPRECATED.format(
+            what=what,
+            why="xlocal.local keeps its data in contextvars and needs no identity",
+            instead=(
+                "use greenlet.getcurrent() or threading.get_ident() as werkzeug 2.0 "
+                "did, or LocalManager().get_ident(), which tells asyncio tasks apart"
+            ),
+        ),
+        DeprecationWarning,
+        stacklevel=3 + depth,
     )
-    get = _var(x).get
-
-    def get_current() -> Any:
-        try:
-            return get()[head]
-        except KeyError:
-            raise RuntimeError(message) from None
-
-    return get_current if rest is None else _then(get_current, name.partition(".")[2])
-
-
-def _from_local(
-    local: Local, name: str | None, unbound_message: str | None
-) -> Callable[[], Any]:
-    if not isinstance(name, str):
-        raise TypeError(
-            f"a proxy to {local!r} needs the attribute name to proxy, as in "
-            f"`local('user')`"
-        )
-    head, rest = _split(name)
-    message = unbound_message or (
-        f"{head!r} is not set on {local!r} in this execution: set it before using "
-        f"the proxy"
-    )
-    get = _storage(local).get
-
-    def get_current() -> Any:
-        try:
-            return get(_NO_VALUES)[head]
-        except KeyError:
-            raise RuntimeError(message) from None
-
-    return get_current if rest is None else _then(get_current, name.partition(".")[2])
-
-
-def _from_stack(
-    stack: LocalStack[Any], name: str | None, unbound_message: str | None
-) -> Callable[[], Any]:
-    message = unbound_message or (
-        f"{stack!r} is empty in this execution: push an object before using the proxy"
-    )
-    get = stack._storage.get
-
-    def get_current() -> Any:
-        items = get(_NO_ITEMS)
-        if not items:
-            raise RuntimeError(message)
-        return items[-1]
-
-    return _then(get_current, name)
-
-
-def _from_var(
-    var: contextvars.ContextVar[Any], name: str | None, unbound_message: str | None
-) -> Callable[[], Any]:
-    message = unbound_message or (
-        f"ContextVar {var.name!r} has no value in this execution: set it before "
-        f"using the proxy"
-    )
-    get = var.get
-
-    def get_current() -> Any:
-        try:
-            return get()
-        except LookupError:
-            raise RuntimeError(message) from None
-
-    return _then(get_current, name)

@@ -43,8 +43,9 @@ import sys
 import weakref
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 
+from ._codec import Codec
 from ._core import (
     _ENTRY,
     Binding,
@@ -61,19 +62,6 @@ if TYPE_CHECKING:
     from typing_extensions import ParamSpec
 
     _P = ParamSpec("_P")
-
-
-class Codec(Protocol):
-    """What ``xlocal(..., codec=...)`` takes: values to strings and back.
-
-    .. versionadded:: 1.0
-    """
-
-    def encode(self, value: Any, /) -> str:
-        """The value as text; raise TypeError or ValueError for one it cannot take."""
-
-    def decode(self, text: str, /) -> Any:
-        """The value back from text that :meth:`encode` made."""
 
 
 #: What ``unknown=`` of :func:`extract` and :func:`carry` takes.

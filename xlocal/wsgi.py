@@ -8,7 +8,8 @@ of the call), the binding is entered in it once, every step runs inside it, and
 execution, it holds for generator apps and for code run while the server iterates, and
 whatever the app stores in context variables (Locals included) stays with its request:
 nothing reaches the server's thread or greenlet, not even if the server never closes
-the response.
+the response.  A response dropped without being closed is closed when it is freed, in
+its own request's Context.
 """
 
 from __future__ import annotations
@@ -18,48 +19,29 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._core import xlocal
-from .local import Local, LocalManager, LocalStack, _middleware_setup, _run_all
+from ._middleware import (
+    ClosingIterable,
+    ClosingIterator,
+    Releasable,
+    StartResponse,
+    WSGIApplication,
+    WSGIEnvironment,
+    run_all,
+    setup,
+)
+from ._request import clean_start
 
 __all__ = [
     "ClosingIterable",
+    "ClosingIterator",
     "StartResponse",
     "WSGIApplication",
     "WSGIEnvironment",
     "XlocalMiddleware",
 ]
 
-WSGIEnvironment = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
-
-
-class ClosingIterable:
-    """A WSGI response that runs *callbacks* after closing the wrapped response.
-
-    The callbacks run once, when the server calls ``close()``, each even if the ones
-    before it raised.
-
-    .. versionadded:: 1.0
-    """
-
-    __slots__ = ("_callbacks", "_closed", "_response")
-
-    def __init__(
-        self, response: Iterable[bytes], *callbacks: Callable[[], Any]
-    ) -> None:
-        self._response = response
-        self._callbacks = callbacks
-        self._closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._response)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        close: Callable[[], Any] | None = getattr(self._response, "close", None)
-        _run_all([close, *self._callbacks] if close else list(self._callbacks))
+# Defined with the plumbing that LocalManager.make_middleware shares; shown here.
+ClosingIterable.__module__ = ClosingIterator.__module__ = __name__
 
 
 class XlocalMiddleware:
@@ -72,15 +54,17 @@ class XlocalMiddleware:
     binds ``xcurrent.environ`` and ``xcurrent.request`` (``Request(environ)``, made
     once per request) while the app runs, while its response is iterated and while it
     is closed.  Afterwards the given Locals, LocalStacks and LocalManagers are
-    released.
+    released.  Each request starts with nothing bound on *x* and the stores empty,
+    whatever the server's thread or greenlet holds.  A response that is the server's
+    ``wsgi.file_wrapper`` is returned as it is, so that the server can use sendfile.
 
     :param app: the WSGI application.
     :param x: the xlocal to bind on.
     :param environ: the name to bind the WSGI environ under; None not to bind it.
     :param factories: names to bind, each with a callable that makes the value from
         the environ.
-    :param locals: Local, LocalStack or LocalManager objects to release when the
-        request ends.
+    :param locals: a Local, LocalStack or LocalManager, or an iterable of them, to
+        release when the request ends.
 
     .. versionadded:: 1.0
     """
@@ -94,13 +78,19 @@ class XlocalMiddleware:
         *,
         environ: str | None = "environ",
         factories: Mapping[str, Callable[[WSGIEnvironment], Any]] | None = None,
-        locals: Iterable[Local | LocalStack[Any] | LocalManager] = (),
+        locals: Releasable | Iterable[Releasable] = (),
     ) -> None:
         self._app = app
         self._x = x
         self._environ = environ
-        self._factories, self._release = _middleware_setup(
-            x, environ, "environ", factories, locals
+        self._factories, self._release = setup(
+            app,
+            x,
+            kind="WSGI",
+            own=environ,
+            what="environ",
+            factories=factories,
+            locals=locals,
         )
 
     def __call__(
@@ -115,8 +105,12 @@ class XlocalMiddleware:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
+        # Start from nothing on this xlocal and these stores, whatever the server's
+        # context holds; the Context is the request's own, so nothing needs undoing.
+        clean_start(self._x)
+        self._release()
         values = {name: make(environ) for name, make in self._factories.items()}
-        if self._environ:
+        if self._environ is not None:
             values[self._environ] = environ
         binding = self._x(**values)
         binding.__enter__()
@@ -127,12 +121,57 @@ class XlocalMiddleware:
         try:
             response = self._app(environ, start_response)
         except BaseException:
-            _run_all([finish, self._release])
+            run_all([finish, self._release])
             raise
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(response, wrapper):
+            return _hand_back(response, context, finish, self._release)
         return _BoundResponse(context, ClosingIterable(response, finish, self._release))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"
+
+
+def _hand_back(
+    response: Any,
+    context: contextvars.Context,
+    *callbacks: Callable[[], Any],
+) -> Iterable[bytes]:
+    """Return the server's own file wrapper, closed inside the request's Context.
+
+    Servers send a response that is an instance of their ``wsgi.file_wrapper`` with
+    sendfile only if it reaches them unwrapped.  Its iteration reads the file and runs
+    no app code; its ``close()`` (replaced on the instance) closes the file, then ends
+    the request, inside the request's Context.  A wrapper that refuses the new
+    ``close`` is wrapped like any response.
+    """
+    closing = ClosingIterable(_Closer(getattr(response, "close", None)), *callbacks)
+
+    def close() -> None:
+        context.run(closing.close)
+
+    try:
+        response.close = close
+    except (AttributeError, TypeError):
+        return _BoundResponse(context, ClosingIterable(response, *callbacks))
+    result: Iterable[bytes] = response
+    return result
+
+
+class _Closer:
+    """Only the ``close`` of a response, for ClosingIterable to call."""
+
+    __slots__ = ("close",)
+
+    def __init__(self, close: Callable[[], Any] | None) -> None:
+        self.close = close or _nothing
+
+    def __iter__(self) -> Iterator[bytes]:  # pragma: no cover - never iterated
+        return iter(())
+
+
+def _nothing() -> None:
+    pass
 
 
 class _BoundResponse:
@@ -156,3 +195,11 @@ class _BoundResponse:
 
     def close(self) -> None:
         self._context.run(self._response.close)
+
+    def __del__(self) -> None:
+        # Dropped unclosed (a client that went away, a server that never calls close):
+        # close it now, in its request's Context, so that the app's finally-blocks and
+        # with-blocks end where they began, and the request's locals are released.
+        # Without this the app's generator would be closed later by the garbage
+        # collector, in whatever execution runs it.  Closing twice does nothing.
+        self.close()

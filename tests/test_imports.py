@@ -1,0 +1,82 @@
+"""The package's modules import one another downward only: no import circles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import xlocal
+
+_PACKAGE = Path(xlocal.__file__).parent
+
+
+def _imports() -> dict[str, set[str]]:
+    """Map each module of the package to the package modules it imports."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(_PACKAGE.glob("*.py")):
+        name = path.stem
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 and node.module:
+                    found.add(node.module.split(".")[0])
+                elif node.level == 1:
+                    found.update(alias.name for alias in node.names)
+                elif node.module and node.module.startswith("xlocal."):
+                    found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                found.update(
+                    alias.name.split(".")[1]
+                    for alias in node.names
+                    if alias.name.startswith("xlocal.")
+                )
+        graph[name] = found - {name}
+    return graph
+
+
+def _circle(graph: dict[str, set[str]]) -> list[str]:
+    """Return one import circle of *graph* as a list of modules, or [] if none."""
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        if name in path:
+            return [*path[path.index(name) :], name]
+        if name in done:
+            return []
+        for other in sorted(graph.get(name, ())):
+            circle = visit(other, [*path, name])
+            if circle:
+                return circle
+        done.add(name)
+        return []
+
+    for name in sorted(graph):
+        circle = visit(name, [])
+        if circle:
+            return circle
+    return []
+
+
+def test_no_import_circle() -> None:
+    """No module of xlocal imports, directly or not, a module that imports it back."""
+    graph = _imports()
+    assert {"local", "proxy", "wsgi", "asgi", "_middleware", "_core"} <= set(graph)
+    assert _circle(graph) == []
+
+
+def test_circle_check_finds_a_circle() -> None:
+    """The circle check reports a circle when there is one (so the test can fail)."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _circle(graph) == ["a", "b", "c", "a"]
+
+
+def test_layers_point_down() -> None:
+    """The proxy and the middleware plumbing know no store; the adapters no Local."""
+    graph = _imports()
+    assert graph["proxy"] == {"_core"}
+    assert graph["_middleware"] == {"_core"}
+    assert graph["_request"] == {"_core", "_steps"}
+    assert graph["wsgi"] == {"_core", "_middleware", "_request"}
+    assert graph["asgi"] == {"_core", "_middleware", "_request"}
+    assert graph["local"] == {"_middleware", "proxy"}
+    assert "local" not in graph["_core"] | graph["spawn"] | graph["_steps"]
