@@ -20,7 +20,7 @@ from typing import Any
 import xlocal as xlocal_package
 from xlocal import xlocal
 
-from .peers import optional, xlocal05
+from .peers import optional, pure_core, xlocal05
 
 __all__ = ["CASES", "Case", "Setup"]
 
@@ -82,6 +82,10 @@ def _asgiref_local() -> Any:
 
 def _xlocal() -> Any:
     return xlocal("o")
+
+
+def _xlocal_pure() -> Any:
+    return pure_core().xlocal("o")
 
 
 def _xlocal05() -> Any:
@@ -243,7 +247,10 @@ _PLAIN = {
     "werkzeug Local": _plain(_werkzeug_local),
     "asgiref Local": _plain(_asgiref_local),
 }
-_SCOPED = {"xlocal 0.5": _xlocal05, "xlocal": _xlocal}
+#: "xlocal" is the core in use (the compiled one where it is built); "xlocal pure" is
+#: the pure-Python core, loaded beside it.
+PURE = "xlocal pure"
+_SCOPED = {"xlocal 0.5": _xlocal05, "xlocal": _xlocal, PURE: _xlocal_pure}
 _FIVE = "a=v, b=v, c=v, d=v, e=v"
 
 

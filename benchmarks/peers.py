@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["PEERS_DIR", "Unavailable", "install", "optional", "xlocal05"]
+__all__ = ["PEERS_DIR", "Unavailable", "install", "optional", "pure_core", "xlocal05"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,6 +53,39 @@ def xlocal05() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules["xlocal05"] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def pure_core() -> ModuleType:
+    """xlocal's pure-Python core, loaded beside the core in use as ``xlocal._pure``.
+
+    With the compiled core in use, this is a second copy of ``xlocal/_core.py`` loaded
+    as if ``XLOCAL_NO_EXTENSIONS`` were set, so that both cores are timed in one
+    process; with the pure core in use, it is that core.
+    """
+    import xlocal  # noqa: PLC0415 - the peers import nothing until used
+
+    if xlocal.IMPLEMENTATION == "python":
+        return importlib.import_module("xlocal._core")
+    loaded = sys.modules.get("xlocal._pure")
+    if loaded is not None:
+        return loaded
+    path = Path(xlocal.__file__).parent / "_core.py"
+    spec = importlib.util.spec_from_file_location("xlocal._pure", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    saved = os.environ.get("XLOCAL_NO_EXTENSIONS")
+    os.environ["XLOCAL_NO_EXTENSIONS"] = "1"
+    try:
+        sys.modules["xlocal._pure"] = module
+        spec.loader.exec_module(module)
+    finally:
+        if saved is None:
+            del os.environ["XLOCAL_NO_EXTENSIONS"]
+        else:
+            os.environ["XLOCAL_NO_EXTENSIONS"] = saved
+    assert module.IMPLEMENTATION == "python"
     return module
 
 

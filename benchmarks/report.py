@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import xlocal
+
 from . import cases
 from .memory import Memory
 from .portable import CARRIED, INJECT, POOL, Portable
@@ -88,6 +90,7 @@ def machine() -> dict[str, str]:
         pass
     return {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "xlocal core": xlocal.IMPLEMENTATION,
         "platform": platform.platform(),
         "cpu": f"{cpu}, {os.cpu_count()} logical CPUs",
         "executable": sys.executable,
@@ -153,6 +156,29 @@ _RATIOS = (
            1.2, most=True),
 )  # fmt: skip
 
+_PURE = cases.PURE
+#: The pure core stays as fast as it was (issue 12).
+_PURE_RATIOS = (
+    _Ratio("read: xlocal pure / threading.local",
+           (_READ, _PURE), (_READ, "threading.local"), 2.2, most=True),
+    _Ratio("bind+unbind: xlocal pure / ContextVar set+reset",
+           (_BIND, _PURE), (_BIND, "contextvars"), 7.5, most=True),
+)  # fmt: skip
+#: The compiled core's own targets (issue 12), checked when it is the core in use.
+_COMPILED_RATIOS = (
+    _Ratio("read: xlocal (c) / threading.local",
+           (_READ, "xlocal"), (_READ, "threading.local"), 0.5, most=True),
+    _Ratio("missing read: xlocal (c) / xlocal pure",
+           (_MISSING, "xlocal"), (_MISSING, _PURE), 0.3, most=True),
+    _Ratio("bind+unbind: xlocal (c) / ContextVar set+reset",
+           (_BIND, "xlocal"), (_BIND, "contextvars"), 4, most=True),
+    _Ratio("bind+unbind: 5 names / 1 name (xlocal (c))",
+           (cases.BIND5, "xlocal"), (_BIND, "xlocal"), 1.35, most=True),
+    _Ratio("read: depth 100 / depth 1 (xlocal (c))",
+           (cases.depth_group(100), "xlocal"), (cases.depth_group(1), "xlocal"),
+           1.1, most=True),
+)  # fmt: skip
+
 
 #: The carrier's share of a process-pool task: DESIGN.md asks to keep it small.
 _PORTABLE_LIMIT = 0.25
@@ -167,7 +193,10 @@ def _portable_rows(portable: Portable) -> dict[str, Row]:
 
 def targets(results: Results) -> list[Target]:
     """The targets, each checked against this run's figures."""
-    found = [ratio.check(results) for ratio in _RATIOS]
+    ratios = [*_RATIOS, *_PURE_RATIOS]
+    if results.machine.get("xlocal core") == "c":
+        ratios += _COMPILED_RATIOS
+    found = [ratio.check(results) for ratio in ratios]
     rows = _portable_rows(results.portable)
     ratio, low, high = _ratio(rows[INJECT], rows[POOL])
     close = " (close)" if low <= _PORTABLE_LIMIT <= high else ""

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+import xlocal as xlocal_package
 from xlocal import xlocal
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE: "ci" (the default) is
@@ -38,6 +39,12 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_report_header() -> str:
+    """Say which core the suite runs against (XLOCAL_NO_EXTENSIONS=1: the pure one)."""
+    return f"xlocal core: {xlocal_package.IMPLEMENTATION}"
+
 
 #: Every xlocal a test makes through the ``make_xlocal`` fixture, to check afterwards.
 _made: weakref.WeakSet[xlocal] = weakref.WeakSet()

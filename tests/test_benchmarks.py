@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+import xlocal
+
 try:
     import benchmarks
 except ImportError:
@@ -80,7 +82,9 @@ def test_report_states_every_target(results: Results) -> None:
     for heading in ("python: CPython", "cpu: ", "peer / xlocal", "Targets"):
         assert heading in text
     found = targets(results)
-    assert len(found) == 14
+    # 14, the pure core's two, and the compiled core's five when it is in use.
+    assert len(found) == (21 if xlocal.IMPLEMENTATION == "c" else 16)
+    assert f"xlocal core: {xlocal.IMPLEMENTATION}" in text
     for target in found:
         assert target.what in text
         assert target.verdict.split()[0] in {"pass", "MISS", "n/a"}
@@ -152,3 +156,15 @@ def refuses_without_matplotlib(png: Path, capsys: pytest.CaptureFixture[str]) ->
         "--plot needs matplotlib: `python -m benchmarks --setup` installs it" in error
     )
     assert not png.exists()
+
+
+def test_cores_comparison_runs() -> None:
+    """The quick comparison of the two cores times every case and checks every
+    target it names against cases it times."""
+    from benchmarks import cores  # noqa: PLC0415 - only this test needs it
+
+    seconds = cores.measure(1)
+    assert set(seconds) == set(cores.STATEMENTS)
+    assert all(len(values) == 1 and values[0] > 0 for values in seconds.values())
+    for _, top, bottom, _ in cores.TARGETS:
+        assert {top, bottom} <= set(seconds)

@@ -13,14 +13,15 @@ greenlet or asyncio task::
 See README.txt for the manual.
 """
 
-from ._core import Binding, get_debug, new, set_debug, xlocal
+from ._core import IMPLEMENTATION, Binding, get_debug, new, set_debug, xlocal
 from .spawn import ContextExecutor, Snapshot, Thread, capture, isolated, wrap
 
 __version__ = "1.0.0a1"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plainly sorted, as tests/test_core.py checks
     "Binding",
     "ContextExecutor",
+    "IMPLEMENTATION",
     "Snapshot",
     "Thread",
     "__version__",
@@ -35,6 +36,6 @@ __all__ = [
 
 # Show the public objects where users import them from.
 for _name in __all__:
-    if _name != "__version__":
+    if _name not in ("__version__", "IMPLEMENTATION"):
         globals()[_name].__module__ = __name__
 del _name

@@ -64,7 +64,7 @@ from ._steps import (
 if TYPE_CHECKING:
     from ._codec import Codec
 
-__all__ = ["Binding", "get_debug", "new", "set_debug", "xlocal"]
+__all__ = ["IMPLEMENTATION", "Binding", "get_debug", "new", "set_debug", "xlocal"]
 
 #: The key under which a frame records its entry: a tuple ``(names, parent frame)``, new
 #: for each entry, whose ``names`` is the dict of the binding that made it.  The key is
@@ -109,6 +109,45 @@ def _check_greenlet() -> None:
 
 
 _check_greenlet()
+
+
+def _flag_from_environment(variable: str, meaning: str) -> bool:
+    """What the environment variable *variable*, a switch that does *meaning*, asks
+    for; anything unclear is an error, not a guess."""
+    value = os.environ.get(variable, "")
+    setting = value.strip().lower()
+    if setting in ("", "0", "false", "no", "off"):
+        return False
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(
+        f"{variable}={value!r} is not understood: set it to 1, true, yes or on to "
+        f"{meaning}, or to 0, false, no, off or nothing to leave it off"
+    )
+
+
+def _load_extension() -> Any:
+    """The compiled core, xlocal._cxlocal, or None for the pure-Python core.
+
+    The pure core is used on interpreters other than CPython, when the extension was
+    not built (no compiler at install), and when ``XLOCAL_NO_EXTENSIONS`` asks for it.
+    """
+    if (
+        _flag_from_environment("XLOCAL_NO_EXTENSIONS", "use the pure-Python core")
+        or sys.implementation.name != "cpython"
+    ):
+        return None
+    try:
+        return importlib.import_module("xlocal._cxlocal")
+    except ImportError:
+        return None
+
+
+#: The compiled core, which _reader, _binder and Binding use when it is loaded.
+_cxlocal = _load_extension()
+
+#: Which core runs: "c" (the compiled fast path) or "python" (the pure core).
+IMPLEMENTATION = "python" if _cxlocal is None else "c"
 
 if TYPE_CHECKING:
     from typing import Protocol, overload
@@ -225,6 +264,8 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
                 "__xlocal_own__": True,
             },
         )
+        if _cxlocal is not None:
+            _cxlocal.attach(own)
         self: _X = object.__new__(own)
         _object_setattr(self, "_name", name)
         _object_setattr(self, "_var", var)
@@ -301,7 +342,10 @@ def _reader(
             # Raised outside the except clause, so that no KeyError is chained to it.
             raise _UnboundError(attr, self)
 
-        return read
+        if _cxlocal is None:
+            return read
+        fast: Callable[..., Any] = _cxlocal.reader(read, var, None, None)
+        return fast
 
     own, declared = namespace.own, namespace.declared
 
@@ -316,7 +360,10 @@ def _reader(
             raise _UndeclaredError(attr, self)
         raise _UnboundError(attr, self)
 
-    return __getattribute__
+    if _cxlocal is None:
+        return __getattribute__
+    compiled: Callable[..., Any] = _cxlocal.reader(__getattribute__, var, own, declared)
+    return compiled
 
 
 def _binder(
@@ -344,7 +391,10 @@ def _binder(
         binding._entries = {}
         return binding
 
-    return __call__
+    if _cxlocal is None:
+        return __call__
+    compiled: Callable[..., Any] = _cxlocal.binder(__call__, var, own, declared)
+    return compiled
 
 
 def new(
@@ -796,6 +846,18 @@ def _forget(binding: Binding[Any], record: Any, key: FrameType) -> None:
         entries[key] = older
 
 
+def _reset_or_refuse(binding: Binding[Any], record: Any, token: Any) -> None:
+    """Undo the entry *record* with its *token*, or report why reset refused it.
+
+    The compiled core calls this when its own reset was refused, so that the report
+    is the pure core's; a refused reset changes nothing, so this one is refused too.
+    """
+    try:
+        binding._var.reset(token)
+    except (ValueError, RuntimeError) as error:
+        _exit_elsewhere(binding, record, error)
+
+
 def _exit_elsewhere(binding: Binding[Any], record: Any, refusal: Exception) -> NoReturn:
     """Report an exit of an entry this execution only inherited; reset refused it.
 
@@ -932,6 +994,22 @@ def _debug_enter(self: Binding[_B]) -> _B:
     return target
 
 
+if _cxlocal is not None:
+    # Binding keeps its pure methods as the fallback of the compiled ones.
+    Binding.__enter__, Binding.__exit__ = _cxlocal.install(  # type: ignore[method-assign]
+        xlocal,
+        Binding,
+        _ENTRY,
+        _valid_names,
+        _check_names,
+        _exit_rest,
+        _reset_or_refuse,
+        _UnboundError,
+        _UndeclaredError,
+        Binding.__enter__,
+        Binding.__exit__,
+    )
+
 _plain_enter = Binding.__enter__
 
 
@@ -980,20 +1058,7 @@ def _names(frame: dict[Any, Any]) -> dict[str, Any]:
     return {k: v for k, v in frame.items() if k in bound}
 
 
-def _debug_from_environment(value: str) -> bool:
-    """What ``XLOCAL_DEBUG`` asks for; anything unclear is an error, not a guess."""
-    setting = value.strip().lower()
-    if setting in ("", "0", "false", "no", "off"):
-        return False
-    if setting in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(
-        f"XLOCAL_DEBUG={value!r} is not understood: set it to 1, true, yes or on to "
-        f"turn debug mode on, or to 0, false, no, off or nothing to leave it off"
-    )
-
-
-if _debug_from_environment(
-    os.environ.get("XLOCAL_DEBUG", "")
+if _flag_from_environment(
+    "XLOCAL_DEBUG", "turn debug mode on"
 ):  # pragma: no cover - subprocess test
     set_debug(True)
