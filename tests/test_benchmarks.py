@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ except ImportError:
     sys.path.append(str(Path(__file__).resolve().parent.parent))
     import benchmarks
 
-from benchmarks import cases, peers
+from benchmarks import cases, memory, peers
 from benchmarks.__main__ import main
 from benchmarks.report import Results, format_report, targets
 from benchmarks.run import MODES, collect
@@ -48,6 +49,7 @@ def test_xlocal_and_stdlib_peers_always_run(results: Results) -> None:
             assert not row.skipped, row
 
 
+@pytest.mark.cpython_only("the memory figures come from tracemalloc")
 def test_memory_figures(results: Results) -> None:
     """The memory part measures frames, cycles and what spawned units leave."""
     memory = results.memory
@@ -60,13 +62,36 @@ def test_memory_figures(results: Results) -> None:
 def test_report_states_every_target(results: Results) -> None:
     """The report has the machine, the table and a verdict for each target."""
     text = format_report(results)
-    for heading in ("python: CPython", "cpu: ", "peer / xlocal", "Targets of issue 5"):
+    python = f"python: {platform.python_implementation()} {platform.python_version()}"
+    for heading in (python, "cpu: ", "peer / xlocal", "Targets of issue 5"):
         assert heading in text
     found = targets(results)
     assert len(found) == 11
     for target in found:
         assert target.what in text
         assert target.verdict.split()[0] in {"pass", "MISS", "n/a"}
+
+
+def test_memory_without_tracemalloc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where tracemalloc is missing (PyPy), the memory figures and their targets are
+    reported as not available, saying why, and the timing still runs."""
+    monkeypatch.setattr(memory, "HAS_TRACEMALLOC", False)
+    results = collect(MODES["smoke"])
+    assert results.memory.unavailable == memory.NO_TRACEMALLOC
+    assert results.memory.frame_bytes == {}
+    assert set(results.memory.skipped) == {
+        "contextvars",
+        "xlocal",
+        "xlocal 0.5",
+        "gevent greenlets",
+        "asyncio tasks",
+    }
+    found = targets(results)
+    assert len(found) == 11
+    assert [t.verdict for t in found[-3:]] == [f"n/a ({memory.NO_TRACEMALLOC})"] * 3
+    text = format_report(results)
+    assert f"skipped: {memory.NO_TRACEMALLOC}" in text
+    assert any(row.values for row in results.rows if row.peer == "xlocal")
 
 
 def test_missing_peers_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:

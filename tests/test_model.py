@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import gc
 import itertools
 import queue
 import re
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import collect
 from hypothesis import event, note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -663,7 +663,7 @@ class XlocalMachine(RuleBasedStateMachine):
             self.loop.close()
             del self.units, self.bindings, self.captures, self.loop
         if not failing:
-            gc.collect()
+            collect()
             assert [r() for r in refs if r() is not None] == [], "bound values alive"
 
     def stop_units(self) -> None:
