@@ -3,6 +3,7 @@
 Every figure is a difference of ``tracemalloc.get_traced_memory()`` taken after
 ``gc.collect()``, around work that has been warmed up first, so that one-off caches
 (an interned name, gevent's hub, a free list) are not counted as growth.
+tracemalloc is CPython's: elsewhere (PyPy) the memory figures are reported as skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import contextvars
 import gc
-import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,17 @@ from xlocal import xlocal
 
 from .peers import Unavailable, optional, xlocal05
 
+try:
+    import tracemalloc
+except ImportError:  # PyPy has the module but not the _tracemalloc it needs
+    HAS_TRACEMALLOC = False
+else:
+    HAS_TRACEMALLOC = True
+
 __all__ = ["Memory", "measure"]
+
+#: Why there are no memory figures, where tracemalloc is missing.
+NO_TRACEMALLOC = "tracemalloc is not available on this interpreter"
 
 
 @dataclass
@@ -37,6 +47,8 @@ class Memory:
     #: By "gevent greenlets" and "asyncio tasks": bytes left and bound values alive.
     retained_bytes: dict[str, int] = field(default_factory=dict)
     live_values: dict[str, int] = field(default_factory=dict)
+    #: Why nothing was measured ("" when the figures are there).
+    unavailable: str = ""
 
 
 def _traced() -> int:
@@ -162,6 +174,11 @@ def measure(frames: int = 1000, cycles: int = 1_000_000, spawn: int = 10_000) ->
         "xlocal 0.5": lambda: xlocal05().xlocal(),
         "xlocal": lambda: xlocal("x"),
     }
+    runs = {"gevent greenlets": _after_greenlets, "asyncio tasks": _after_tasks}
+    if not HAS_TRACEMALLOC:
+        memory.unavailable = NO_TRACEMALLOC
+        memory.skipped = dict.fromkeys(["contextvars", *makers, *runs], NO_TRACEMALLOC)
+        return memory
     with _tracing():
         memory.frame_bytes["contextvars"] = _contextvar_frame_bytes(frames)
         for peer, make in makers.items():
@@ -170,7 +187,6 @@ def measure(frames: int = 1000, cycles: int = 1_000_000, spawn: int = 10_000) ->
             except Unavailable as exc:
                 memory.skipped[peer] = str(exc)
         memory.cycle_growth = _cycle_growth(cycles)
-        runs = {"gevent greenlets": _after_greenlets, "asyncio tasks": _after_tasks}
         for kind, run in runs.items():
             try:
                 memory.retained_bytes[kind], memory.live_values[kind] = run(spawn)

@@ -209,6 +209,16 @@ def targets(results: Results) -> list[Target]:
         )
     )
     memory = results.memory
+    if memory.unavailable:
+        na = f"n/a ({memory.unavailable})"
+        return [
+            *found,
+            Target(f"memory growth after {memory.cycles:,} bind/unbind cycles",
+                   "-", "< 1 KiB", na),
+            *(Target(f"retained after {memory.spawned:,} {kind}",
+                     "-", "0 values, < 16 KiB", na)
+              for kind in ("gevent greenlets", "asyncio tasks")),
+        ]  # fmt: skip
     found.append(
         Target(
             f"memory growth after {memory.cycles:,} bind/unbind cycles",

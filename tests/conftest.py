@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import gc
 import os
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -80,9 +81,51 @@ def _nothing_left_bound() -> Iterator[None]:
     assert left == [], "left bound after the test"
 
 
+# -- interpreters ----------------------------------------------------------------------
+# The suite runs on CPython 3.9 to 3.13 and on PyPy 3 (tox.ini, .ci/run), and every test
+# runs on all of them, except as follows.  Conventions for contributors:
+#
+# - A test that depends on a fact of CPython alone gets
+#   ``@pytest.mark.cpython_only("the fact")`` (or ``pytestmark = ...`` for a module):
+#   an object freed the moment its last reference goes, without the collector;
+#   ``tracemalloc``; a C extension.  It runs on CPython and is skipped elsewhere, with
+#   the reason shown.  Nothing else is skipped on PyPy.
+# - A test that only needs dropped objects to be gone (a generator finalized, a value
+#   released) calls ``collect()`` or ``collected(ref)`` after dropping them, instead of
+#   relying on reference counting: PyPy frees garbage only when its collector runs.
+# - A test that needs an optional dependency which does not install on some interpreter
+#   uses ``pytest.importorskip(module, reason=...)``, naming it (none does today: every
+#   test dependency installs on every interpreter above).
+# - Python 3.9 is the oldest: no asyncio.TaskGroup, asyncio.timeout or
+#   create_task(context=) (3.11), no ``match``; guard newer behaviour with
+#   ``sys.version_info`` and test the older one too.
+
+#: Whether this is CPython (``cpython_only`` tests run only there).
+CPYTHON = sys.implementation.name == "cpython"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip ``cpython_only`` tests on other interpreters, saying what they need."""
+    for mark in item.iter_markers("cpython_only"):
+        if not mark.args or not isinstance(mark.args[0], str):
+            raise TypeError(
+                f"{item.nodeid}: cpython_only needs the reason as its argument: "
+                f'@pytest.mark.cpython_only("the CPython-only fact it depends on")'
+            )
+        if not CPYTHON:
+            pytest.skip(f"CPython only: {mark.args[0]}")
+
+
+def collect() -> None:
+    """Collect garbage, so that what was dropped is finalized and freed on any
+    interpreter (PyPy frees what a finalizer kept reachable only on a later pass)."""
+    for _ in range(3):
+        gc.collect()
+
+
 def collected(ref: weakref.ref[Any]) -> bool:
     """Whether the object behind *ref* is gone once garbage is collected."""
-    gc.collect()
+    collect()
     return ref() is None
 
 

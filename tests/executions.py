@@ -3,11 +3,17 @@ own thread, greenlet or asyncio task, resuming each at its own pauses.
 
 A scenario is a generator function of ``(x, i)``: the local under test and the unit's
 number; it yields wherever control should pass to the other units.
+
+When a unit fails, the model stops the others, and every unit closes its scenario
+itself, so that the with-blocks it is suspended in exit in its own execution and in
+this test: on PyPy a dropped generator or greenlet is finalized only when the collector
+runs, later, in whatever execution that is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import threading
 import warnings
@@ -57,8 +63,9 @@ class Threads(Model):
 
         def unit(i: int) -> None:
             try:
-                for _ in scenario(x, i):
-                    barrier.wait()
+                with contextlib.closing(scenario(x, i)) as steps:
+                    for _ in steps:
+                        barrier.wait()
             except BaseException as e:
                 errors.append(e)
                 barrier.abort()
@@ -85,17 +92,23 @@ class Greenlets(Model):
         main = greenlet.getcurrent()
 
         def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                main.switch()
+            with contextlib.closing(scenario(x, i)) as steps:
+                for _ in steps:
+                    main.switch()
 
         units = [greenlet.greenlet(unit) for _ in range(n)]
-        for _ in range(TIMEOUT * 100):
-            live = [(i, g) for i, g in enumerate(units) if not g.dead]
-            if not live:
-                return
-            for i, g in live:
-                g.switch(i) if not g else g.switch()
-        pytest.fail("greenlets did not finish")
+        try:
+            for _ in range(TIMEOUT * 100):
+                live = [(i, g) for i, g in enumerate(units) if not g.dead]
+                if not live:
+                    return
+                for i, g in live:
+                    g.switch(i) if not g else g.switch()
+            pytest.fail("greenlets did not finish")
+        finally:
+            for g in units:
+                if g:  # started and suspended: unwind it (GreenletExit) in itself
+                    g.throw()
 
     def spawn_and_get(self, func: Callable[[], Any]) -> Any:
         return greenlet.greenlet(func).switch()
@@ -106,12 +119,16 @@ class Gevent(Model):
 
     def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
         def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                gevent.sleep(0)
+            with contextlib.closing(scenario(x, i)) as steps:
+                for _ in steps:
+                    gevent.sleep(0)
 
         jobs = [gevent.spawn(unit, i) for i in range(n or self.units)]
-        done = gevent.joinall(jobs, timeout=TIMEOUT, raise_error=True)
-        assert len(done) == len(jobs)
+        try:
+            done = gevent.joinall(jobs, timeout=TIMEOUT, raise_error=True)
+            assert len(done) == len(jobs)
+        finally:
+            gevent.killall(jobs, timeout=TIMEOUT)
 
     def spawn_and_get(self, func: Callable[[], Any]) -> Any:
         return gevent.spawn(func).get(timeout=TIMEOUT)
@@ -122,13 +139,18 @@ class Eventlet(Model):
 
     def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
         def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                eventlet.sleep(0)
+            with contextlib.closing(scenario(x, i)) as steps:
+                for _ in steps:
+                    eventlet.sleep(0)
 
         jobs = [eventlet.spawn(unit, i) for i in range(n or self.units)]
-        with eventlet.Timeout(TIMEOUT):
+        try:
+            with eventlet.Timeout(TIMEOUT):
+                for job in jobs:
+                    job.wait()
+        finally:
             for job in jobs:
-                job.wait()
+                job.kill()
 
     def spawn_and_get(self, func: Callable[[], Any]) -> Any:
         with eventlet.Timeout(TIMEOUT):
@@ -140,8 +162,9 @@ class Tasks(Model):
 
     def run(self, scenario: Scenario, x: Any, n: int | None = None) -> None:
         async def unit(i: int) -> None:
-            for _ in scenario(x, i):
-                await asyncio.sleep(0)
+            with contextlib.closing(scenario(x, i)) as steps:
+                for _ in steps:
+                    await asyncio.sleep(0)
 
         async def main() -> None:
             units = (unit(i) for i in range(n or self.units))

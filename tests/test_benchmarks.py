@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ except ImportError:
     sys.path.append(str(Path(__file__).resolve().parent.parent))
     import benchmarks
 
-from benchmarks import cases, peers
+from benchmarks import cases, memory, peers
 from benchmarks.__main__ import main
 from benchmarks.report import Results, format_report, targets
 from benchmarks.run import MODES, collect
@@ -50,6 +51,7 @@ def test_xlocal_and_stdlib_peers_always_run(results: Results) -> None:
             assert not row.skipped, row
 
 
+@pytest.mark.cpython_only("the memory figures come from tracemalloc")
 def test_memory_figures(results: Results) -> None:
     """The memory part measures frames, cycles and what spawned units leave."""
     memory = results.memory
@@ -79,7 +81,8 @@ def test_portable_figures(results: Results) -> None:
 def test_report_states_every_target(results: Results) -> None:
     """The report has the machine, the table and a verdict for each target."""
     text = format_report(results)
-    for heading in ("python: CPython", "cpu: ", "peer / xlocal", "Targets"):
+    python = f"python: {platform.python_implementation()} {platform.python_version()}"
+    for heading in (python, "cpu: ", "peer / xlocal", "Targets"):
         assert heading in text
     found = targets(results)
     # 14, the pure core's two, and the compiled core's five when it is in use.
@@ -88,6 +91,29 @@ def test_report_states_every_target(results: Results) -> None:
     for target in found:
         assert target.what in text
         assert target.verdict.split()[0] in {"pass", "MISS", "n/a"}
+
+
+def test_memory_without_tracemalloc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where tracemalloc is missing (PyPy), the memory figures and their targets are
+    reported as not available, saying why, and the timing still runs."""
+    monkeypatch.setattr(memory, "HAS_TRACEMALLOC", False)
+    results = collect(MODES["smoke"])
+    assert results.memory.unavailable == memory.NO_TRACEMALLOC
+    assert results.memory.frame_bytes == {}
+    assert set(results.memory.skipped) == {
+        "contextvars",
+        "xlocal",
+        "xlocal 0.5",
+        "gevent greenlets",
+        "asyncio tasks",
+    }
+    found = targets(results)
+    assert len(found) == (21 if xlocal.IMPLEMENTATION == "c" else 16)
+    unavailable = [t for t in found if t.verdict == f"n/a ({memory.NO_TRACEMALLOC})"]
+    assert len(unavailable) == 3
+    text = format_report(results)
+    assert f"skipped: {memory.NO_TRACEMALLOC}" in text
+    assert any(row.values for row in results.rows if row.peer == "xlocal")
 
 
 def test_missing_peers_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,13 +12,13 @@ import contextlib
 import gc
 import os
 import threading
-import tracemalloc
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from conftest import CPYTHON
 
 import xlocal as xl
 from xlocal import xlocal
@@ -28,6 +28,12 @@ from xlocal.wsgi import XlocalMiddleware as WSGIMiddleware
 
 gevent = pytest.importorskip("gevent")
 
+pytestmark = pytest.mark.cpython_only(
+    "tracemalloc, which measures the growth, is CPython's"
+)
+if CPYTHON:  # PyPy has no tracemalloc; the mark skips the module there
+    import tracemalloc
+
 #: What traced memory may differ by after a loop, whatever its length: caches settle in
 #: steps.  A leak of one small object per cycle is far above it.
 SLACK = 16 * 1024
@@ -36,15 +42,13 @@ SLACK = 16 * 1024
 #: Allocations that count: those made by xlocal's code (its frames, tokens, contexts,
 #: wrappers) and by this module (the values bound).  The interpreter's and tools' own,
 #: such as a coverage tracer's state for each new thread, are left out.
-OURS = [
-    tracemalloc.Filter(True, f"*{os.sep}xlocal{os.sep}*"),
-    tracemalloc.Filter(True, __file__),
-]
+OURS = [f"*{os.sep}xlocal{os.sep}*", __file__]
 
 
 def traced() -> int:
     """Bytes currently allocated by xlocal and by this module, as tracemalloc sees."""
-    snapshot = tracemalloc.take_snapshot().filter_traces(OURS)
+    ours = [tracemalloc.Filter(True, pattern) for pattern in OURS]
+    snapshot = tracemalloc.take_snapshot().filter_traces(ours)
     return sum(stat.size for stat in snapshot.statistics("filename"))
 
 

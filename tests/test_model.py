@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import gc
 import itertools
 import queue
 import re
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from conftest import collect
 from hypothesis import event, note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -317,15 +317,26 @@ class TaskUnit(Unit):
     def __init__(self, model: Exec, label: str, loop: asyncio.AbstractEventLoop):
         super().__init__(model, label)
         self.loop = loop
-        self.inbox: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
-        self.outbox: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        # Python 3.9's queues take the current event loop when made (later ones the
+        # running loop, when first used).
+        asyncio.set_event_loop(loop)
+        try:
+            self.inbox: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
+            self.outbox: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        finally:
+            asyncio.set_event_loop(None)
 
     async def serve(self) -> None:
         while (fn := await self.inbox.get()) is not None:
             self.outbox.put_nowait(_outcome(fn))
 
-    def start_task(self, coro: Coroutine[Any, Any, None], ctx: Any = None) -> None:
-        self.task = self.loop.create_task(coro, context=ctx)
+    def start_task(
+        self, coro: Coroutine[Any, Any, None], ctx: contextvars.Context | None = None
+    ) -> None:
+        if ctx is None:
+            self.task = self.loop.create_task(coro)
+        else:  # the task copies the context it is made in (context= is 3.11+)
+            self.task = ctx.run(self.loop.create_task, coro)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         self.inbox.put_nowait(fn)
@@ -652,7 +663,7 @@ class XlocalMachine(RuleBasedStateMachine):
             self.loop.close()
             del self.units, self.bindings, self.captures, self.loop
         if not failing:
-            gc.collect()
+            collect()
             assert [r() for r in refs if r() is not None] == [], "bound values alive"
 
     def stop_units(self) -> None:
