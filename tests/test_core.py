@@ -723,6 +723,9 @@ def no_collector() -> Any:
         gc.enable()
 
 
+@pytest.mark.cpython_only(
+    "values are freed by reference counting, not later by the collector"
+)
 def test_value_released_when_thread_dies_inside_its_block(
     xcurrent: xlocal, no_collector: None
 ) -> None:
@@ -742,6 +745,9 @@ def test_value_released_when_thread_dies_inside_its_block(
     assert ref() is None
 
 
+@pytest.mark.cpython_only(
+    "values are freed by reference counting, not later by the collector"
+)
 def test_value_released_when_greenlet_dies_inside_its_block(
     xcurrent: xlocal, no_collector: None
 ) -> None:
@@ -759,6 +765,9 @@ def test_value_released_when_greenlet_dies_inside_its_block(
     assert ref() is None
 
 
+@pytest.mark.cpython_only(
+    "values are freed by reference counting, not later by the collector"
+)
 def test_child_keeps_only_what_it_sees(xcurrent: xlocal, no_collector: None) -> None:
     """A long-lived task started inside a block does not keep its parent's context:
     a value the parent set after starting it is released when the parent finishes."""

@@ -1124,6 +1124,9 @@ def test_reused_pool_thread(way: str) -> None:
     assert second == ("ann" if way == "plain" else "none")
 
 
+@pytest.mark.cpython_only(
+    "values are freed by reference counting, not later by the collector"
+)
 def test_data_of_a_dead_thread_is_released_at_once() -> None:
     """What a thread stored in a Local or a LocalStack is released when the thread
     ends, without the garbage collector, as with werkzeug."""
