@@ -14,7 +14,6 @@ import inspect
 import os
 import subprocess
 import sys
-import tracemalloc
 import weakref
 from typing import Any
 
@@ -116,6 +115,7 @@ def _cycles(count: int, value: Value, other: Value) -> None:
             hasattr(typed, "other")
 
 
+@pytest.mark.cpython_only("sys.getrefcount counts references on CPython only")
 def test_a_million_cycles_keep_no_reference() -> None:
     """A million cycles keep no reference to the bound values and leave no object
     behind for the garbage collector."""
@@ -130,8 +130,11 @@ def test_a_million_cycles_keep_no_reference() -> None:
     assert (sys.getrefcount(value), sys.getrefcount(other)) == refs
 
 
+@pytest.mark.cpython_only("the memory figures come from tracemalloc")
 def test_cycles_keep_no_memory() -> None:
     """A hundred thousand cycles, traced by tracemalloc, keep no memory."""
+    import tracemalloc  # noqa: PLC0415 - CPython only
+
     value, other = Value(), Value()
     _cycles(1000, value, other)
     gc.collect()
@@ -146,6 +149,7 @@ def test_cycles_keep_no_memory() -> None:
     assert grown < 16 * 1024, f"{grown} bytes kept"
 
 
+@pytest.mark.cpython_only("sys.getrefcount counts references on CPython only")
 def test_misuse_paths_leak_nothing() -> None:
     """The paths that hand over to the pure core (errors, exits out of order) keep
     no reference to the values involved."""
@@ -174,6 +178,9 @@ def test_misuse_paths_leak_nothing() -> None:
     assert sys.getrefcount(value) == refs
 
 
+@pytest.mark.cpython_only(
+    "reference counting frees a value when its last reference goes"
+)
 def test_values_are_released_when_the_binding_ends() -> None:
     """A bound value is released by reference counting alone when its with-block
     ends, without waiting for the garbage collector."""

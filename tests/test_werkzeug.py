@@ -6,6 +6,7 @@ import copy
 import importlib
 import json
 import pickle
+import sys
 import threading
 import types
 import typing
@@ -314,7 +315,8 @@ def test_subclass_getattribute_is_kept() -> None:
     for local in (Shouting(), Child()):
         local.user = "ann"
         assert local.user == "ANN"
-        assert ChildProxy(partial(str, "ann")).upper.startswith("<BUILT-IN METHOD")
+        # The proxy's own __getattribute__ shouts the repr of the method it found.
+        assert ChildProxy(partial(str, "ann")).upper == str("ann".upper).upper()
         xlocal.local.release_local(local)
 
 
@@ -415,6 +417,8 @@ def test_proxy_copy_and_deepcopy(module: Any) -> None:
 
 def test_proxy_pickling_is_refused(module: Any) -> None:
     """Pickling a proxy fails, bound or unbound, as with werkzeug."""
+    if module is not xlocal.local and sys.implementation.name != "cpython":
+        pytest.skip("werkzeug's proxy pickles on PyPy; xlocal's refuses everywhere")
     local = module.Local()
     local.value = [1, 2]
     with pytest.raises((TypeError, pickle.PicklingError)):
