@@ -58,7 +58,11 @@ def _inject_extract() -> None:
 def measure_portable(rounds: int, tasks: int) -> Portable:
     """Time the three ways, interleaved: *rounds* rounds of *tasks* tasks each."""
     result = Portable(rounds, tasks, {POOL: [], CARRIED: [], INJECT: []})
-    context = multiprocessing.get_context("spawn")
+    # spawn, as the default start method of most platforms; fork where the interpreter's
+    # ProcessPoolExecutor cannot start spawned workers (PyPy 3.9's renamed a method).
+    spawns = hasattr(ProcessPoolExecutor, "_adjust_process_count")
+    method = "spawn" if spawns else "fork"
+    context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(1, mp_context=context) as pool:
         carried = ContextExecutor(pool)
         ways: dict[str, Callable[[], object]] = {

@@ -335,8 +335,9 @@ def test_abandoned_decorated_coroutine_finalized_in_another_execution(
         theirs.run(innocent.send, None)
     assert done.value.value == "admin"
     assert theirs.run(dir, xcurrent) == []
-    assert len(unraisable) == 1
-    assert "not active in this execution" in str(unraisable[0].exc_value)
+    if sys.implementation.name == "cpython":  # PyPy finalizes on its own schedule
+        assert len(unraisable) == 1
+        assert "not active in this execution" in str(unraisable[0].exc_value)
     unraisable.clear()
 
 
@@ -372,8 +373,9 @@ def test_kept_binding_generator_collected_in_another_thread(
         t.start()
         t.join(TIMEOUT)
     assert seen == ["admin", []]
-    assert len(unraisable) == 1
-    assert "not active in this execution" in str(unraisable[0].exc_value)
+    if sys.implementation.name == "cpython":  # PyPy finalizes on its own schedule
+        assert len(unraisable) == 1
+        assert "not active in this execution" in str(unraisable[0].exc_value)
     unraisable.clear()
 
 
