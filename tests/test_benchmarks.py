@@ -25,6 +25,12 @@ from benchmarks.__main__ import main
 from benchmarks.report import Results, format_report, targets
 from benchmarks.run import MODES, collect
 
+pytestmark = pytest.mark.filterwarnings(
+    # PyPy 3.9 pools fork (they cannot spawn), and its at-fork hooks report a stray
+    # callback as unraisable: the interpreter's, not the benchmark's.
+    r"ignore:Exception ignored in. fork hook:pytest.PytestUnraisableExceptionWarning"
+)
+
 assert benchmarks.__doc__
 
 
