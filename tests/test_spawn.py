@@ -8,6 +8,7 @@ import decimal
 import functools
 import gc
 import inspect
+import queue
 import sys
 import threading
 import weakref
@@ -503,6 +504,81 @@ def test_executor_shutdown_and_repr() -> None:
     executor.shutdown(cancel_futures=True)
     with pytest.raises(RuntimeError, match="shutdown"):
         inner.submit(print)
+
+
+class _Pool(ThreadPoolExecutor):
+    """A real one-worker thread pool that reports each shutdown call on *events*."""
+
+    def __init__(self, events: queue.Queue[Any]) -> None:
+        super().__init__(1)
+        self.events = events
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.events.put(("shutdown", wait, cancel_futures))
+        super().shutdown(wait, cancel_futures=cancel_futures)
+
+
+def _busy_pool() -> tuple[ContextExecutor, queue.Queue[Any], threading.Event, Any, Any]:
+    """A ContextExecutor around a one-worker pool held busy by a first task, with a
+    second task queued behind it.
+
+    Returns the executor, the queue of the pool's shutdown calls, the event that lets
+    the first task finish, and the two futures.
+    """
+    events: queue.Queue[Any] = queue.Queue()
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> str:
+        started.set()
+        assert release.wait(TIMEOUT)
+        return "held"
+
+    executor = ContextExecutor(_Pool(events))
+    running = executor.submit(hold)
+    assert started.wait(TIMEOUT)
+    queued = executor.submit(lambda: "queued")
+    return executor, events, release, running, queued
+
+
+def test_executor_shutdown_defaults_wait_and_keep_queued() -> None:
+    """shutdown() shuts the wrapped pool down with concurrent.futures' defaults
+    (wait=True, cancel_futures=False): it returns once the running and the queued
+    tasks have run."""
+    executor, events, release, running, queued = _busy_pool()
+
+    def shut_down() -> None:
+        executor.shutdown()
+        events.put("returned")
+
+    closer = threading.Thread(target=shut_down)
+    closer.start()
+    assert events.get(timeout=TIMEOUT) == ("shutdown", True, False)
+    assert not queued.cancelled()
+    release.set()
+    assert events.get(timeout=TIMEOUT) == "returned"
+    closer.join(TIMEOUT)
+    assert (running.result(0), queued.result(0)) == ("held", "queued")
+    with pytest.raises(RuntimeError, match="shutdown"):
+        executor.submit(print)
+
+
+def test_executor_shutdown_forwards_wait_and_cancel_futures() -> None:
+    """shutdown(wait=False, cancel_futures=True) cancels the queued task and returns
+    without waiting; with cancel_futures=False the queued task still runs."""
+    executor, events, release, running, queued = _busy_pool()
+    executor.shutdown(wait=False, cancel_futures=True)
+    assert events.get_nowait() == ("shutdown", False, True)
+    assert queued.cancelled()
+    assert not running.done()
+    release.set()
+    assert running.result(TIMEOUT) == "held"
+
+    executor, events, release, running, queued = _busy_pool()
+    executor.shutdown(wait=False, cancel_futures=False)
+    assert events.get_nowait() == ("shutdown", False, False)
+    assert not queued.cancelled()
+    release.set()
+    assert queued.result(TIMEOUT) == "queued"
 
 
 def test_run_in_executor(xcurrent: xlocal) -> None:
