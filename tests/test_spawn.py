@@ -791,6 +791,23 @@ def test_snapshot_bindings(make_xlocal: Any) -> None:
     assert repr(capture()) == "<Snapshot (nothing bound)>"
 
 
+def test_snapshot_repr_lists_only_bindings(xcurrent: xlocal) -> None:
+    """A snapshot's repr lists the xlocal bindings only: not the data of a Local it
+    carries (a dict too), nor dict-valued context variables of the program's own."""
+    local = Local(contextvars.ContextVar("data"))
+    own: contextvars.ContextVar[dict[str, int]] = contextvars.ContextVar("own")
+
+    def take() -> Snapshot:
+        local.user = "ann"
+        own.set({"a": 1})
+        with xcurrent(request="r"):
+            return capture()
+
+    snapshot = contextvars.copy_context().run(take)
+    assert snapshot.run(lambda: local.user) == "ann"
+    assert repr(snapshot) == "<Snapshot xcurrent(request)>"
+
+
 def test_spawn_exports() -> None:
     """The helpers are exported at the top level, under their public module."""
     for name in [
