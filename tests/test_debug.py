@@ -97,6 +97,23 @@ def test_bindings_read_the_same(debug: None, xcurrent: xlocal.xlocal) -> None:
         assert dict(xlocal.capture().bindings(xcurrent)) == {"a": 1, "b": 2}
 
 
+def test_with_as_gives_the_xlocal(debug: None, xcurrent: xlocal.xlocal) -> None:
+    """In debug mode ``with x(...) as y`` gives the xlocal itself, as with debug mode
+    off, for a with-statement and an async with-statement."""
+    with xcurrent(a=1) as y:
+        assert y is xcurrent
+    xlocal.set_debug(False)
+    with xcurrent(a=1) as plain:
+        assert plain is xcurrent
+    xlocal.set_debug(True)
+
+    async def main() -> Any:
+        async with xcurrent(a=1) as z:
+            return z
+
+    assert asyncio.run(main()) is xcurrent
+
+
 def test_out_of_order_names_every_place(debug: None, xcurrent: xlocal.xlocal) -> None:
     """An out-of-order exit names where both entries and the bad exit were."""
     outer, inner = xcurrent(a=1), xcurrent(b=2)
