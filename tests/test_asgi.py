@@ -100,6 +100,31 @@ def test_error_exits_and_releases(xcurrent: xlocal) -> None:
     assert after == [([], [], None)]
 
 
+def test_several_release_errors_raise_the_first(xcurrent: xlocal) -> None:
+    """When several stores fail to release after a request, each is tried and the
+    first one's error is raised."""
+    released: list[str] = []
+    armed: list[bool] = []
+
+    class Failing:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __release_local__(self) -> None:
+            released.append(self.name)
+            if armed:
+                raise OSError(f"{self.name} failed")
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        armed.append(True)
+
+    stores = [Failing("first"), Failing("second")]
+    wrapped = XlocalMiddleware(app, xcurrent, locals=stores)  # type: ignore[arg-type]
+    with pytest.raises(OSError, match=r"^first failed$"):
+        asyncio.run(wrapped(_scope(), _receive, _collector()[1]))
+    assert released == ["first", "second", "first", "second"]
+
+
 def test_concurrent_requests_on_one_loop(xcurrent: xlocal) -> None:
     """Requests interleaved on one event loop each see only their own values."""
     local = Local()

@@ -910,6 +910,35 @@ def test_manager_releases_managers_and_all_despite_errors() -> None:
     assert list(second) == []
 
 
+class _FailingStore:
+    """A store whose release fails with an error naming it, once armed."""
+
+    def __init__(self, name: str, armed: bool = True) -> None:
+        self.name = name
+        self.armed = armed
+        self.released = 0
+
+    def __release_local__(self) -> None:
+        self.released += 1
+        if self.armed:
+            raise OSError(f"{self.name} failed")
+
+
+def test_manager_raises_the_first_release_error() -> None:
+    """When several stores fail to release, every one is tried and the first error is
+    the one raised: by cleanup(), release_local() and the WSGI middleware."""
+    stores = [_FailingStore("first"), _FailingStore("second")]
+    manager = LocalManager(stores)  # type: ignore[arg-type]
+    with pytest.raises(OSError, match=r"^first failed$"):
+        manager.cleanup()
+    with pytest.raises(OSError, match=r"^first failed$"):
+        release_local(manager)
+    response = manager.make_middleware(lambda environ, start: [b"ok"])({}, print)
+    with pytest.raises(OSError, match=r"^first failed$"):
+        response.close()  # type: ignore[attr-defined]
+    assert [store.released for store in stores] == [3, 3]
+
+
 def _wsgi_app(local: Local) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         """The app's docstring."""

@@ -401,6 +401,72 @@ def test_closing_iterable_runs_callbacks_once() -> None:
     assert calls == ["response", "failing", "last"]
 
 
+class _FailingStore:
+    """A store whose release fails with an error naming it, once armed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.armed = False
+        self.released = 0
+
+    def __release_local__(self) -> None:
+        self.released += 1
+        if self.armed:
+            raise OSError(f"{self.name} failed")
+
+
+def test_closing_raises_the_first_error() -> None:
+    """When the response's close and callbacks fail, all run and the first error, the
+    response's, is raised; for ClosingIterable and werkzeug's ClosingIterator."""
+    from xlocal.local import ClosingIterator  # noqa: PLC0415 - werkzeug's place
+
+    calls: list[str] = []
+
+    class Response(list[bytes]):
+        def close(self) -> None:
+            calls.append("response")
+            raise OSError("response failed")
+
+    def failing() -> None:
+        calls.append("callback")
+        raise LookupError("callback failed")
+
+    for closing in (
+        ClosingIterable(Response([b"x"]), failing, failing),
+        ClosingIterator(Response([b"x"]), [failing, failing]),
+    ):
+        calls.clear()
+        with pytest.raises(OSError, match=r"^response failed$"):
+            closing.close()
+        assert calls == ["response", "callback", "callback"]
+    with pytest.raises(LookupError, match=r"^callback failed$"):
+        ClosingIterable([b"x"], failing, lambda: calls.append("last")).close()
+
+
+def test_middleware_raises_the_first_release_error(xcurrent: xlocal) -> None:
+    """When several stores fail to release after a request, each is tried and the
+    first one's error is raised, once the response is closed or the app has raised."""
+    stores = [_FailingStore("first"), _FailingStore("second")]
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        for store in stores:
+            store.armed = True
+        if environ.get("fail"):
+            raise LookupError("app failed")
+        return [b"ok"]
+
+    wrapped = XlocalMiddleware(app, xcurrent, locals=stores)  # type: ignore[arg-type]
+    response = wrapped({}, _start_response)
+    with pytest.raises(OSError, match=r"^first failed$"):
+        response.close()  # type: ignore[attr-defined]
+    assert [store.released for store in stores] == [2, 2]
+    for store in stores:
+        store.armed = False
+    with pytest.raises(OSError, match=r"^first failed$"):
+        wrapped({"fail": True}, _start_response)
+    assert [store.released for store in stores] == [4, 4]
+
+
 def test_repr(xcurrent: xlocal) -> None:
     """The middleware's repr names the app and the xlocal."""
     app = _reader(xcurrent, [])
