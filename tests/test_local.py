@@ -616,6 +616,53 @@ def test_in_place_on_immutable_rebinds(
     assert p == 12
 
 
+_IN_PLACE_METHODS = [
+    "__iadd__",
+    "__isub__",
+    "__imul__",
+    "__imatmul__",
+    "__itruediv__",
+    "__ifloordiv__",
+    "__imod__",
+    "__ipow__",
+    "__ilshift__",
+    "__irshift__",
+    "__iand__",
+    "__ixor__",
+    "__ior__",
+]
+
+
+class _InPlaceRecorder:
+    """An object with only in-place operators, each recording its call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+
+def _recording(method: str) -> Callable[[_InPlaceRecorder, Any], _InPlaceRecorder]:
+    def record(self: _InPlaceRecorder, other: Any) -> _InPlaceRecorder:
+        self.calls.append((method, other))
+        return self
+
+    return record
+
+
+for _method in _IN_PLACE_METHODS:
+    setattr(_InPlaceRecorder, _method, _recording(_method))
+
+
+@pytest.mark.parametrize("method", _IN_PLACE_METHODS)
+def test_in_place_calls_the_objects_own_method(method: str, bound: Any) -> None:
+    """Each in-place operator on a proxy calls the object's own in-place method, once,
+    and keeps the proxy when that method returns the object."""
+    target = _InPlaceRecorder()
+    p = bound(target)
+    op = getattr(operator, method.strip("_"))
+    assert op(p, 5) is p
+    assert target.calls == [(method, 5)]
+
+
 def test_in_place_matmul(bound: Any) -> None:
     """In-place matrix multiplication is forwarded too."""
 
