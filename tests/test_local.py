@@ -452,6 +452,24 @@ def test_proxy_to_xlocal_needs_bindable_name(xcurrent: xlocal) -> None:
         proxy(xcurrent, "_var")
 
 
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [("1a", "1a"), ("a b", "a b"), ("a-b.path", "a-b"), ("_x.y", "_x")],
+)
+def test_proxy_to_xlocal_refuses_names_that_cannot_be_bound(
+    xcurrent: xlocal, name: str, head: str
+) -> None:
+    """A proxy to an xlocal name that is not an identifier, or starts with '_', is
+    refused when it is made, naming the first part of a dotted name."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^cannot proxy {re.escape(repr(head))} on <xlocal 'xcurrent'>: only "
+        r"names that can be bound \(identifiers not starting with '_'\) can be "
+        r"proxied$",
+    ):
+        proxy(xcurrent, name)
+
+
 def test_proxy_to_xlocal_dotted_name(xcurrent: xlocal) -> None:
     """A dotted name proxies an attribute of the bound value."""
     real = proxy(xcurrent, "number.real")
