@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import copy
 import gc
+import os
 import pickle
 import subprocess
 import sys
@@ -708,6 +709,30 @@ def test_old_greenlet_refused() -> None:
         "ImportError: xlocal needs greenlet 0.4.17 or newer, but greenlet 0.4.16 is "
         "installed: it does not give each greenlet its own contextvars.Context"
     ) in result.stderr
+
+
+def test_greenlet_without_context_support_refused(tmp_path: Any) -> None:
+    """A greenlet that does not say it supports contextvars at all (no
+    GREENLET_USE_CONTEXT_VARS) is refused at import, as one that says it does not."""
+    package = tmp_path / "greenlet"
+    package.mkdir()
+    (package / "__init__.py").write_text('__version__ = "0.4.13"\n')
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", "import greenlet, xlocal"],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ImportError: xlocal needs greenlet 0.4.17 or newer, but greenlet 0.4.13 is "
+        "installed: it does not give each greenlet its own contextvars.Context, so "
+        "greenlets would see each other's bindings; upgrade it: "
+        "`pip install -U greenlet`"
+    )
 
 
 # -- values die with their execution, without the garbage collector --------------------
