@@ -8,6 +8,7 @@ import copy
 import gc
 import os
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -334,6 +335,102 @@ def test_unbound_error_is_a_plain_attribute_error(xcurrent: xlocal) -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is AttributeError
     assert str(copy) == str(error)
+
+
+def _whole(message: str) -> str:
+    """An anchored pattern that matches exactly *message*."""
+    return f"^{re.escape(message)}$"
+
+
+def test_messages_show_a_non_identifier_xlocal_by_its_label(make_xlocal: Any) -> None:
+    """An xlocal whose name is not an identifier (or is empty) is shown by its label
+    where messages show code to write, since its name cannot be written as code."""
+    dotted, empty = make_xlocal("myapp.request"), make_xlocal("")
+    for x, label in [
+        (dotted, "<xlocal 'myapp.request'>"),
+        (empty, f"<xlocal at {id(empty):#x}>"),
+    ]:
+        with pytest.raises(
+            AttributeError,
+            match=_whole(
+                f"'user' is not bound on {label} in this execution: bind it with "
+                f"`with {label}(user=...)`"
+            ),
+        ):
+            x.user  # noqa: B018
+        with pytest.raises(
+            AttributeError,
+            match=_whole(
+                f"cannot set 'user' on {label}: bind it for a block with "
+                f"`with {label}(user=...)`"
+            ),
+        ):
+            x.user = 1
+        with pytest.raises(
+            TypeError,
+            match=_whole(
+                f"{label} takes only keyword arguments, as in `with {label}(name=value)`"
+                f"; got 1 positional"
+            ),
+        ):
+            x(1)
+        with pytest.raises(
+            ValueError,
+            match=_whole(
+                f"cannot bind 'class' on {label}: it is a Python keyword, so "
+                f"`{label}.class` cannot be written; choose another name"
+            ),
+        ):
+            x(**{"class": 1})
+        binding = x(a=1)
+        assert repr(binding) == f"<Binding {label}(a=...)>"
+        with pytest.raises(
+            TypeError,
+            match=_whole(
+                f"<Binding {label}(a=...)> decorates a callable, not int; to bind "
+                f"names for a block, use `with {label}(...):`"
+            ),
+        ):
+            binding(3)
+    assert repr(dotted) == "<xlocal 'myapp.request' unbound>"
+
+
+def test_messages_for_attribute_names_that_are_not_identifiers(
+    xcurrent: xlocal,
+) -> None:
+    """Reading, setting, deleting or binding a name that is not an identifier says
+    so, and shows the with-statement with a placeholder for the name."""
+    with pytest.raises(
+        AttributeError,
+        match=_whole(
+            "'1a' is not bound on <xlocal 'xcurrent'> in this execution: bind it with "
+            "`with xcurrent(...=...)`"
+        ),
+    ):
+        getattr(xcurrent, "1a")
+    with pytest.raises(
+        AttributeError,
+        match=_whole(
+            "cannot set 'a b' on <xlocal 'xcurrent'>: bind it for a block with "
+            "`with xcurrent(...=...)`"
+        ),
+    ):
+        setattr(xcurrent, "a b", 1)
+    with pytest.raises(
+        AttributeError,
+        match=_whole(
+            "cannot delete '1a' on <xlocal 'xcurrent'>: a binding ends when the "
+            "with-block that made it exits"
+        ),
+    ):
+        delattr(xcurrent, "1a")
+    with pytest.raises(
+        ValueError,
+        match=_whole(
+            "cannot bind '1a' on <xlocal 'xcurrent'>: names must be Python identifiers"
+        ),
+    ):
+        xcurrent(**{"1a": 1})
 
 
 def test_unbound_name_message_unnamed(make_xlocal: Any) -> None:
