@@ -369,8 +369,8 @@ def test_messages_show_a_non_identifier_xlocal_by_its_label(make_xlocal: Any) ->
         with pytest.raises(
             TypeError,
             match=_whole(
-                f"{label} takes only keyword arguments, as in `with {label}(name=value)`"
-                f"; got 1 positional"
+                f"{label} takes only keyword arguments, as in "
+                f"`with {label}(name=value)`; got 1 positional"
             ),
         ):
             x(1)
