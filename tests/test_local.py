@@ -447,25 +447,41 @@ def test_proxy_to_xlocal_needs_bindable_name(xcurrent: xlocal) -> None:
     with pytest.raises(
         ValueError,
         match=r"^cannot proxy '_var' on <xlocal 'xcurrent'>: only names that can be "
-        r"bound \(identifiers not starting with '_'\) can be proxied$",
+        r"bound can be proxied, and names starting with '_' are reserved for the "
+        r"xlocal itself$",
     ):
         proxy(xcurrent, "_var")
 
 
+_IDENTIFIERS = "names must be Python identifiers"
+_RESERVED = "names starting with '_' are reserved for the xlocal itself"
+
+
 @pytest.mark.parametrize(
-    ("name", "head"),
-    [("1a", "1a"), ("a b", "a b"), ("a-b.path", "a-b"), ("_x.y", "_x")],
+    ("name", "head", "why"),
+    [
+        ("1a", "1a", _IDENTIFIERS),
+        ("a b", "a b", _IDENTIFIERS),
+        ("a-b.path", "a-b", _IDENTIFIERS),
+        ("_x.y", "_x", _RESERVED),
+        (
+            "if.x",
+            "if",
+            "it is a Python keyword, so `xcurrent.if` cannot be written; choose "
+            "another name",
+        ),
+    ],
 )
 def test_proxy_to_xlocal_refuses_names_that_cannot_be_bound(
-    xcurrent: xlocal, name: str, head: str
+    xcurrent: xlocal, name: str, head: str, why: str
 ) -> None:
-    """A proxy to an xlocal name that is not an identifier, or starts with '_', is
-    refused when it is made, naming the first part of a dotted name."""
+    """A proxy to an xlocal name that could never be bound (not an identifier, a
+    keyword, starting with '_') is refused when it is made, naming the first part of
+    a dotted name and saying why."""
     with pytest.raises(
         ValueError,
         match=rf"^cannot proxy {re.escape(repr(head))} on <xlocal 'xcurrent'>: only "
-        r"names that can be bound \(identifiers not starting with '_'\) can be "
-        r"proxied$",
+        rf"names that can be bound can be proxied, and {re.escape(why)}$",
     ):
         proxy(xcurrent, name)
 

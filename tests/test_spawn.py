@@ -484,6 +484,55 @@ def test_thread_subclass_overriding_run(xcurrent: xlocal) -> None:
     assert w.seen == "r"
 
 
+def test_thread_subclass_keeping_run(xcurrent: xlocal) -> None:
+    """A subclass that keeps Thread's run() (adding only attributes) runs its target
+    with the creator's bindings."""
+
+    class Named(Thread):
+        kind = "named"
+
+    out: list[Any] = []
+    with xcurrent(request="r"):
+        t = Named(target=lambda: out.append(xcurrent.request))
+    t.start()
+    t.join(TIMEOUT)
+    assert out == ["r"]
+    assert "run" not in Named.__dict__
+
+
+def test_thread_subclass_run_keeps_its_identity() -> None:
+    """An overriding run() keeps its name, qualified name and docstring."""
+
+    class Worker(Thread):
+        def run(self) -> None:
+            """Do the work."""
+
+    assert Worker.run.__name__ == "run"
+    assert Worker.run.__qualname__.endswith("Worker.run")
+    assert Worker.run.__doc__ == "Do the work."
+
+
+def test_thread_subclass_passes_class_keywords_on() -> None:
+    """Class keywords of a Thread subclass reach the other bases' __init_subclass__,
+    and unknown ones are refused as for any class."""
+
+    class Tagged:
+        tag = ""
+
+        def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            cls.tag = tag
+
+    class Worker(Thread, Tagged, tag="io"):
+        pass
+
+    assert Worker.tag == "io"
+    with pytest.raises(TypeError, match="keyword argument"):  # worded per interpreter
+
+        class Odd(Thread, colour="red"):  # type: ignore[call-arg]
+            pass
+
+
 # -- executors and asyncio -------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from operator import attrgetter
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast, overload
 
 from ._core import _call_form, _label, _var, xlocal
+from ._namespace import invalid_name
 
 __all__ = ["LocalProxy", "proxy"]
 
@@ -468,10 +469,11 @@ def _from_xlocal(
             f"`LocalProxy({_call_form(x)}, 'request')`"
         )
     head, _, rest = name.partition(".")
-    if head[:1] == "_" or not head.isidentifier():
+    why = invalid_name(head, f"{_call_form(x)}.{head}")
+    if why:
         raise ValueError(
-            f"cannot proxy {head!r} on {_label(x)}: only names that can be bound "
-            f"(identifiers not starting with '_') can be proxied"
+            f"cannot proxy {head!r} on {_label(x)}: only names that can be bound can "
+            f"be proxied, and {why}"
         )
     message = unbound_message or (
         f"{head!r} is not bound on {_label(x)} in this execution: use the proxy "

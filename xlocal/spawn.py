@@ -107,8 +107,7 @@ def _own_state() -> contextvars.Context:
         if _carried(value)
     ]
     context = contextvars.Context()
-    if own:
-        context.run(_set_all, own)
+    context.run(_set_all, own)
     return context
 
 
