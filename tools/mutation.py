@@ -10,7 +10,7 @@ its reason in ``tools/mutation-equivalents.txt``.
 
 Usage (the ``mutation`` tox environment runs the first)::
 
-    python tools/mutation.py run                  # every module; about 40 min on 2 cores
+    python tools/mutation.py run                  # every module (see README.txt)
     python tools/mutation.py run xlocal/spawn.py  # one module
     python tools/mutation.py run --sample 40 --seed 17   # what .ci/run runs
     python tools/mutation.py list xlocal/spawn.py # the mutants, without running them
@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -54,6 +56,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,7 +72,11 @@ TESTS_OF: dict[str, list[str]] = {
     "xlocal/__init__.py": ["tests/test_imports.py", "tests/test_core.py"],
     "xlocal/__main__.py": ["tests/test_main.py"],
     "xlocal/_codec.py": ["tests/test_portable.py"],
-    "xlocal/_core.py": ["tests/test_core.py", "tests/test_faults.py", "tests/test_debug.py"],
+    "xlocal/_core.py": [
+        "tests/test_core.py",
+        "tests/test_faults.py",
+        "tests/test_debug.py",
+    ],
     "xlocal/_dask_client.py": ["tests/test_dask.py"],
     "xlocal/_dask_task.py": ["tests/test_dask.py"],
     "xlocal/_engines.py": ["tests/test_celery.py", "tests/test_dask.py"],
@@ -82,7 +89,10 @@ TESTS_OF: dict[str, list[str]] = {
     "xlocal/dask.py": ["tests/test_dask.py"],
     "xlocal/local.py": ["tests/test_local.py", "tests/test_werkzeug.py"],
     "xlocal/mypy.py": ["tests/test_typing.py"],
-    "xlocal/portable.py": ["tests/test_portable.py", "tests/test_portable_processes.py"],
+    "xlocal/portable.py": [
+        "tests/test_portable.py",
+        "tests/test_portable_processes.py",
+    ],
     "xlocal/proxy.py": ["tests/test_werkzeug.py", "tests/test_local.py"],
     "xlocal/spawn.py": ["tests/test_spawn.py", "tests/test_portable_processes.py"],
     "xlocal/wsgi.py": ["tests/test_wsgi.py"],
@@ -91,22 +101,55 @@ TESTS_OF: dict[str, list[str]] = {
 #: Modules imported once by each worker before it forks, so that each mutant's process
 #: does not import them again.  None of them imports xlocal.
 PRELOAD = [
-    "pytest", "_pytest.doctest", "_pytest.python", "hypothesis", "hypothesis.strategies",
-    "_hypothesis_pytestplugin", "anyio.pytest_plugin",
-    "greenlet", "gevent", "eventlet", "werkzeug", "flask", "starlette", "httpx",
-    "uvicorn", "celery", "kombu", "redis", "dask", "distributed", "django", "quart",
-]  # fmt: skip
+    "pytest",
+    "_pytest.doctest",
+    "_pytest.python",
+    "hypothesis",
+    "hypothesis.strategies",
+    "_hypothesis_pytestplugin",
+    "anyio.pytest_plugin",
+    "greenlet",
+    "gevent",
+    "eventlet",
+    "werkzeug",
+    "flask",
+    "starlette",
+    "httpx",
+    "uvicorn",
+    "celery",
+    "kombu",
+    "redis",
+    "dask",
+    "distributed",
+    "django",
+    "quart",
+]
 
 #: Decorators that only type checkers read: removing one changes nothing at run time.
-TYPING_DECORATORS = {"overload", "final", "override", "dataclass_transform",
-                     "runtime_checkable", "no_type_check"}  # fmt: skip
+TYPING_DECORATORS = {
+    "overload",
+    "final",
+    "override",
+    "dataclass_transform",
+    "runtime_checkable",
+    "no_type_check",
+}
 
 #: Calls that only type checkers read.
 TYPING_CALLS = {"TypeVar", "ParamSpec", "NewType", "TypeAlias"}
 
-PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts=",
-               "--doctest-glob=README.txt",
-               "-W", "ignore::pytest.PytestAssertRewriteWarning"]  # fmt: skip
+PYTEST_ARGS = [
+    "-x",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+    "--no-header",
+    "-o",
+    "addopts=",
+    "--doctest-glob=README.txt",
+    "-W",
+    "ignore::pytest.PytestAssertRewriteWarning",
+]
 
 
 # -- mutants ------------------------------------------------------------------------
@@ -127,15 +170,41 @@ class Mutant:
         return source[: self.start] + self.replacement.encode() + source[self.end :]
 
 
-_NEGATED = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt,
-            ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
-            ast.In: ast.NotIn, ast.NotIn: ast.In}  # fmt: skip
+_NEGATED = {
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Lt: ast.GtE,
+    ast.GtE: ast.Lt,
+    ast.Gt: ast.LtE,
+    ast.LtE: ast.Gt,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
 _BOUNDARY = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
-_ARITHMETIC = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv,
-               ast.FloorDiv: ast.Mult, ast.Div: ast.Mult, ast.Mod: ast.Mult,
-               ast.BitOr: ast.BitAnd, ast.BitAnd: ast.BitOr}  # fmt: skip
-_SIMPLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Raise, ast.Return,
-           ast.Delete, ast.Assert, ast.Break, ast.Continue)  # fmt: skip
+_ARITHMETIC = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.FloorDiv,
+    ast.FloorDiv: ast.Mult,
+    ast.Div: ast.Mult,
+    ast.Mod: ast.Mult,
+    ast.BitOr: ast.BitAnd,
+    ast.BitAnd: ast.BitOr,
+}
+_SIMPLE = (
+    ast.Expr,
+    ast.Assign,
+    ast.AugAssign,
+    ast.AnnAssign,
+    ast.Raise,
+    ast.Return,
+    ast.Delete,
+    ast.Assert,
+    ast.Break,
+    ast.Continue,
+)
 
 
 def _called(call: ast.Call) -> str:
@@ -168,32 +237,46 @@ class _Mutator(ast.NodeVisitor):
     def offset(self, line: int, col: int) -> int:
         return self.line_starts[line - 1] + col
 
-    def text(self, node: ast.AST) -> str:
-        start = self.offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
-        end = self.offset(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+    def text(self, node: Any) -> str:
+        start = self.offset(node.lineno, node.col_offset)
+        end = self.offset(node.end_lineno, node.end_col_offset)
         return self.source[start:end].decode()
 
-    def skipped(self, node: ast.AST) -> bool:
-        line = self.lines[node.lineno - 1]  # type: ignore[attr-defined]
+    def skipped(self, node: Any) -> bool:
+        line = self.lines[node.lineno - 1]
         return b"pragma: no mutate" in line
 
-    def add(self, node: ast.AST, operator: str, replacement: str, *,
-            before: str | None = None, span: ast.AST | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        node: Any,
+        operator: str,
+        replacement: str,
+        *,
+        before: str | None = None,
+        span: Any = None,
+    ) -> None:
         span = span or node
         if self.skipped(node):
             return
         before = self.text(span) if before is None else before
         function = ".".join(self.scope) or "<module>"
-        key = f"{self.module}::{function}::{operator}: {_short(before)} -> {_short(replacement)}"
+        change = f"{_short(before)} -> {_short(replacement)}"
+        key = f"{self.module}::{function}::{operator}: {change}"
         self.keys[key] = self.keys.get(key, 0) + 1
         if self.keys[key] > 1:
             key += f" #{self.keys[key]}"
-        self.found.append(Mutant(
-            self.module, key, span.lineno, span.end_lineno,  # type: ignore[attr-defined]
-            self.offset(span.lineno, span.col_offset),  # type: ignore[attr-defined]
-            self.offset(span.end_lineno, span.end_col_offset),  # type: ignore[attr-defined]
-            replacement, self.functions[-1],
-        ))  # fmt: skip
+        self.found.append(
+            Mutant(
+                self.module,
+                key,
+                span.lineno,
+                span.end_lineno,
+                self.offset(span.lineno, span.col_offset),
+                self.offset(span.end_lineno, span.end_col_offset),
+                replacement,
+                self.functions[-1],
+            )
+        )
 
     def replace_expression(self, node: ast.expr, operator: str, new: ast.expr) -> None:
         self.add(node, operator, f"({ast.unparse(new)})")
@@ -205,7 +288,7 @@ class _Mutator(ast.NodeVisitor):
 
     def visit_If(self, node: ast.If) -> None:
         test = node.test
-        if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" or (
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
             isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
         ):
             for statement in node.orelse:
@@ -237,8 +320,10 @@ class _Mutator(ast.NodeVisitor):
             self.visit(node.value)  # the value, not the annotation
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        names = {d.id if isinstance(d, ast.Name) else getattr(d, "attr", None)
-                 for d in node.decorator_list}  # fmt: skip
+        names = {
+            d.id if isinstance(d, ast.Name) else getattr(d, "attr", None)
+            for d in node.decorator_list
+        }
         if names & {"overload"}:
             return
         self.functions.append((node.lineno, node.end_lineno or node.lineno))
@@ -261,26 +346,29 @@ class _Mutator(ast.NodeVisitor):
         self.functions.pop()
         self.scope.pop()
 
-    def decorators(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+    def decorators(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+    ) -> None:
         for decorator in node.decorator_list:
             target = decorator.func if isinstance(decorator, ast.Call) else decorator
-            name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", "")
-            if name not in TYPING_DECORATORS:
-                # "@" is one character before the decorator's expression
-                start = self.offset(decorator.lineno, decorator.col_offset) - 1
-                end = self.offset(decorator.end_lineno, decorator.end_col_offset)  # type: ignore[arg-type]
-                if self.skipped(decorator):
-                    continue
-                key_text = "@" + self.text(decorator)
-                self.add(decorator, "decorator", "", before=key_text)
-                self.found[-1].start, self.found[-1].end = start, end
+            name = (
+                target.id
+                if isinstance(target, ast.Name)
+                else getattr(target, "attr", "")
+            )
+            if name not in TYPING_DECORATORS and not self.skipped(decorator):
+                self.add(decorator, "decorator", "", before="@" + self.text(decorator))
+                self.found[-1].start -= 1  # the "@" before the decorator's expression
 
     def body(self, statements: list[ast.stmt]) -> None:
         first = statements[0] if statements else None
         for statement in statements:
-            docstring = (statement is first and isinstance(statement, ast.Expr)
-                         and isinstance(statement.value, ast.Constant)
-                         and isinstance(statement.value.value, str))  # fmt: skip
+            docstring = (
+                statement is first
+                and isinstance(statement, ast.Expr)
+                and isinstance(statement.value, ast.Constant)
+                and isinstance(statement.value.value, str)
+            )
             if not docstring:
                 self.visit(statement)
 
@@ -308,7 +396,9 @@ class _Mutator(ast.NodeVisitor):
             elif isinstance(node, ast.Continue):
                 self.add(node, "loop", "break")
             elif isinstance(node, ast.AugAssign) and type(node.op) in _ARITHMETIC:
-                new = ast.AugAssign(node.target, _ARITHMETIC[type(node.op)](), node.value)
+                new = ast.AugAssign(
+                    node.target, _ARITHMETIC[type(node.op)](), node.value
+                )
                 self.add(node, "arithmetic", ast.unparse(new))
         super().visit(node)
 
@@ -316,12 +406,13 @@ class _Mutator(ast.NodeVisitor):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             return  # ``...`` and bare strings do nothing
         if isinstance(node, ast.AnnAssign) and node.value is None:
-            return  # a bare annotation: the class bodies' declarations are read as a whole
+            return  # a bare annotation: a declaration, read with the class's others
         value = getattr(node, "value", None)
         if isinstance(value, ast.Call) and _called(value) in TYPING_CALLS:
             return
         if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id in ("__all__", "__slots__", "__match_args__")
+            isinstance(t, ast.Name)
+            and t.id in ("__all__", "__slots__", "__match_args__")
             for t in node.targets
         ):
             return
@@ -333,7 +424,9 @@ class _Mutator(ast.NodeVisitor):
                 if type(op) in table:
                     ops = list(node.ops)
                     ops[i] = table[type(op)]()
-                    self.replace_expression(node, operator, ast.Compare(node.left, ops, node.comparators))
+                    self.replace_expression(
+                        node, operator, ast.Compare(node.left, ops, node.comparators)
+                    )
         self.generic_visit(node)
 
     def visit_BoolOp(self, node: ast.BoolOp) -> None:
@@ -367,9 +460,15 @@ class _Mutator(ast.NodeVisitor):
         for keyword in node.keywords:
             if keyword.arg is None:
                 continue
-            new = ast.Call(node.func, node.args, [k for k in node.keywords if k is not keyword])
-            self.add(node, "argument", f"({ast.unparse(new)})",
-                     before=f"{ast.unparse(node.func)}(…{keyword.arg}=…)")  # fmt: skip
+            new = ast.Call(
+                node.func, node.args, [k for k in node.keywords if k is not keyword]
+            )
+            self.add(
+                node,
+                "argument",
+                f"({ast.unparse(new)})",
+                before=f"{ast.unparse(node.func)}(…{keyword.arg}=…)",
+            )
         self.generic_visit(node)
 
 
@@ -417,8 +516,15 @@ def equivalents() -> dict[str, str]:
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    files = sorted([*ROOT.glob("xlocal/*.py"), *ROOT.glob("tests/**/*.py"),
-                    ROOT / "README.txt", ROOT / "setup.cfg", ROOT / "pyproject.toml"])  # fmt: skip
+    files = sorted(
+        [
+            *ROOT.glob("xlocal/*.py"),
+            *ROOT.glob("tests/**/*.py"),
+            ROOT / "README.txt",
+            ROOT / "setup.cfg",
+            ROOT / "pyproject.toml",
+        ]
+    )
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
@@ -427,10 +533,11 @@ def _fingerprint() -> str:
 
 def _mapper(coverage: Any) -> Any:
     """A pytest plugin: one coverage context per test, and each test's duration."""
-    import pytest
+    import pytest  # noqa: PLC0415 - not imported by the command that starts workers
 
     class Mapper:
-        durations: dict[str, float] = {}
+        def __init__(self) -> None:
+            self.durations: dict[str, float] = {}
 
         @pytest.hookimpl(wrapper=True)
         def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
@@ -441,7 +548,9 @@ def _mapper(coverage: Any) -> Any:
                 coverage.switch_context("")
 
         def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-            self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+            self.durations[report.nodeid] = (
+                self.durations.get(report.nodeid, 0.0) + report.duration
+            )
 
     return Mapper()
 
@@ -452,20 +561,26 @@ def build_map(pytest_args: list[str]) -> int:
     Also leaves the coverage data in ``.coverage`` (branch coverage, setup.cfg's
     settings), which ``coverage report`` reads: .ci/run's gate uses this run.
     """
-    import coverage
-    import pytest
+    # Imported here, after nothing has imported xlocal: coverage measures its import.
+    import coverage  # noqa: PLC0415
+    import pytest  # noqa: PLC0415
 
     os.environ.setdefault("XLOCAL_NO_EXTENSIONS", "1")
     cov = coverage.Coverage(config_file=str(ROOT / "setup.cfg"))
     mapper = _mapper(cov)
     cov.start()
     try:
-        status = pytest.main(["-q", "-p", "no:cacheprovider", *pytest_args], plugins=[mapper])
+        status = pytest.main(
+            ["-q", "-p", "no:cacheprovider", *pytest_args], plugins=[mapper]
+        )
     finally:
         cov.stop()
         cov.save()
     if status != 0:
-        print(f"mutation map: the suite failed (status {status}); no map written", file=sys.stderr)
+        print(
+            f"mutation map: the suite failed (status {status}); no map written",
+            file=sys.stderr,
+        )
         return int(status)
     data = cov.get_data()
     tests = sorted(mapper.durations, key=mapper.durations.__getitem__)
@@ -481,11 +596,15 @@ def build_map(pytest_args: list[str]) -> int:
             for line, contexts in by_line.items()
         }
     STATE.mkdir(exist_ok=True)
-    (STATE / "map.json").write_text(json.dumps({
-        "fingerprint": _fingerprint(),
-        "tests": [[name, round(mapper.durations[name], 4)] for name in tests],
-        "lines": lines,
-    }))  # fmt: skip
+    (STATE / "map.json").write_text(
+        json.dumps(
+            {
+                "fingerprint": _fingerprint(),
+                "tests": [[name, round(mapper.durations[name], 4)] for name in tests],
+                "lines": lines,
+            }
+        )
+    )
     print(f"mutation map: {len(tests)} tests, {sum(map(len, lines.values()))} lines")
     return 0
 
@@ -529,7 +648,9 @@ def tests_for(mutant: Mutant, coverage_map: dict[str, Any]) -> list[str]:
 def _copy_repository(target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    )
     for name in listed.stdout.decode().split("\0"):
         if not name or name.startswith((".ci/", "docs/")):
             continue
@@ -547,16 +668,12 @@ def worker(copy: str) -> None:
     It imports pytest and the heavy test dependencies once, then forks a fresh process
     for each mutant that runs pytest on the copy holding the mutant.
     """
-    import importlib
-
     os.environ["XLOCAL_NO_EXTENSIONS"] = "1"
     os.environ["PYTHONPATH"] = copy
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     for name in PRELOAD:
-        try:
+        with contextlib.suppress(Exception):  # an optional test dependency
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optional test dependency
-            pass
     assert "xlocal" not in sys.modules, "a preloaded module imported xlocal"
     log = Path(copy) / "mutant.log"
     for request in sys.stdin:
@@ -573,13 +690,11 @@ def worker(copy: str) -> None:
             os.dup2(fd, 2)
             os.chdir(copy)
             sys.path.insert(0, copy)
-            import pytest
+            import pytest  # noqa: PLC0415 - imported by the worker already
 
             try:
                 status = pytest.main([*PYTEST_ARGS, *job["tests"]])
-            except BaseException:  # noqa: BLE001
-                import traceback
-
+            except BaseException:  # the mutant broke pytest itself
                 traceback.print_exc()
                 status = 3
             sys.stdout.flush()
@@ -599,14 +714,22 @@ def worker(copy: str) -> None:
                 outcome = "timeout"
             else:
                 time.sleep(0.02)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # what the tests left running
-        except ProcessLookupError:
-            pass
         path.write_bytes(original)
-        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", log.read_text(errors="replace"), re.M)
-        print(json.dumps({"outcome": outcome, "seconds": round(time.monotonic() - started, 2),
-                          "failed": failed[:1]}), flush=True)  # fmt: skip
+        failed = re.findall(
+            r"^(?:FAILED|ERROR) (\S+)", log.read_text(errors="replace"), re.M
+        )
+        print(
+            json.dumps(
+                {
+                    "outcome": outcome,
+                    "seconds": round(time.monotonic() - started, 2),
+                    "failed": failed[:1],
+                }
+            ),
+            flush=True,
+        )
 
 
 @dataclass
@@ -628,11 +751,25 @@ def run(args: argparse.Namespace) -> int:
     known = equivalents()
     everything = [m for module in chosen for m in mutants_of(module)]
     if args.sample:
-        everything = sorted(random.Random(args.seed).sample(everything, min(args.sample, len(everything))),
-                            key=lambda m: (m.module, m.line))  # fmt: skip
+        everything = sorted(
+            random.Random(args.seed).sample(
+                everything, min(args.sample, len(everything))
+            ),
+            key=lambda m: (m.module, m.line),
+        )
     todo = [m for m in everything if m.key not in known]
-    print(f"mutation: {len(everything)} mutants in {len(chosen)} modules, "
-          f"{len(everything) - len(todo)} listed as equivalent; {args.jobs} workers")  # fmt: skip
+    keys = {m.key for m in everything}
+    stale = sorted(k for k in known if k.split("::", 1)[0] in chosen and k not in keys)
+    if stale and not args.sample:
+        print(f"mutation: {EQUIVALENTS.relative_to(ROOT)} lists mutants that no longer")
+        print("exist (the code changed; remove them or give their new key):")
+        for key in stale:
+            print(f"  {key}")
+        return 1
+    print(
+        f"mutation: {len(everything)} mutants in {len(chosen)} modules, "
+        f"{len(everything) - len(todo)} listed as equivalent; {args.jobs} workers"
+    )
     sources = {module: (ROOT / module).read_bytes() for module in chosen}
     queue = list(reversed(todo))
     results: list[Result] = []
@@ -642,9 +779,15 @@ def run(args: argparse.Namespace) -> int:
     def work(number: int) -> None:
         copy = STATE / "work" / str(number)
         _copy_repository(copy)
-        process = subprocess.Popen([sys.executable, __file__, "worker", str(copy)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=copy)  # fmt: skip
-        assert process.stdin and process.stdout
+        process = subprocess.Popen(
+            [sys.executable, __file__, "worker", str(copy)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=copy,
+        )
+        assert process.stdin
+        assert process.stdout
         while True:
             with lock:
                 if not queue:
@@ -652,21 +795,41 @@ def run(args: argparse.Namespace) -> int:
                 mutant = queue.pop()
             tests = tests_for(mutant, coverage_map)
             budget = sum(durations.get(t, 5.0) for t in tests)
-            job = {"module": mutant.module, "source": mutant.apply(sources[mutant.module]).decode(),
-                   "tests": tests, "timeout": args.timeout + 3 * budget}  # fmt: skip
+            job = {
+                "module": mutant.module,
+                "source": mutant.apply(sources[mutant.module]).decode(),
+                "tests": tests,
+                "timeout": args.timeout + 3 * budget,
+            }
             process.stdin.write(json.dumps(job) + "\n")
             process.stdin.flush()
             answer = json.loads(process.stdout.readline())
             before = sources[mutant.module][mutant.start : mutant.end].decode()
-            result = Result(mutant.key, mutant.module, mutant.line, answer["outcome"], answer["seconds"],
-                            len(tests), answer["failed"], f"{_short(before, 200)!r} -> {mutant.replacement!r}")  # fmt: skip
+            result = Result(
+                mutant.key,
+                mutant.module,
+                mutant.line,
+                answer["outcome"],
+                answer["seconds"],
+                len(tests),
+                answer["failed"],
+                f"{_short(before, 200)!r} -> {mutant.replacement!r}",
+            )
             with lock:
                 results.append(result)
                 if result.outcome != "killed" or args.verbose:
-                    print(f"  {result.outcome:8} {mutant.module}:{mutant.line} {mutant.key.split('::', 2)[2]}"
-                          f"  [{result.tests} tests, {result.seconds}s]", flush=True)  # fmt: skip
+                    print(
+                        f"  {result.outcome:8} {mutant.module}:{mutant.line} "
+                        f"{mutant.key.split('::', 2)[2]}"
+                        f"  [{result.tests} tests, {result.seconds}s]",
+                        flush=True,
+                    )
                 elif len(results) % 50 == 0:
-                    print(f"  ... {len(results)}/{len(todo)} in {time.monotonic() - started:.0f}s", flush=True)
+                    print(
+                        f"  ... {len(results)}/{len(todo)} in "
+                        f"{time.monotonic() - started:.0f}s",
+                        flush=True,
+                    )
         process.stdin.close()
         process.wait()
 
@@ -678,11 +841,18 @@ def run(args: argparse.Namespace) -> int:
     return report(everything, known, results, args, time.monotonic() - started)
 
 
-def report(everything: list[Mutant], known: dict[str, str], results: list[Result],
-           args: argparse.Namespace, seconds: float) -> int:  # fmt: skip
+def report(
+    everything: list[Mutant],
+    known: dict[str, str],
+    results: list[Result],
+    args: argparse.Namespace,
+    seconds: float,
+) -> int:
     by_module: dict[str, dict[str, int]] = {}
     for mutant in everything:
-        counts = by_module.setdefault(mutant.module, {"mutants": 0, "equivalent": 0, "killed": 0})
+        counts = by_module.setdefault(
+            mutant.module, {"mutants": 0, "equivalent": 0, "killed": 0}
+        )
         counts["mutants"] += 1
         counts["equivalent"] += mutant.key in known
     for result in results:
@@ -695,45 +865,75 @@ def report(everything: list[Mutant], known: dict[str, str], results: list[Result
             totals[name] += counts[name]
         real = counts["mutants"] - counts["equivalent"]
         score = 100.0 * counts["killed"] / real if real else 100.0
-        print(f"{module:24} {counts['mutants']:8} {counts['equivalent']:7} {counts['killed']:7} {score:6.1f}%")
+        print(
+            f"{module:24} {counts['mutants']:8} {counts['equivalent']:7} "
+            f"{counts['killed']:7} {score:6.1f}%"
+        )
         if not args.sample and score < args.fail_under:
             failing.append(module)
     real = totals["mutants"] - totals["equivalent"]
     score = 100.0 * totals["killed"] / real if real else 100.0
-    print(f"{'total':24} {totals['mutants']:8} {totals['equivalent']:7} {totals['killed']:7} {score:6.1f}%")
+    print(
+        f"{'total':24} {totals['mutants']:8} {totals['equivalent']:7} "
+        f"{totals['killed']:7} {score:6.1f}%"
+    )
     if args.sample and score < args.fail_under:
         failing.append("the sample")
     survivors = [r for r in results if r.outcome not in ("killed", "timeout")]
     STATE.mkdir(exist_ok=True)
-    (STATE / "report.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    (STATE / "report.json").write_text(
+        json.dumps([asdict(r) for r in results], indent=1)
+    )
     if survivors:
-        print(f"\n{len(survivors)} survived (details in .mutation/report.json); each needs a test "
-              f"that pins the behaviour, or a line in {EQUIVALENTS.relative_to(ROOT)}:")  # fmt: skip
+        print(
+            f"\n{len(survivors)} survived (details in .mutation/report.json); each "
+            f"needs a test that pins the behaviour, or a line in "
+            f"{EQUIVALENTS.relative_to(ROOT)}:"
+        )
         for r in sorted(survivors, key=lambda r: (r.module, r.line)):
             print(f"{r.key}\n    {r.module}:{r.line}  {r.outcome}: {r.diff}")
-    print(f"\nmutation: {len(results)} mutants run in {seconds:.0f}s; score {score:.1f}%"
-          f" (at least {args.fail_under}% {'overall' if args.sample else 'in every module'})")  # fmt: skip
+    print(
+        f"\nmutation: {len(results)} mutants run in {seconds:.0f}s; score {score:.1f}%"
+        f" (at least {args.fail_under}% "
+        f"{'overall' if args.sample else 'in every module'})"
+    )
     if failing:
-        print(f"mutation: below {args.fail_under}%: {', '.join(failing)}", file=sys.stderr)
+        print(
+            f"mutation: below {args.fail_under}%: {', '.join(failing)}", file=sys.stderr
+        )
         return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tools/mutation.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="tools/mutation.py", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run mutants and report per module")
-    run_parser.add_argument("modules", nargs="*", help="xlocal/name.py (default: every module)")
+    run_parser.add_argument(
+        "modules", nargs="*", help="xlocal/name.py (default: every module)"
+    )
     run_parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    run_parser.add_argument("--sample", type=int, default=0, help="run only this many mutants")
+    run_parser.add_argument(
+        "--sample", type=int, default=0, help="run only this many mutants"
+    )
     run_parser.add_argument("--seed", type=int, default=17, help="which sample")
-    run_parser.add_argument("--timeout", type=float, default=30.0, help="seconds beyond 3x the tests' time")
+    run_parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds beyond 3x the tests' time"
+    )
     run_parser.add_argument("--fail-under", type=float, default=97.0)
     run_parser.add_argument("--rebuild-map", action="store_true")
-    run_parser.add_argument("-v", "--verbose", action="store_true", help="print killed mutants too")
-    list_parser = commands.add_parser("list", help="print the mutants without running them")
+    run_parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print killed mutants too"
+    )
+    list_parser = commands.add_parser(
+        "list", help="print the mutants without running them"
+    )
     list_parser.add_argument("modules", nargs="*")
-    map_parser = commands.add_parser("map", help="run the suite under coverage: which test runs which line")
+    map_parser = commands.add_parser(
+        "map", help="run the suite under coverage: which test runs which line"
+    )
     map_parser.add_argument("pytest_args", nargs="*")
     worker_parser = commands.add_parser("worker")
     worker_parser.add_argument("copy")

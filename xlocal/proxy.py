@@ -25,8 +25,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast, overload
 
-from ._core import _call_form, _label, _var, xlocal
-from ._namespace import invalid_name
+from ._core import _call_form, _label, _var, invalid_name, xlocal
 
 __all__ = ["LocalProxy", "proxy"]
 
