@@ -137,6 +137,33 @@ def test_out_of_order_names_every_place(debug: None, xcurrent: xlocal.xlocal) ->
     )
 
 
+def test_async_with_entries_name_their_place(
+    debug: None, xcurrent: xlocal.xlocal
+) -> None:
+    """An entry made by ``async with`` is named by where it was made, as one made by
+    ``with`` is."""
+    outer, inner = xcurrent(a=1), xcurrent(b=2)
+
+    async def main() -> tuple[int, int, str]:
+        await outer.__aenter__()
+        outer_line = line() - 1
+        await inner.__aenter__()
+        inner_line = line() - 1
+        try:
+            await outer.__aexit__(None, None, None)
+        except RuntimeError as error:
+            return outer_line, inner_line, str(error)
+        raise AssertionError("the out-of-order exit was not refused")
+
+    outer_line, inner_line, message = asyncio.run(main())
+    assert message.startswith(
+        f"<Binding xcurrent(a=...)> (entered at {__file__}:{outer_line} in main) "
+        f"exited out of order: 1 binding(s) entered after it were still active, "
+        f"innermost <Binding xcurrent(b=...)> (entered at {__file__}:{inner_line} in "
+        f"main)."
+    )
+
+
 def test_generator_leak_names_the_generator(
     debug: None, xcurrent: xlocal.xlocal
 ) -> None:

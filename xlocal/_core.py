@@ -658,7 +658,10 @@ class Binding(Generic[_B]):
     async def __aenter__(self) -> _B:
         # The frame that awaits this one runs the async with-statement: it owns the
         # entry, as the caller of __enter__ does for a with-statement.
-        return _enter_for(self, _getframe(1))
+        target = _enter_for(self, _getframe(1))
+        if Binding.__enter__ is _debug_enter:
+            _record_where(self)
+        return target
 
     async def __aexit__(
         self,
@@ -987,11 +990,16 @@ def _exited_at() -> str:
 def _debug_enter(self: Binding[_B]) -> _B:
     """Binding.__enter__ in debug mode: enter, then record where."""
     target = _enter_for(self, _getframe(1))
-    where = _caller()
-    frame = self._var.get()
-    frame[_WHERE] = (frame[_ENTRY], where)
-    self._where = where
+    _record_where(self)
     return target
+
+
+def _record_where(binding: Binding[Any]) -> None:
+    """Record where the entry just made was made, for debug mode's messages."""
+    where = _caller()
+    frame = binding._var.get()
+    frame[_WHERE] = (frame[_ENTRY], where)
+    binding._where = where
 
 
 if _cxlocal is not None:
