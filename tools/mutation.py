@@ -622,14 +622,20 @@ def load_map(rebuild: bool) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-def tests_for(mutant: Mutant, coverage_map: dict[str, Any]) -> list[str]:
-    """The tests that ran the mutant's lines, fastest first.
+def tests_for(
+    mutant: Mutant, coverage_map: dict[str, Any], budget: float
+) -> tuple[list[str], bool]:
+    """The tests that ran the mutant's lines, fastest first, and whether they ran it.
 
-    A line no test ran in this process (a definition's defaults and decorators, code
-    that runs in a worker process) takes the tests that ran its function; else, the
-    test modules of its module.
+    They are cut at *budget* seconds of the map's timings: the slowest tests of a hot
+    line (the stress and model tests, the server loads) run only for mutants that
+    nothing faster kills, with ``--budget 0``.  A line no test ran in this process (a
+    definition's defaults and decorators, code that only the compiled core's run or a
+    worker process reaches) takes the tests that ran its function; else, the test
+    modules of its module.
     """
     by_line = coverage_map["lines"].get(mutant.module, {})
+    timings = coverage_map["tests"]
     regions = [(mutant.line, mutant.end_line)]
     if mutant.function:
         regions.append(mutant.function)
@@ -638,14 +644,35 @@ def tests_for(mutant: Mutant, coverage_map: dict[str, Any]) -> list[str]:
         for line in range(first, last + 1):
             chosen.update(by_line.get(str(line), ()))
         if chosen:
-            return [coverage_map["tests"][i][0] for i in sorted(chosen)]
-    return TESTS_OF.get(mutant.module, ["tests"])
+            tests: list[str] = []
+            spent = 0.0
+            for i in sorted(chosen):  # the map lists tests fastest first
+                name, seconds = timings[i]
+                if tests and budget and spent + seconds > budget:
+                    break
+                tests.append(name)
+                spent += seconds
+            return tests, (first, last) == regions[0]
+    return TESTS_OF.get(mutant.module, ["tests"]), False
 
 
 # -- running mutants ----------------------------------------------------------------
 
 
-def _copy_repository(target: Path) -> None:
+def _compiled_core() -> Path | None:
+    """The installed compiled core, which each copy gets beside the mutant's sources."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import xlocal._cxlocal as c; print(c.__file__)"],
+        env={**os.environ, "XLOCAL_NO_EXTENSIONS": "1"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Path(found.stdout.strip()) if found.returncode == 0 else None
+
+
+def _copy_repository(target: Path, compiled: Path | None) -> None:
     if target.exists():
         shutil.rmtree(target)
     listed = subprocess.run(
@@ -660,76 +687,87 @@ def _copy_repository(target: Path) -> None:
     for path in [*ROOT.glob("xlocal/*.py"), *ROOT.glob("tests/**/*.py")]:
         (target / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target / path.relative_to(ROOT))
+    if compiled:
+        shutil.copy2(compiled, target / "xlocal" / compiled.name)
 
 
 def worker(copy: str) -> None:
     """A worker process: reads mutants as JSON lines, answers with their outcome.
 
     It imports pytest and the heavy test dependencies once, then forks a fresh process
-    for each mutant that runs pytest on the copy holding the mutant.
+    for each run of a mutant's tests, on the copy holding the mutant.
     """
-    os.environ["XLOCAL_NO_EXTENSIONS"] = "1"
     os.environ["PYTHONPATH"] = copy
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     for name in PRELOAD:
         with contextlib.suppress(Exception):  # an optional test dependency
             importlib.import_module(name)
     assert "xlocal" not in sys.modules, "a preloaded module imported xlocal"
-    log = Path(copy) / "mutant.log"
     for request in sys.stdin:
         job = json.loads(request)
         path = Path(copy) / job["module"]
         original = path.read_bytes()
         path.write_bytes(job["source"].encode())
         started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the mutant's process
-            os.setpgid(0, 0)
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.chdir(copy)
-            sys.path.insert(0, copy)
-            import pytest  # noqa: PLC0415 - imported by the worker already
-
-            try:
-                status = pytest.main([*PYTEST_ARGS, *job["tests"]])
-            except BaseException:  # the mutant broke pytest itself
-                traceback.print_exc()
-                status = 3
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(int(status))
-        outcome = None
-        deadline = started + job["timeout"]
-        while outcome is None:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                code = os.waitstatus_to_exitcode(status)
-                # 1: a test failed; 2-4: the mutant broke collection or pytest itself
-                outcome = {0: "survived", 5: "error: no tests ran"}.get(code, "killed")
-            elif time.monotonic() > deadline:
-                os.killpg(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                outcome = "timeout"
-            else:
-                time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # what the tests left running
+        outcome, failed = "survived", list[str]()
+        for core in job["cores"]:
+            outcome, failed = _run_tests(
+                copy, job["tests"], core, started + job["timeout"]
+            )
+            if outcome != "survived":
+                break
         path.write_bytes(original)
-        failed = re.findall(
-            r"^(?:FAILED|ERROR) (\S+)", log.read_text(errors="replace"), re.M
-        )
-        print(
-            json.dumps(
-                {
-                    "outcome": outcome,
-                    "seconds": round(time.monotonic() - started, 2),
-                    "failed": failed[:1],
-                }
-            ),
-            flush=True,
-        )
+        seconds = round(time.monotonic() - started, 2)
+        answer = {"outcome": outcome, "seconds": seconds, "failed": failed[:1]}
+        print(json.dumps(answer), flush=True)
+
+
+def _run_tests(
+    copy: str, tests: list[str], core: str, deadline: float
+) -> tuple[str, list[str]]:
+    """Run *tests* in a forked process, on the pure core or the compiled one."""
+    log = Path(copy) / "mutant.log"
+    pid = os.fork()
+    if pid == 0:  # the mutant's process
+        os.setpgid(0, 0)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.chdir(copy)
+        sys.path.insert(0, copy)
+        os.environ.pop("XLOCAL_NO_EXTENSIONS", None)
+        if core == "python":
+            os.environ["XLOCAL_NO_EXTENSIONS"] = "1"
+        import pytest  # noqa: PLC0415 - imported by the worker already
+
+        try:
+            status = pytest.main([*PYTEST_ARGS, *tests])
+        except BaseException:  # the mutant broke pytest itself
+            traceback.print_exc()
+            status = 3
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))
+    outcome = None
+    while outcome is None:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            # 1: a test failed; 2-4: the mutant broke collection or pytest itself;
+            # negative: a signal (the compiled core crashed on the mutant's pure code)
+            outcome = {0: "survived", 5: "error: no tests ran"}.get(code, "killed")
+        elif time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            outcome = "timeout"
+        else:
+            time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # what the tests left running
+    failed = re.findall(
+        r"^(?:FAILED|ERROR) (\S+)", log.read_text(errors="replace"), re.M
+    )
+    return outcome, failed
 
 
 @dataclass
@@ -742,6 +780,18 @@ class Result:
     tests: int
     failed: list[str]
     diff: str
+
+
+def _stale(known: dict[str, str], everything: list[Mutant], chosen: list[str]) -> bool:
+    """Report listed equivalents that no longer name a mutant of the chosen modules."""
+    keys = {m.key for m in everything}
+    stale = sorted(k for k in known if k.split("::", 1)[0] in chosen and k not in keys)
+    if stale:
+        print(f"mutation: {EQUIVALENTS.relative_to(ROOT)} lists mutants that no longer")
+        print("exist (the code changed; remove them or give their new key):")
+        for key in stale:
+            print(f"  {key}")
+    return bool(stale)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -758,13 +808,7 @@ def run(args: argparse.Namespace) -> int:
             key=lambda m: (m.module, m.line),
         )
     todo = [m for m in everything if m.key not in known]
-    keys = {m.key for m in everything}
-    stale = sorted(k for k in known if k.split("::", 1)[0] in chosen and k not in keys)
-    if stale and not args.sample:
-        print(f"mutation: {EQUIVALENTS.relative_to(ROOT)} lists mutants that no longer")
-        print("exist (the code changed; remove them or give their new key):")
-        for key in stale:
-            print(f"  {key}")
+    if not args.sample and _stale(known, everything, chosen):
         return 1
     print(
         f"mutation: {len(everything)} mutants in {len(chosen)} modules, "
@@ -776,9 +820,11 @@ def run(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     started = time.monotonic()
 
+    compiled = _compiled_core()
+
     def work(number: int) -> None:
         copy = STATE / "work" / str(number)
-        _copy_repository(copy)
+        _copy_repository(copy, compiled)
         process = subprocess.Popen(
             [sys.executable, __file__, "worker", str(copy)],
             stdin=subprocess.PIPE,
@@ -793,13 +839,16 @@ def run(args: argparse.Namespace) -> int:
                 if not queue:
                     break
                 mutant = queue.pop()
-            tests = tests_for(mutant, coverage_map)
-            budget = sum(durations.get(t, 5.0) for t in tests)
+            tests, covered = tests_for(mutant, coverage_map, args.budget)
+            expected = sum(durations.get(t, 5.0) for t in tests)
+            # A line the pure core's run did not reach may be the compiled core's.
+            cores = ["python"] if covered or not compiled else ["python", "c"]
             job = {
                 "module": mutant.module,
                 "source": mutant.apply(sources[mutant.module]).decode(),
                 "tests": tests,
-                "timeout": args.timeout + 3 * budget,
+                "cores": cores,
+                "timeout": args.timeout + 3 * expected * len(cores),
             }
             process.stdin.write(json.dumps(job) + "\n")
             process.stdin.flush()
@@ -923,6 +972,12 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=30.0, help="seconds beyond 3x the tests' time"
     )
     run_parser.add_argument("--fail-under", type=float, default=97.0)
+    run_parser.add_argument(
+        "--budget",
+        type=float,
+        default=30.0,
+        help="seconds (the map's timings) of covering tests per mutant; 0: all",
+    )
     run_parser.add_argument("--rebuild-map", action="store_true")
     run_parser.add_argument(
         "-v", "--verbose", action="store_true", help="print killed mutants too"
