@@ -625,35 +625,42 @@ def load_map(rebuild: bool) -> dict[str, Any]:
 def tests_for(
     mutant: Mutant, coverage_map: dict[str, Any], budget: float
 ) -> tuple[list[str], bool]:
-    """The tests that ran the mutant's lines, fastest first, and whether they ran it.
+    """The tests to run against a mutant, and whether the map saw its lines run.
 
-    They are cut at *budget* seconds of the map's timings: the slowest tests of a hot
-    line (the stress and model tests, the server loads) run only for mutants that
-    nothing faster kills, with ``--budget 0``.  A line no test ran in this process (a
-    definition's defaults and decorators, code that only the compiled core's run or a
-    worker process reaches) takes the tests that ran its function; else, the test
-    modules of its module.
+    First the tests that ran the mutant's lines; for a line no test ran in this
+    process (a definition's defaults and decorators, code that only the compiled
+    core's run or a worker process reaches), the tests that ran its function.  Then the
+    rest of its module's own test modules (``TESTS_OF``), which also test what runs in
+    subprocesses, where the map does not look.  Each part is fastest first and cut at
+    *budget* seconds of the map's timings (0: no cut); the slowest tests of a hot line
+    (the stress and model tests, the server loads) run only with ``--budget 0``.
     """
     by_line = coverage_map["lines"].get(mutant.module, {})
-    timings = coverage_map["tests"]
+    timings = coverage_map["tests"]  # fastest first
     regions = [(mutant.line, mutant.end_line)]
     if mutant.function:
         regions.append(mutant.function)
+    covering: set[int] = set()
     for first, last in regions:
-        chosen: set[int] = set()
         for line in range(first, last + 1):
-            chosen.update(by_line.get(str(line), ()))
-        if chosen:
-            tests: list[str] = []
-            spent = 0.0
-            for i in sorted(chosen):  # the map lists tests fastest first
-                name, seconds = timings[i]
-                if tests and budget and spent + seconds > budget:
-                    break
-                tests.append(name)
-                spent += seconds
-            return tests, (first, last) == regions[0]
-    return TESTS_OF.get(mutant.module, ["tests"]), False
+            covering.update(by_line.get(str(line), ()))
+        if covering:
+            break
+    own_files = tuple(f"{name}::" for name in TESTS_OF.get(mutant.module, []))
+    own = {i for i, (name, _) in enumerate(timings) if name.startswith(own_files)}
+    chosen: list[str] = []
+    for part in (sorted(covering), sorted(own - covering)):
+        spent = 0.0
+        for i in part:
+            name, seconds = timings[i]
+            if budget and spent and spent + seconds > budget:
+                break
+            chosen.append(name)
+            spent += seconds
+    seen = bool(by_line) and any(
+        by_line.get(str(line)) for line in range(mutant.line, mutant.end_line + 1)
+    )
+    return chosen or ["tests"], seen
 
 
 # -- running mutants ----------------------------------------------------------------
@@ -975,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument(
         "--budget",
         type=float,
-        default=30.0,
+        default=20.0,
         help="seconds (the map's timings) of covering tests per mutant; 0: all",
     )
     run_parser.add_argument("--rebuild-map", action="store_true")
