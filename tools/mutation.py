@@ -69,13 +69,18 @@ EQUIVALENTS = ROOT / "tools" / "mutation-equivalents.txt"
 #: The test modules of each module: what runs a mutant on a line no test ran in the
 #: coverage map (import-time code, code run only in other processes).
 TESTS_OF: dict[str, list[str]] = {
-    "xlocal/__init__.py": ["tests/test_imports.py", "tests/test_core.py"],
+    "xlocal/__init__.py": [
+        "tests/test_imports.py",
+        "tests/test_core.py",
+        "tests/test_main.py",
+    ],
     "xlocal/__main__.py": ["tests/test_main.py"],
     "xlocal/_codec.py": ["tests/test_portable.py"],
     "xlocal/_core.py": [
         "tests/test_core.py",
         "tests/test_faults.py",
         "tests/test_debug.py",
+        "tests/test_implementation.py",
     ],
     "xlocal/_dask_client.py": ["tests/test_dask.py"],
     "xlocal/_dask_task.py": ["tests/test_dask.py"],
