@@ -241,6 +241,44 @@ def test_open_subclass_with_methods(make_xlocal: Any) -> None:
         o.other  # noqa: B018
 
 
+def test_private_and_special_attributes_read_as_on_any_object(
+    current: Current,
+) -> None:
+    """On a typed namespace, names starting with '_' are the object's own: special
+    attributes read as on any object, and a missing private one is Python's plain
+    AttributeError, not an undeclared-name error."""
+    assert current.__class__ is type(current)
+    assert current.__doc__ == Current.__doc__
+    with pytest.raises(
+        AttributeError, match=r"^'Current' object has no attribute '_missing'$"
+    ):
+        current._missing  # noqa: B018
+    with pytest.raises(AttributeError, match=r"^'Current' object has no attribute '_'$"):
+        current._  # noqa: B018
+
+
+def test_subclass_keywords_reach_other_bases() -> None:
+    """Class keywords of an xlocal subclass reach its other bases' __init_subclass__,
+    and unknown ones are refused as for any class."""
+
+    class Tagged:
+        tag = ""
+
+        def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            cls.tag = tag
+
+    class Tenant(xlocal, Tagged, tag="tenant"):
+        name: str
+
+    assert Tenant.tag == "tenant"
+    assert new(Tenant, "t").tag == "tenant"
+    with pytest.raises(TypeError, match="keyword argument"):  # worded per interpreter
+
+        class Odd(xlocal, colour="red"):  # type: ignore[call-arg]
+            name: str
+
+
 def test_class_call_makes_the_same(current: Current) -> None:
     """Calling the class, as for any xlocal, makes the same kind of object as new()."""
     other = Current("other")

@@ -228,9 +228,11 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
     _namespace: ClassVar[Namespace] = OPEN
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "__xlocal_own__" in cls.__dict__:
+            # An xlocal's own class (see __new__): its bases' hooks ran for its class.
+            return
         super().__init_subclass__(**kwargs)
-        if "__xlocal_own__" not in cls.__dict__:
-            cls._namespace = read_namespace(cls, xlocal)
+        cls._namespace = read_namespace(cls, xlocal)
 
     def __new__(
         cls: type[_X],
@@ -259,6 +261,7 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
                 "__slots__": (),
                 "__module__": cls.__module__,
                 "__qualname__": cls.__qualname__,
+                "__doc__": cls.__doc__,
                 "__getattribute__": _reader(var, namespace),
                 "__call__": _binder(var, namespace),
                 "__xlocal_own__": True,
