@@ -862,7 +862,7 @@ def run(args: argparse.Namespace) -> int:
                 "source": mutant.apply(sources[mutant.module]).decode(),
                 "tests": tests,
                 "cores": cores,
-                "timeout": args.timeout + 3 * expected * len(cores),
+                "timeout": args.timeout + 2 * expected * len(cores),
             }
             process.stdin.write(json.dumps(job) + "\n")
             process.stdin.flush()
@@ -983,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_parser.add_argument("--seed", type=int, default=17, help="which sample")
     run_parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds beyond 3x the tests' time"
+        "--timeout", type=float, default=10.0, help="seconds beyond 2x the tests' time"
     )
     run_parser.add_argument("--fail-under", type=float, default=97.0)
     run_parser.add_argument(
