@@ -84,6 +84,34 @@ def test_duplicate_portable_name_is_refused() -> None:
     assert repr(plain) == "<xlocal 'test_portable.dup' unbound>"
 
 
+def test_collected_portable_xlocal_leaves_no_name_behind() -> None:
+    """A collected portable xlocal's name leaves the process's registry at once."""
+    from xlocal import _core  # noqa: PLC0415 - the registry is private
+
+    gone = make("test_portable.gone", portable=True)
+    assert "test_portable.gone" in _core._portables
+    del gone
+    gc.collect()
+    assert "test_portable.gone" not in _core._portables
+
+
+def test_new_passes_portable_and_codec_on() -> None:
+    """new(cls, name, portable=..., codec=...) makes the same xlocal as calling the
+    class: its values cross with the codec given."""
+
+    class Shape(make):
+        corner: app.Point
+
+    shape = xlocal.new(
+        Shape, "test_portable.shape", portable=True, codec=app.PointCodec()
+    )
+    with shape(corner=app.Point(3, 4)):
+        carrier = inject()
+    assert json.loads(carrier[CARRIER_KEY])["b"]["test_portable.shape"] == {
+        "corner": '{"x": 3, "y": 4}'
+    }
+
+
 @pytest.mark.parametrize(
     ("portable", "error", "message"),
     [

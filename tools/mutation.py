@@ -81,6 +81,7 @@ TESTS_OF: dict[str, list[str]] = {
         "tests/test_faults.py",
         "tests/test_debug.py",
         "tests/test_implementation.py",
+        "tests/test_portable.py",
     ],
     "xlocal/_dask_client.py": ["tests/test_dask.py"],
     "xlocal/_dask_task.py": ["tests/test_dask.py"],
