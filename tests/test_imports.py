@@ -73,7 +73,7 @@ def test_circle_check_finds_a_circle() -> None:
 def test_layers_point_down() -> None:
     """The proxy and the middleware plumbing know no store; the adapters no Local."""
     graph = _imports()
-    assert graph["proxy"] == {"_core"}
+    assert graph["proxy"] == {"_core", "_namespace"}  # the core and its name rules
     assert graph["_middleware"] == {"_core"}
     assert graph["_request"] == {"_core", "_steps"}
     assert graph["wsgi"] == {"_core", "_middleware", "_request"}

@@ -253,7 +253,9 @@ def test_private_and_special_attributes_read_as_on_any_object(
         AttributeError, match=r"^'Current' object has no attribute '_missing'$"
     ):
         current._missing  # noqa: B018
-    with pytest.raises(AttributeError, match=r"^'Current' object has no attribute '_'$"):
+    with pytest.raises(
+        AttributeError, match=r"^'Current' object has no attribute '_'$"
+    ):
         current._  # noqa: B018
 
 

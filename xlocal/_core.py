@@ -218,10 +218,12 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("__weakref__", "_codec", "_name", "_portable", "_var")
+    __slots__ = ("__weakref__", "_codec", "_empty", "_name", "_portable", "_var")
 
     _name: str | None
     _var: contextvars.ContextVar[dict[Any, Any]]
+    #: The frame where nothing is bound: the variable's default.
+    _empty: dict[Any, Any]
     _portable: frozenset[str] | bool
     _codec: Codec | None
     #: What the class declares (typed namespaces); a plain xlocal is open.
@@ -272,6 +274,7 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
         self: _X = object.__new__(own)
         _object_setattr(self, "_name", name)
         _object_setattr(self, "_var", var)
+        _object_setattr(self, "_empty", empty)
         _object_setattr(self, "_portable", names)
         _object_setattr(self, "_codec", codec)
         if names:
@@ -543,8 +546,8 @@ def _unregister(name: str, ref: weakref.ref[xlocal]) -> None:
 
 def _empty_of(x: xlocal) -> dict[Any, Any]:
     """The frame of *x* where nothing is bound: its variable's default."""
-    defaults = _object_getattribute(x, "_namespace").defaults
-    return {**defaults, _ENTRY: None} if defaults else _EMPTY
+    empty: dict[Any, Any] = _object_getattribute(x, "_empty")
+    return empty
 
 
 def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:
