@@ -164,6 +164,28 @@ def test_async_with_entries_name_their_place(
     )
 
 
+def test_async_with_entries_record_no_place_when_off(xcurrent: xlocal.xlocal) -> None:
+    """With debug mode off, ``async with`` entries record no place, as ``with`` ones."""
+    outer, inner = xcurrent(a=1), xcurrent(b=2)
+
+    async def main() -> str:
+        await outer.__aenter__()
+        await inner.__aenter__()
+        try:
+            await outer.__aexit__(None, None, None)
+        except RuntimeError as error:
+            return str(error)
+        raise AssertionError("the out-of-order exit was not refused")
+
+    assert not xlocal.get_debug()
+    message = asyncio.run(main())
+    assert message.startswith(
+        "<Binding xcurrent(a=...)> exited out of order: 1 binding(s) entered after it "
+        "were still active, innermost <Binding xcurrent(b=...)>."
+    )
+    assert "entered at" not in message
+
+
 def test_generator_leak_names_the_generator(
     debug: None, xcurrent: xlocal.xlocal
 ) -> None:
