@@ -14,6 +14,8 @@ Usage (the ``mutation`` tox environment runs the first)::
     python tools/mutation.py run xlocal/spawn.py  # one module
     python tools/mutation.py run --sample 40 --seed 17   # what .ci/run runs
     python tools/mutation.py list xlocal/spawn.py # the mutants, without running them
+    python tools/mutation.py run xlocal/spawn.py --only shutdown \
+        --tests tests/test_spawn.py               # some mutants, against chosen tests
     python tools/mutation.py map                  # only the coverage map (see below)
 
 How it stays fast enough for the whole package:
@@ -57,6 +59,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -712,9 +715,11 @@ def worker(copy: str) -> None:
     """
     os.environ["PYTHONPATH"] = copy
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
-    for name in PRELOAD:
-        with contextlib.suppress(Exception):  # an optional test dependency
-            importlib.import_module(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eventlet's deprecation, say: not the tests'
+        for name in PRELOAD:
+            with contextlib.suppress(Exception):  # an optional test dependency
+                importlib.import_module(name)
     assert "xlocal" not in sys.modules, "a preloaded module imported xlocal"
     for request in sys.stdin:
         job = json.loads(request)
@@ -807,21 +812,28 @@ def _stale(known: dict[str, str], everything: list[Mutant], chosen: list[str]) -
     return bool(stale)
 
 
-def run(args: argparse.Namespace) -> int:
-    chosen = args.modules or modules()
-    coverage_map = load_map(args.rebuild_map)
-    durations = dict(map(tuple, coverage_map["tests"]))
-    known = equivalents()
+def _select(args: argparse.Namespace, chosen: list[str]) -> list[Mutant]:
+    """The mutants of the chosen modules that this run tries (--sample, --only)."""
     everything = [m for module in chosen for m in mutants_of(module)]
     if args.sample:
-        everything = sorted(
-            random.Random(args.seed).sample(
-                everything, min(args.sample, len(everything))
-            ),
-            key=lambda m: (m.module, m.line),
+        everything = random.Random(args.seed).sample(
+            everything, min(args.sample, len(everything))
         )
+        everything.sort(key=lambda m: (m.module, m.line))
+    return [m for m in everything if args.only in m.key]
+
+
+def run(args: argparse.Namespace) -> int:
+    chosen = args.modules or modules()
+    # --tests names the tests outright: no map is needed (to check new tests quickly).
+    coverage_map = (
+        {"tests": [], "lines": {}} if args.tests else load_map(args.rebuild_map)
+    )
+    durations = dict(map(tuple, coverage_map["tests"]))
+    known = equivalents()
+    everything = _select(args, chosen)
     todo = [m for m in everything if m.key not in known]
-    if not args.sample and _stale(known, everything, chosen):
+    if not (args.sample or args.only) and _stale(known, everything, chosen):
         return 1
     print(
         f"mutation: {len(everything)} mutants in {len(chosen)} modules, "
@@ -852,7 +864,10 @@ def run(args: argparse.Namespace) -> int:
                 if not queue:
                     break
                 mutant = queue.pop()
-            tests, covered = tests_for(mutant, coverage_map, args.budget)
+            if args.tests:
+                tests, covered = args.tests, True
+            else:
+                tests, covered = tests_for(mutant, coverage_map, args.budget)
             expected = sum(durations.get(t, 5.0) for t in tests)
             # The core's module serves both cores: a mutant of it, or a line the pure
             # core's run did not reach, also runs on the compiled core.
@@ -994,6 +1009,16 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds (the map's timings) of covering tests per mutant; 0: all",
     )
     run_parser.add_argument("--rebuild-map", action="store_true")
+    run_parser.add_argument(
+        "--only", default="", help="only the mutants whose key contains this text"
+    )
+    run_parser.add_argument(
+        "--tests",
+        action="append",
+        default=[],
+        help="run these tests (pytest node ids or files) against every mutant, "
+        "instead of the covering ones (repeatable; no map needed)",
+    )
     run_parser.add_argument(
         "-v", "--verbose", action="store_true", help="print killed mutants too"
     )
