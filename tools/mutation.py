@@ -618,11 +618,17 @@ def build_map(pytest_args: list[str]) -> int:
     return 0
 
 
-def load_map(rebuild: bool) -> dict[str, Any]:
+def load_map(rebuild: bool, reuse: bool = False) -> dict[str, Any]:
+    """The coverage map, made again if a source, test or setting changed since.
+
+    With *reuse*, a map made before changes is used as it is: tests added since are
+    not chosen, and lines of changed modules may be off; the unchanged modules' results
+    stay right but may miss kills.
+    """
     path = STATE / "map.json"
     if path.exists() and not rebuild:
         saved = json.loads(path.read_text())
-        if saved["fingerprint"] == _fingerprint():
+        if reuse or saved["fingerprint"] == _fingerprint():
             return saved  # type: ignore[no-any-return]
         print("mutation: sources changed since the map was made; making it again")
     status = subprocess.call([sys.executable, __file__, "map"], cwd=ROOT)
@@ -827,7 +833,9 @@ def run(args: argparse.Namespace) -> int:
     chosen = args.modules or modules()
     # --tests names the tests outright: no map is needed (to check new tests quickly).
     coverage_map = (
-        {"tests": [], "lines": {}} if args.tests else load_map(args.rebuild_map)
+        {"tests": [], "lines": {}}
+        if args.tests
+        else load_map(args.rebuild_map, args.reuse_map)
     )
     durations = dict(map(tuple, coverage_map["tests"]))
     known = equivalents()
@@ -1009,6 +1017,11 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds (the map's timings) of covering tests per mutant; 0: all",
     )
     run_parser.add_argument("--rebuild-map", action="store_true")
+    run_parser.add_argument(
+        "--reuse-map",
+        action="store_true",
+        help="use the saved map even if sources changed since (see load_map)",
+    )
     run_parser.add_argument(
         "--only", default="", help="only the mutants whose key contains this text"
     )
