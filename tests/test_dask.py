@@ -185,6 +185,14 @@ def test_carried_keeps_the_name_and_runs_locally() -> None:
     assert "seen" in repr(job)
 
 
+def test_delayed_keeps_the_function_s_name() -> None:
+    """xlocal.dask.delayed(func) keeps the function's name, docstring and signature."""
+    call = xdask.delayed(dt.seen)
+    assert call.__name__ == "seen"
+    assert call.__doc__ == dt.seen.__doc__
+    assert call.__wrapped__ is dt.seen
+
+
 def test_misuse_is_refused() -> None:
     """Things that are not functions are refused with a clear message."""
     with pytest.raises(TypeError, match=r"^xlocal.dask needs a callable to submit"):

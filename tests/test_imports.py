@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
+
+import pytest
 
 import xlocal
 
@@ -80,3 +84,31 @@ def test_layers_point_down() -> None:
     assert graph["asgi"] == {"_core", "_middleware", "_request"}
     assert graph["local"] == {"_middleware", "proxy"}
     assert "local" not in graph["_core"] | graph["spawn"] | graph["_steps"]
+
+
+PUBLIC_MODULES = [
+    "xlocal",
+    "xlocal.asgi",
+    "xlocal.celery",
+    "xlocal.dask",
+    "xlocal.local",
+    "xlocal.portable",
+    "xlocal.proxy",
+    "xlocal.spawn",
+    "xlocal.wsgi",
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_names_live_in_public_modules(name: str) -> None:
+    """Every name a public module lists in __all__ exists, and every class and
+    function among them is shown (repr, docs, pickles) under a public module, never
+    the private one that defines it."""
+    module = importlib.import_module(name)
+    for public in module.__all__:
+        value = getattr(module, public)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            home = value.__module__
+            assert not any(part.startswith("_") for part in home.split(".")), (
+                f"{name}.{public} is shown as {home}.{public}"
+            )

@@ -281,6 +281,20 @@ def test_subclass_keywords_reach_other_bases() -> None:
             name: str
 
 
+def test_mixin_annotations_are_not_names() -> None:
+    """Only xlocal subclasses declare names: a plain mixin's annotations do not."""
+
+    class Labelled:
+        label: str = "shop"
+
+    class Shop(xlocal, Labelled):
+        owner: str
+
+    shop = new(Shop, "shop")
+    assert repr(shop) == "<Shop 'shop' unbound; declared: owner>"
+    assert shop.label == "shop"
+
+
 def test_class_call_makes_the_same(current: Current) -> None:
     """Calling the class, as for any xlocal, makes the same kind of object as new()."""
     other = Current("other")

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ._core import _empty_of, _var, xlocal
 from ._steps import ContextGenerator
@@ -54,8 +54,7 @@ def outside(
     async def detached(*args: Any) -> _T:
         own = context.copy()
         awaitable = own.run(call, *args)
-        steps = awaitable if isinstance(awaitable, Coroutine) else awaitable.__await__()
-        result: _T = await ContextGenerator(cast("Generator[Any, Any, _T]", steps), own)
+        result: _T = await ContextGenerator(awaitable.__await__(), own)
         return result
 
     return detached

@@ -84,6 +84,9 @@ __all__ = [
     "inject",
 ]
 
+# Defined beside the core, which reads codecs without importing this module; shown here.
+Codec.__module__ = __name__
+
 #: The one key of a carrier that xlocal writes and reads.
 CARRIER_KEY = "xlocal"
 #: The key of a signed carrier's signature: the hex HMAC-SHA256 of its value.

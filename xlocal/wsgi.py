@@ -185,7 +185,6 @@ class _BoundResponse:
         self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        self._iterator = self._context.run(iter, self._response)
         return self
 
     def __next__(self) -> bytes:
