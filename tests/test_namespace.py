@@ -295,6 +295,46 @@ def test_mixin_annotations_are_not_names() -> None:
     assert shop.label == "shop"
 
 
+def test_dynamic_class_with_a_bad_name_is_refused() -> None:
+    """A class made at run time whose annotations hold a name that can never be bound
+    is refused when it is made, saying why."""
+    with pytest.raises(
+        TypeError,
+        match=r"^Bad cannot declare 'not a name': names must be Python identifiers$",
+    ):
+        type("Bad", (xlocal,), {"__annotations__": {"not a name": int}})
+
+
+def test_evaluated_classvar_annotations_are_not_names() -> None:
+    """ClassVar annotations that are objects, not strings (no ``from __future__
+    import annotations``), bare or subscripted, declare no names."""
+    counted_class = type(
+        "Counted",
+        (xlocal,),
+        {"__annotations__": {"user": str, "count": ClassVar[int], "total": ClassVar}},
+    )
+    assert (
+        repr(new(counted_class, "counted"))
+        == "<Counted 'counted' unbound; declared: user>"
+    )
+
+
+def test_redeclared_name_without_default_drops_the_base_default() -> None:
+    """A subclass that declares a name again without a default has no default for
+    it: the base class's default is not inherited by the new declaration."""
+
+    class Base(xlocal):
+        level: int = 1
+
+    class Strict(Base):
+        level: int
+
+    assert new(Base, "base").level == 1
+    strict = new(Strict, "strict")
+    with pytest.raises(AttributeError, match=r"^'level' is not bound on <Strict"):
+        strict.level  # noqa: B018
+
+
 def test_class_call_makes_the_same(current: Current) -> None:
     """Calling the class, as for any xlocal, makes the same kind of object as new()."""
     other = Current("other")

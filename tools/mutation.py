@@ -238,6 +238,7 @@ class _Mutator(ast.NodeVisitor):
             self.line_starts.append(self.line_starts[-1] + len(text))
         self.scope: list[str] = []
         self.functions: list[tuple[int, int] | None] = [None]
+        self.tails: set[int] = set()
         self.found: list[Mutant] = []
         self.keys: dict[str, int] = {}
 
@@ -336,6 +337,12 @@ class _Mutator(ast.NodeVisitor):
         if names & {"overload"}:
             return
         self.functions.append((node.lineno, node.end_lineno or node.lineno))
+        last = node.body[-1]
+        if isinstance(last, ast.Return) and (
+            last.value is None
+            or (isinstance(last.value, ast.Constant) and last.value.value is None)
+        ):
+            self.tails.add(id(last))  # deleting it returns None all the same
         self.decorators(node)
         self.visit(node.args)
         self.scope.append(node.name)
@@ -414,6 +421,8 @@ class _Mutator(ast.NodeVisitor):
     def delete(self, node: ast.stmt) -> None:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             return  # ``...`` and bare strings do nothing
+        if id(node) in self.tails:
+            return
         if isinstance(node, ast.AnnAssign) and node.value is None:
             return  # a bare annotation: a declaration, read with the class's others
         value = getattr(node, "value", None)
