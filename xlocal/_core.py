@@ -804,14 +804,10 @@ def _exit_unowned(binding: Binding[Any]) -> None:
             return
         if fallback is None:
             fallback = record, found
-    here = set(map(id, mine))
-    for key, newest in list(binding._entries.items()):
-        entry = newest
-        while entry is not None:
-            if id(entry[0]) not in here and key not in running:
-                _not_active(binding)
-            entry = entry[2]
-    if fallback is None:
+    # Every entry active here was made by a running frame, or it was exited above: an
+    # entry whose maker is done was made in another execution, and the exit was meant
+    # for it.  (A copy of the keys: other threads may enter the binding meanwhile.)
+    if fallback is None or any(key not in running for key in list(binding._entries)):
         _not_active(binding)
     record, (key, token) = fallback
     _exit_misplaced(binding, record, token, key)
