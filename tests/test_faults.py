@@ -501,3 +501,33 @@ def test_async_with_keeps_nothing_of_its_coroutine(xcurrent: xlocal) -> None:
     ref = asyncio.run(handle())
     assert collected(ref)
     assert dir(xcurrent) == []
+
+
+def test_entries_a_frame_made_in_two_contexts_exit_in_any_order(
+    xcurrent: xlocal,
+) -> None:
+    """Entries of one binding that a finished frame made here, in a context it ran,
+    and here again, each exit by hand in their own execution, newest or oldest first,
+    and then keep nothing of that frame alive."""
+    admin = xcurrent(role="admin")
+    other = contextvars.copy_context()
+
+    def enter_three() -> weakref.ref[Value]:
+        value = Value()
+        admin.__enter__()
+        other.run(admin.__enter__)
+        admin.__enter__()
+        return weakref.ref(value)
+
+    def leave() -> None:
+        admin.__exit__(None, None, None)
+
+    ref = enter_three()
+    leave()  # the newest entry
+    assert xcurrent.role == "admin"
+    leave()  # the oldest entry, under the one in the other context
+    assert dir(xcurrent) == []
+    assert other.run(getattr, xcurrent, "role") == "admin"
+    other.run(leave)
+    assert other.run(dir, xcurrent) == []
+    assert collected(ref)

@@ -839,12 +839,12 @@ def _open_entry(
 def _forget(binding: Binding[Any], record: Any, key: FrameType) -> None:
     """Take the open entry *record*, made by the frame *key*, out of *binding*."""
     entries = binding._entries
-    chain = entries.pop(key, None)
+    chain: _OpenEntry = entries.pop(key)  # *key* made *record*: it is in the chain
     kept: list[_OpenEntry] = []
-    while chain is not None and chain[0] is not record:
+    while chain[0] is not record:
         kept.append(chain)
         chain = chain[2]
-    older = None if chain is None else chain[2]
+    older = chain[2]
     for item in reversed(kept):
         older = (item[0], item[1], older)
     if older is not None:
