@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -288,3 +289,27 @@ def test_decorator_entries_point_at_the_caller(
     call_line = line() - 1
     with pytest.raises(RuntimeError, match=rf"last entered at .*:{call_line} in "):
         binding.__exit__(None, None, None)
+
+
+def test_decorated_generator_function_enters_only_when_stepped(
+    debug: None, xcurrent: xlocal.xlocal
+) -> None:
+    """Calling a generator function decorated with a binding does not enter it, so a
+    stray exit before the generator runs names no place the binding was entered."""
+    binding = xcurrent(a=1)
+
+    @binding
+    def gen() -> Iterator[int]:
+        yield xcurrent.a
+
+    steps = gen()
+    exit_line = line() + 8
+    with pytest.raises(
+        RuntimeError,
+        match=r"^cannot exit <Binding xcurrent\(a=\.\.\.\)>: it is not active in "
+        r"this execution\. .* Nothing was changed\. The exit was at "
+        + re.escape(f"{__file__}:{exit_line} in ")
+        + r"test_decorated_generator_function_enters_only_when_stepped$",
+    ):
+        binding.__exit__(None, None, None)
+    assert list(steps) == [1]

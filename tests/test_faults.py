@@ -13,6 +13,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -446,3 +447,87 @@ def test_hand_written_exit_in_another_thread(xcurrent: xlocal) -> None:
         "cannot exit <Binding xcurrent(role=...)>: it is not active in this execution"
     )
     assert seen[1:] == ["admin", []]
+
+
+def test_exit_stack_exits_its_entry_beside_one_held_in_another_context(
+    xcurrent: xlocal,
+) -> None:
+    """An ExitStack ends its own entry of a binding while another context holds an
+    entry of the same binding made by a frame that is done too."""
+    admin = xcurrent(role="admin")
+    other = contextvars.copy_context()
+    held = ExitStack()
+    other.run(held.enter_context, admin)
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(admin)
+            assert xcurrent.role == "admin"
+        assert dir(xcurrent) == []
+        assert other.run(getattr, xcurrent, "role") == "admin"
+    finally:
+        other.run(held.close)
+    assert other.run(dir, xcurrent) == []
+
+
+def test_exit_through_a_helper_ends_the_innermost_entry(xcurrent: xlocal) -> None:
+    """__exit__ called by a helper of a running frame that entered a binding twice
+    ends the innermost of the two entries, then the outer one."""
+    admin = xcurrent(role="admin")
+
+    def leave() -> None:
+        admin.__exit__(None, None, None)
+
+    admin.__enter__()
+    with xcurrent(user="ann"):
+        admin.__enter__()
+        leave()
+        assert (xcurrent.role, xcurrent.user) == ("admin", "ann")
+    assert xcurrent.role == "admin"
+    leave()
+    assert dir(xcurrent) == []
+
+
+def test_async_with_keeps_nothing_of_its_coroutine(xcurrent: xlocal) -> None:
+    """A binding kept after its async with-block ended keeps nothing alive of the
+    coroutine that entered it."""
+    admin = xcurrent(role="admin")
+
+    async def handle() -> weakref.ref[Value]:
+        value = Value()
+        async with admin:
+            assert xcurrent.role == "admin"
+        return weakref.ref(value)
+
+    ref = asyncio.run(handle())
+    assert collected(ref)
+    assert dir(xcurrent) == []
+
+
+def test_entries_a_frame_made_in_two_contexts_exit_in_any_order(
+    xcurrent: xlocal,
+) -> None:
+    """Entries of one binding that a finished frame made here, in a context it ran,
+    and here again, each exit by hand in their own execution, newest or oldest first,
+    and then keep nothing of that frame alive."""
+    admin = xcurrent(role="admin")
+    other = contextvars.copy_context()
+
+    def enter_three() -> weakref.ref[Value]:
+        value = Value()
+        admin.__enter__()
+        other.run(admin.__enter__)
+        admin.__enter__()
+        return weakref.ref(value)
+
+    def leave() -> None:
+        admin.__exit__(None, None, None)
+
+    ref = enter_three()
+    leave()  # the newest entry
+    assert xcurrent.role == "admin"
+    leave()  # the oldest entry, under the one in the other context
+    assert dir(xcurrent) == []
+    assert other.run(getattr, xcurrent, "role") == "admin"
+    other.run(leave)
+    assert other.run(dir, xcurrent) == []
+    assert collected(ref)

@@ -135,6 +135,17 @@ def test_bad_codec_argument() -> None:
     """codec= needs encode and decode, and a portable xlocal."""
     with pytest.raises(TypeError, match=r"^codec of xlocal\('c'\) must have encode"):
         make("c", portable=True, codec=json)  # type: ignore[arg-type]
+
+    class EncodeOnly:
+        def encode(self, value: object) -> str:
+            return repr(value)
+
+    with pytest.raises(
+        TypeError,
+        match=r"^codec of xlocal\('c'\) must have encode\(value\) -> str and "
+        r"decode\(text\) -> value methods; EncodeOnly has not$",
+    ):
+        make("c", portable=True, codec=EncodeOnly())  # type: ignore[arg-type]
     with pytest.raises(
         TypeError, match=r"^xlocal\('c'\) got a codec but is not portable"
     ):

@@ -804,14 +804,10 @@ def _exit_unowned(binding: Binding[Any]) -> None:
             return
         if fallback is None:
             fallback = record, found
-    here = set(map(id, mine))
-    for key, newest in list(binding._entries.items()):
-        entry = newest
-        while entry is not None:
-            if id(entry[0]) not in here and key not in running:
-                _not_active(binding)
-            entry = entry[2]
-    if fallback is None:
+    # Every entry active here was made by a running frame, or it was exited above: an
+    # entry whose maker is done was made in another execution, and the exit was meant
+    # for it.  (A copy of the keys: other threads may enter the binding meanwhile.)
+    if fallback is None or any(key not in running for key in list(binding._entries)):
         _not_active(binding)
     record, (key, token) = fallback
     _exit_misplaced(binding, record, token, key)
@@ -843,12 +839,12 @@ def _open_entry(
 def _forget(binding: Binding[Any], record: Any, key: FrameType) -> None:
     """Take the open entry *record*, made by the frame *key*, out of *binding*."""
     entries = binding._entries
-    chain = entries.pop(key, None)
+    chain: _OpenEntry = entries.pop(key)  # *key* made *record*: it is in the chain
     kept: list[_OpenEntry] = []
-    while chain is not None and chain[0] is not record:
+    while chain[0] is not record:
         kept.append(chain)
         chain = chain[2]
-    older = None if chain is None else chain[2]
+    older = chain[2]
     for item in reversed(kept):
         older = (item[0], item[1], older)
     if older is not None:
