@@ -74,13 +74,18 @@ def test_local_missing_attribute_message() -> None:
 
 
 def test_local_delete_missing_message() -> None:
-    """Deleting a missing attribute raises AttributeError naming it."""
+    """Deleting a missing attribute raises AttributeError naming it, with the name
+    and the object set on the error as Python's own AttributeError has them."""
     with pytest.raises(
         AttributeError,
         match=r"^cannot delete 'foo' on <Local at 0x[0-9a-f]+>: it is not set in "
         r"this execution$",
     ):
         del Local().foo
+    local = Local()
+    with pytest.raises(AttributeError) as info:
+        del local.foo
+    assert (info.value.name, info.value.obj) == ("foo", local)
 
 
 def test_local_dunder_names_are_storable() -> None:
@@ -695,6 +700,77 @@ def test_in_place_calls_the_objects_own_method(method: str, bound: Any) -> None:
     op = getattr(operator, method.strip("_"))
     assert op(p, 5) is p
     assert target.calls == [(method, 5)]
+
+
+class _Conversions:
+    """An object whose conversions and protocols each answer in their own way, so
+    that a proxy falling back to another protocol shows."""
+
+    def __bytes__(self) -> bytes:
+        return b"own bytes"
+
+    def __ne__(self, other: object) -> Any:
+        return "own ne"
+
+    def __length_hint__(self) -> int:
+        return 7
+
+    def __contains__(self, item: object) -> bool:
+        return item == "inside"
+
+    def __complex__(self) -> complex:
+        return 1 + 2j
+
+    def __int__(self) -> int:
+        return 41
+
+    def __float__(self) -> float:
+        return 4.5
+
+    def __floor__(self) -> int:
+        return -3
+
+    def __ceil__(self) -> int:
+        return 9
+
+    async def __anext__(self) -> str:
+        return "next item"
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        (bytes, b"own bytes"),
+        (lambda p: p != 1, "own ne"),
+        (operator.length_hint, 7),
+        (lambda p: ("inside" in p, "outside" in p), (True, False)),
+        (complex, 1 + 2j),
+        (int, 41),
+        (float, 4.5),
+        (math.floor, -3),
+        (math.ceil, 9),
+        # what anext() does (3.10+): look __anext__ up on the type
+        (lambda p: asyncio.run(type(p).__anext__(p)), "next item"),
+    ],
+    ids=[
+        "bytes",
+        "ne",
+        "length_hint",
+        "contains",
+        "complex",
+        "int",
+        "float",
+        "floor",
+        "ceil",
+        "anext",
+    ],
+)
+def test_protocols_reach_the_objects_own_methods(
+    operation: Callable[[Any], Any], expected: Any, bound: Any
+) -> None:
+    """Conversions and protocols on a proxy call the object's own special method,
+    not a fallback Python would use for a class without it."""
+    assert operation(bound(_Conversions())) == expected
 
 
 def test_in_place_matmul(bound: Any) -> None:

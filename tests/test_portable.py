@@ -300,6 +300,17 @@ def test_inject_refuses_an_oversized_carrier() -> None:
         assert len(inject(limit=200)[CARRIER_KEY]) <= 200
 
 
+def test_carrier_exactly_at_the_limit_is_taken() -> None:
+    """A carrier as long as the limit is taken; one character more is refused."""
+    with app.trace(big="x" * 100):
+        carrier = inject()
+    size = len(carrier[CARRIER_KEY])
+    with extract(carrier, limit=size):
+        assert app.trace.big == "x" * 100
+    with pytest.raises(CarrierError, match=rf"over the limit of {size - 1}; nothing"):
+        extract(carrier, limit=size - 1).__enter__()
+
+
 # -- extract ---------------------------------------------------------------------------
 
 

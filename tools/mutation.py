@@ -96,7 +96,11 @@ TESTS_OF: dict[str, list[str]] = {
     "xlocal/asgi.py": ["tests/test_asgi.py"],
     "xlocal/celery.py": ["tests/test_celery.py"],
     "xlocal/dask.py": ["tests/test_dask.py"],
-    "xlocal/local.py": ["tests/test_local.py", "tests/test_werkzeug.py"],
+    "xlocal/local.py": [
+        "tests/test_local.py",
+        "tests/test_werkzeug.py",
+        "tests/test_spawn.py",
+    ],
     "xlocal/mypy.py": ["tests/test_typing.py"],
     "xlocal/portable.py": [
         "tests/test_portable.py",
