@@ -106,7 +106,13 @@ def test_public_names_live_in_public_modules(name: str) -> None:
     the private one that defines it."""
     module = importlib.import_module(name)
     for public in module.__all__:
-        value = getattr(module, public)
+        try:
+            value = getattr(module, public)
+        except ModuleNotFoundError as error:
+            # A name imported when first used, whose engine is an optional dependency
+            # not installed here (distributed on PyPy): there is nothing to show.
+            assert error.name in ("distributed", "celery", "dask"), error  # noqa: PT017
+            continue
         if inspect.isclass(value) or inspect.isfunction(value):
             home = value.__module__
             assert not any(part.startswith("_") for part in home.split(".")), (
