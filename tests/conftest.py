@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import gc
 import os
+import subprocess
 import sys
 import weakref
 from collections.abc import Iterator
@@ -129,6 +130,21 @@ def collected(ref: weakref.ref[Any]) -> bool:
     return ref() is None
 
 
+def python(
+    code: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh interpreter (this one, with *env* added to the
+    environment), for what one process cannot undo, such as an import."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 async def _exchange(
     port: int, paths: list[str], timeout: float
 ) -> list[tuple[int, bytes]]:
@@ -208,3 +224,14 @@ def redis_server() -> Iterator[Any]:
 
     with Redis().running() as server:
         yield server
+
+
+class Tagged:
+    """A mixin taking a class keyword, to check that a library class that defines
+    __init_subclass__ passes class keywords on to the other bases."""
+
+    tag = ""
+
+    def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.tag = tag

@@ -9,16 +9,16 @@ import gc
 import os
 import pickle
 import re
-import subprocess
 import sys
 import threading
 import traceback
 import types
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import collected
+from conftest import collected, python
 
 import xlocal as xl
 import xlocal as xlocal_module
@@ -697,6 +697,30 @@ def test_exit_of_an_inherited_entry_exited_already(xcurrent: xlocal) -> None:
     assert dir(xcurrent) == []
 
 
+def test_exit_in_a_copy_of_the_context_it_was_entered_in(xcurrent: xlocal) -> None:
+    """A generator's with-block entered in one Context and ended in a copy of it is
+    refused there, on either core: contextvars cannot reset a variable in a Context
+    other than the one that set it.  Nothing is changed in either Context."""
+    binding = xcurrent(a=1)
+
+    def steps() -> Iterator[None]:
+        with binding:
+            yield
+
+    made_in = contextvars.copy_context()
+    gen = steps()
+    made_in.run(next, gen)
+    copied = made_in.run(contextvars.copy_context)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^cannot exit <Binding xcurrent\(a=\.\.\.\)> here: it was entered "
+        r"in another asyncio task or contextvars.Context, where it is still bound; "
+        r"exit it there\. Nothing was changed$",
+    ):
+        copied.run(gen.close)
+    assert copied.run(dir, xcurrent) == made_in.run(dir, xcurrent) == ["a"]
+
+
 def test_exit_in_another_task_under_its_own_binding(xcurrent: xlocal) -> None:
     """A task cannot unwind its creator's entry even beneath its own bindings."""
     binding = xcurrent(a=1)
@@ -794,13 +818,7 @@ def test_names_checked_past_the_cache_cap(
 
 def test_old_greenlet_refused() -> None:
     """Importing xlocal with a greenlet lacking per-greenlet contexts fails clearly."""
-    result = subprocess.run(
-        [sys.executable, "-c", OLD_GREENLET],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python(OLD_GREENLET)
     assert result.returncode == 1
     assert (
         "ImportError: xlocal needs greenlet 0.4.17 or newer, but greenlet 0.4.16 is "
@@ -815,14 +833,7 @@ def test_greenlet_without_context_support_refused(tmp_path: Any) -> None:
     package.mkdir()
     (package / "__init__.py").write_text('__version__ = "0.4.13"\n')
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, "-c", "import greenlet, xlocal"],
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python("import greenlet, xlocal", env={"PYTHONPATH": path})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "ImportError: xlocal needs greenlet 0.4.17 or newer, but greenlet 0.4.13 is "

@@ -115,6 +115,27 @@ def test_with_as_gives_the_xlocal(debug: None, xcurrent: xlocal.xlocal) -> None:
     assert asyncio.run(main()) is xcurrent
 
 
+def test_each_with_statement_exits_its_own_entry(
+    debug: None, xcurrent: xlocal.xlocal
+) -> None:
+    """In debug mode, as without it, an entry belongs to the with-statement that made
+    it: a suspended generator and its consumer entering the same binding each exit
+    their own entry, in order."""
+    binding = xcurrent(a=1)
+
+    def steps() -> Iterator[int]:
+        with binding:
+            yield xcurrent.a
+
+    gen = steps()
+    assert next(gen) == 1
+    with binding:
+        assert xcurrent.a == 1
+    assert xcurrent.a == 1  # the generator's entry is still open
+    gen.close()
+    assert dir(xcurrent) == []
+
+
 def test_out_of_order_names_every_place(debug: None, xcurrent: xlocal.xlocal) -> None:
     """An out-of-order exit names where both entries and the bad exit were."""
     outer, inner = xcurrent(a=1), xcurrent(b=2)

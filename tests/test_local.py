@@ -19,6 +19,7 @@ from typing import Any
 
 import greenlet
 import pytest
+from conftest import Tagged, python
 from executions import MODELS, Model
 
 from xlocal import ContextExecutor, xlocal
@@ -1183,6 +1184,62 @@ def test_manager_get_ident() -> None:
     glets = [greenlet.greenlet(manager.get_ident) for _ in range(2)]
     idents = [glet.switch() for glet in glets]
     assert len({here, *idents}) == 3
+
+
+@pytest.mark.parametrize("base", [Local, LocalProxy], ids=lambda base: base.__name__)
+def test_subclass_passes_class_keywords_on(base: type[Any]) -> None:
+    """Class keywords of a Local or LocalProxy subclass reach the other bases'
+    __init_subclass__, and unknown ones are refused as for any class."""
+
+    class Mine(base, Tagged, tag="mine"):  # type: ignore[misc, valid-type]
+        pass
+
+    assert Mine.tag == "mine"
+    with pytest.raises(TypeError, match="keyword argument"):  # worded per interpreter
+
+        class Odd(base, colour="red"):  # type: ignore[misc, valid-type, call-arg]
+            pass
+
+
+def test_every_name_without_double_underscore_is_data() -> None:
+    """A Local keeps its own state out of the user's names: even the name of its
+    private slot is data, unset until set."""
+    local = Local()
+    with pytest.raises(AttributeError):
+        local._Local__storage  # noqa: B018
+    local._Local__storage = "mine"
+    local.other = 1
+    assert (local._Local__storage, local.other) == ("mine", 1)
+    assert dict(local) == {"_Local__storage": "mine", "other": 1}
+
+
+def test_manager_get_ident_parts() -> None:
+    """get_ident() is (thread id, greenlet id, task id), the task's only in a task."""
+    manager = LocalManager()
+    here = (threading.get_ident(), id(greenlet.getcurrent()))
+    assert manager.get_ident() == here
+
+    async def main() -> tuple[Any, Any]:
+        return manager.get_ident(), asyncio.current_task()
+
+    ident, task = asyncio.run(main())
+    assert ident == (*here, id(task))
+
+
+def test_identity_without_greenlet_or_asyncio() -> None:
+    """Where greenlet cannot be imported and asyncio never was, get_ident() is the
+    thread's id alone, and the deprecated module-level get_ident() is the thread's id
+    (as werkzeug 2.0's was without greenlet)."""
+    result = python(
+        "import sys, threading, warnings\n"
+        "sys.modules['greenlet'] = None\n"
+        "import xlocal.local\n"
+        "assert 'asyncio' not in sys.modules\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "print(xlocal.local.LocalManager().get_ident() == (threading.get_ident(),))\n"
+        "print(xlocal.local.get_ident() == threading.get_ident())\n"
+    )
+    assert (result.stdout, result.stderr) == ("True\nTrue\n", "")
 
 
 def test_release_local_rejects_proxy() -> None:

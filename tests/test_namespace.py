@@ -8,6 +8,7 @@ import typing
 from typing import Annotated, Any, ClassVar
 
 import pytest
+from conftest import Tagged
 
 import xlocal as xl
 from xlocal import capture, new, xlocal
@@ -262,13 +263,6 @@ def test_private_and_special_attributes_read_as_on_any_object(
 def test_subclass_keywords_reach_other_bases() -> None:
     """Class keywords of an xlocal subclass reach its other bases' __init_subclass__,
     and unknown ones are refused as for any class."""
-
-    class Tagged:
-        tag = ""
-
-        def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
-            super().__init_subclass__(**kwargs)
-            cls.tag = tag
 
     class Tenant(xlocal, Tagged, tag="tenant"):
         name: str

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import pickle
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import _portable_app as app
@@ -743,6 +745,53 @@ def test_carry_refuses_what_would_lose_its_bindings() -> None:
         carry(gen)
     with pytest.raises(ValueError, match=r"^unknown= must be 'ignore' or 'error'"):
         carry(app.seen, unknown="never")  # type: ignore[arg-type]
+
+
+class _Steps:
+    """Generator and async generator functions in the forms other than a function."""
+
+    def rows(self) -> Iterator[int]:
+        yield 1
+
+    async def stream(self) -> AsyncIterator[int]:
+        yield 1
+
+    def __call__(self) -> Iterator[int]:
+        yield 1
+
+
+async def _stream() -> AsyncIterator[int]:
+    yield 1
+
+
+def _rows() -> Iterator[int]:
+    yield 1
+
+
+MADE_BY = {
+    "generator function": (_rows, "generator"),
+    "partial of a generator function": (functools.partial(_rows), "generator"),
+    "generator method": (_Steps().rows, "generator"),
+    "object with a generator __call__": (_Steps(), "generator"),
+    "async generator function": (_stream, "async generator"),
+    "partial of an async generator function": (
+        functools.partial(_stream),
+        "async generator",
+    ),
+    "async generator method": (_Steps().stream, "async generator"),
+}
+
+
+@pytest.mark.parametrize(("func", "made"), MADE_BY.values(), ids=MADE_BY)
+def test_carry_refuses_generator_functions_in_every_form(
+    func: Callable[[], Any], made: str
+) -> None:
+    """carry() tells what a callable makes however it is wrapped (partial, method,
+    object), and refuses generator and async generator functions."""
+    with pytest.raises(
+        TypeError, match=f"is a {made} function: the bindings would end before"
+    ):
+        carry(func)
 
 
 def test_import_xlocal_loads_no_coder() -> None:

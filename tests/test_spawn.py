@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import collect
+from conftest import Tagged, collect
 
 import xlocal as xl
 from xlocal import ContextExecutor, Snapshot, Thread, capture, isolated, wrap, xlocal
@@ -516,13 +516,6 @@ def test_thread_subclass_passes_class_keywords_on() -> None:
     """Class keywords of a Thread subclass reach the other bases' __init_subclass__,
     and unknown ones are refused as for any class."""
 
-    class Tagged:
-        tag = ""
-
-        def __init_subclass__(cls, tag: str = "", **kwargs: Any) -> None:
-            super().__init_subclass__(**kwargs)
-            cls.tag = tag
-
     class Worker(Thread, Tagged, tag="io"):
         pass
 
@@ -779,6 +772,34 @@ def test_abandoned_isolated_generator_closes_in_its_context(xcurrent: xlocal) ->
     assert closed == [["mine"]]
 
 
+def test_finished_step_dropped_inside_its_async_generator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finished step of an isolated async generator, freed while a later step runs
+    in the generator's context, is left alone: finalizing it reports no error."""
+    unraisable: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(u.exc_value))
+    held: list[Any] = []
+
+    @isolated
+    async def items() -> AsyncIterator[int]:
+        yield 1
+        held.clear()  # frees the first step, inside this generator's context
+        yield 2
+
+    async def main() -> list[int]:
+        stream = items()
+        held.append(stream.__anext__())
+        first = await held[0]
+        second = await stream.__anext__()
+        await stream.aclose()
+        return [first, second]
+
+    assert asyncio.run(main()) == [1, 2]
+    collect()
+    assert unraisable == []
+
+
 def test_isolated_async_generator(xcurrent: xlocal) -> None:
     """An isolated async generator keeps its with-blocks to itself."""
 
@@ -928,6 +949,9 @@ class Service:
     def rows(self) -> Iterator[Any]:
         yield getattr(_current, "request", None)
 
+    async def __call__(self, n: int) -> Any:
+        return await self.fetch(n)
+
 
 _current = xlocal("_current")
 
@@ -955,6 +979,7 @@ COROUTINE_FUNCTIONS = {
     "partial": functools.partial(Service.fetch, Service()),
     "bound method": Service().fetch,
     "function with attributes": _attributed,
+    "object with async __call__": Service(),
 }
 if sys.version_info >= (3, 12):
     COROUTINE_FUNCTIONS["marked with inspect"] = _marked()
@@ -962,12 +987,16 @@ if sys.version_info >= (3, 12):
 
 @pytest.mark.parametrize("func", COROUTINE_FUNCTIONS.values(), ids=COROUTINE_FUNCTIONS)
 def test_wrap_recognises_coroutine_functions(func: Callable[[int], Any]) -> None:
-    """wrap tells coroutine functions in every form, so that their steps run in the
-    captured bindings."""
+    """wrap and the binding decorator tell coroutine functions in every form, so that
+    their steps run in the bindings, and frameworks that look (inspect's
+    iscoroutinefunction) see a coroutine function."""
     with _current(request="captured"):
         wrapped = wrap(func)
     assert inspect.iscoroutinefunction(wrapped)
     assert asyncio.run(wrapped(7)) == (7, "captured")
+    decorated = _current(request="bound")(func)
+    assert inspect.iscoroutinefunction(decorated)
+    assert asyncio.run(decorated(7)) == (7, "bound")
 
 
 def test_wrap_recognises_bound_generator_methods() -> None:

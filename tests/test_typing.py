@@ -19,10 +19,14 @@ CHECKED = Path(__file__).parent / "checked" / "namespaces.py"
 PACKAGE_ROOT = str(Path(xlocal.__file__).resolve().parent.parent)
 
 
-def expected_lines() -> set[int]:
+def expected_lines(checker: str = "") -> set[int]:
+    """The lines marked ``# error``, and those marked ``# error: {checker}``: what
+    only that checker reports (mypy with the plugin refuses a declared name that
+    starts with "_", as the runtime does; pyright takes it for a dataclass field)."""
     lines = CHECKED.read_text().splitlines()
-    marked = {n for n, line in enumerate(lines, 1) if line.endswith("# error")}
-    assert len(marked) == 4
+    ends = ("# error", f"# error: {checker}") if checker else ("# error",)
+    marked = {n for n, line in enumerate(lines, 1) if line.endswith(ends)}
+    assert len(marked) == 6 + (checker == "mypy")
     return marked
 
 
@@ -64,7 +68,7 @@ def _checkers_read_this_xlocal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mypy_with_the_plugin(tmp_path: Path) -> None:
     """With the plugin, mypy reports exactly the marked lines, on any target."""
-    assert mypy_errors(tmp_path, plugin=True) == expected_lines()
+    assert mypy_errors(tmp_path, plugin=True) == expected_lines("mypy")
 
 
 def test_mypy_without_the_plugin(tmp_path: Path) -> None:
@@ -108,4 +112,4 @@ def test_pyright_strict(tmp_path: Path) -> None:
         for d in report["generalDiagnostics"]
         if d["severity"] == "error"
     }
-    assert errors == expected_lines(), report["generalDiagnostics"]
+    assert errors == expected_lines("pyright"), report["generalDiagnostics"]

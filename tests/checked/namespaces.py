@@ -2,7 +2,7 @@
 """Typed namespaces as type checkers see them (read by tests/test_typing.py, never run).
 
 Every line that ends in ``# error`` must be reported by mypy and by pyright, and no
-other line.
+other line; a line that ends in ``# error: mypy`` by mypy (with xlocal's plugin) only.
 """
 
 from __future__ import annotations
@@ -58,3 +58,26 @@ plain = xlocal("plain")
 with plain(anything=1, other="x") as p:
     assert_type(p, xlocal)
     assert_type(plain.anything, Any)
+
+with current(instances=1):  # error
+    pass
+
+
+class Labelled:
+    label: str = "plain"
+
+
+class Tagged(xlocal, Labelled):
+    user: User
+    _seen: int = 0
+
+    def greet(self, greeting: str) -> str:
+        return f"{greeting}, {self.user.name}"
+
+
+tagged = xl.new(Tagged, "tagged")
+assert_type(tagged.greet("hi"), str)
+with tagged(label="x"):  # error
+    pass
+with tagged(_seen=1):  # error: mypy
+    pass
