@@ -72,11 +72,7 @@ EQUIVALENTS = ROOT / "tools" / "mutation-equivalents.txt"
 #: The test modules of each module: what runs a mutant on a line no test ran in the
 #: coverage map (import-time code, code run only in other processes).
 TESTS_OF: dict[str, list[str]] = {
-    "xlocal/__init__.py": [
-        "tests/test_imports.py",
-        "tests/test_core.py",
-        "tests/test_main.py",
-    ],
+    "xlocal/__init__.py": ["tests/test_core.py", "tests/test_main.py"],
     "xlocal/__main__.py": ["tests/test_main.py"],
     "xlocal/_codec.py": ["tests/test_portable.py"],
     "xlocal/_core.py": [
@@ -86,7 +82,7 @@ TESTS_OF: dict[str, list[str]] = {
         "tests/test_implementation.py",
         "tests/test_portable.py",
     ],
-    "xlocal/_dask_client.py": ["tests/test_dask.py", "tests/test_imports.py"],
+    "xlocal/_dask_client.py": ["tests/test_dask.py"],
     "xlocal/_dask_task.py": ["tests/test_dask.py"],
     "xlocal/_engines.py": ["tests/test_celery.py", "tests/test_dask.py"],
     "xlocal/_middleware.py": ["tests/test_wsgi.py", "tests/test_asgi.py"],
@@ -114,6 +110,11 @@ TESTS_OF: dict[str, list[str]] = {
     "xlocal/spawn.py": ["tests/test_spawn.py", "tests/test_portable_processes.py"],
     "xlocal/wsgi.py": ["tests/test_wsgi.py"],
 }
+
+#: Test modules that count for every module: the package's public face (names, their
+#: modules, what importing loads).  Module-level lines run once per process, so the
+#: map credits them to whichever test imported the module first.
+EVERY_MODULE = ["tests/test_imports.py"]
 
 #: Modules imported once by each worker before it forks, so that each mutant's process
 #: does not import them again.  None of them imports xlocal.
@@ -678,7 +679,9 @@ def tests_for(
             covering.update(by_line.get(str(line), ()))
         if covering:
             break
-    own_files = tuple(f"{name}::" for name in TESTS_OF.get(mutant.module, []))
+    own_files = tuple(
+        f"{name}::" for name in [*TESTS_OF.get(mutant.module, []), *EVERY_MODULE]
+    )
     own = {i for i, (name, _) in enumerate(timings) if name.startswith(own_files)}
     chosen: list[str] = []
     for part in (sorted(covering), sorted(own - covering)):
