@@ -1201,6 +1201,44 @@ def test_subclass_passes_class_keywords_on(base: type[Any]) -> None:
             pass
 
 
+def test_proxy_subclass_of_a_subclass() -> None:
+    """What every level of LocalProxy subclasses defines is the proxy's own; the rest
+    is forwarded, even names every object has."""
+
+    class Named(LocalProxy):  # type: ignore[type-arg]
+        def name(self) -> str:
+            return "named"
+
+    class Labelled(Named):
+        label = "labelled"
+
+        def describe(self) -> str:
+            return f"{self.name()}, {self.label}"
+
+    items = list(range(100))
+    p = Labelled(lambda: items)
+    assert p.describe() == "named, labelled"
+    assert p.count(7) == 1
+    assert p.__sizeof__() == items.__sizeof__()
+
+
+def test_reflected_operators_redo_the_operation() -> None:
+    """A reflected operator redoes the operation with the object on the right, so it
+    works for types that have no reflected method (str, list)."""
+    assert "a" + LocalProxy(lambda: "b") == "ab"
+    assert [0] + LocalProxy(lambda: [1]) == [0, 1]  # noqa: RUF005 - the operator
+    assert 10 - LocalProxy(lambda: 3) == 7
+
+
+def test_forwarded_methods_on_the_class() -> None:
+    """On the class, a forwarded method or attribute is the descriptor that forwards
+    it, which names it; __doc__ is the class's docstring."""
+    for name in ("__add__", "__radd__", "__iadd__", "__repr__", "__wrapped__"):
+        assert repr(getattr(LocalProxy, name)) == f"<forwarded {name}>"
+    assert LocalProxy.__doc__ is not None
+    assert LocalProxy.__doc__.startswith("A proxy")
+
+
 def test_every_name_without_double_underscore_is_data() -> None:
     """A Local keeps its own state out of the user's names: even the name of its
     private slot is data, unset until set."""

@@ -270,8 +270,8 @@ class LocalProxy(Generic[T]):
         # forwarding starts only where normal lookup fails; the rest is forwarded.
         super().__init_subclass__(**kwargs)
         inherited = cls.__getattribute__
-        if inherited is not LocalProxy.__getattribute__ and not hasattr(
-            inherited, "_forwards"
+        if inherited is not LocalProxy.__getattribute__ and not getattr(
+            inherited, "_forwards", False
         ):
             return  # the subclass, or one between, has a __getattribute__ of its own
         own = _OWN.union(
