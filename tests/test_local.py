@@ -401,6 +401,7 @@ def test_custom_unbound_message() -> None:
         stack(unbound_message="no user here"),
         LocalProxy(var, unbound_message="no user here"),
         LocalProxy(x, "user", unbound_message="no user here"),
+        proxy(x, "user", unbound_message="no user here"),
     ):
         with pytest.raises(RuntimeError, match=r"^no user here$"):
             unbound.name  # noqa: B018
