@@ -16,6 +16,8 @@ Usage (the ``mutation`` tox environment runs the first)::
     python tools/mutation.py list xlocal/spawn.py # the mutants, without running them
     python tools/mutation.py run xlocal/spawn.py --only shutdown \
         --tests tests/test_spawn.py               # some mutants, against chosen tests
+    cp .mutation/report.json last.json; python tools/mutation.py run \
+        --survivors last.json                     # again, the survivors of that run
     python tools/mutation.py map                  # only the coverage map (see below)
 
 How it stays fast enough for the whole package:
@@ -846,6 +848,10 @@ def _select(args: argparse.Namespace, chosen: list[str]) -> list[Mutant]:
             everything, min(args.sample, len(everything))
         )
         everything.sort(key=lambda m: (m.module, m.line))
+    if args.survivors:
+        report = json.loads(Path(args.survivors).read_text())
+        again = {r["key"] for r in report if r["outcome"] == "survived"}
+        everything = [m for m in everything if m.key in again]
     return [m for m in everything if args.only in m.key]
 
 
@@ -861,7 +867,9 @@ def run(args: argparse.Namespace) -> int:
     known = equivalents()
     everything = _select(args, chosen)
     todo = [m for m in everything if m.key not in known]
-    if not (args.sample or args.only) and _stale(known, everything, chosen):
+    if not (args.sample or args.only or args.survivors) and _stale(
+        known, everything, chosen
+    ):
         return 1
     print(
         f"mutation: {len(everything)} mutants in {len(chosen)} modules, "
@@ -1044,6 +1052,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_parser.add_argument(
         "--only", default="", help="only the mutants whose key contains this text"
+    )
+    run_parser.add_argument(
+        "--survivors",
+        metavar="REPORT",
+        help="only the mutants that survived the run that wrote REPORT (a copy of "
+        ".mutation/report.json): to check the answers to a run's survivors",
     )
     run_parser.add_argument(
         "--tests",
