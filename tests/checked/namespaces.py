@@ -7,7 +7,7 @@ other line; a line that ends in ``# error: mypy`` by mypy (with xlocal's plugin)
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from typing_extensions import assert_type
 
@@ -69,6 +69,7 @@ class Labelled:
 
 class Tagged(xlocal, Labelled):
     user: User
+    format: Callable[[int], str]
     _seen: int = 0
 
     def greet(self, greeting: str) -> str:
@@ -77,6 +78,7 @@ class Tagged(xlocal, Labelled):
 
 tagged = xl.new(Tagged, "tagged")
 assert_type(tagged.greet("hi"), str)
+assert_type(tagged.format(1), str)
 with tagged(label="x"):  # error
     pass
 with tagged(_seen=1):  # error: mypy
