@@ -216,6 +216,25 @@ def test_carrier_is_printable_ascii_and_deterministic() -> None:
         assert app.trace.b == text
 
 
+def test_json_values_are_compact_and_keep_their_text() -> None:
+    """The JSON codec writes compact JSON (no spaces) that keeps non-ASCII text as it
+    is, in lists and dicts as in a str; the carrier escapes it once, six characters
+    for a non-ASCII character, and a reader in any language gets the text back."""
+    value = ["é 漢", {"a": 1.5, "b": None, "c": True}]
+    assert JSON.encode("é 漢") == '"é 漢"'
+    assert JSON.encode(value) == '["é 漢",{"a":1.5,"b":null,"c":true}]'
+    with app.trace(v=value):
+        carrier = inject()
+    assert carrier[CARRIER_KEY] == (
+        r'{"b":{"portable_app.trace":{"v":"[\"\u00e9 \u6f22\",'
+        r'{\"a\":1.5,\"b\":null,\"c\":true}]"}},"v":1}'
+    )
+    assert (
+        json.loads(json.loads(carrier[CARRIER_KEY])["b"]["portable_app.trace"]["v"])
+        == value
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [
@@ -528,6 +547,18 @@ BROKEN: list[tuple[str, Any, str]] = [
         carrier_of({"b": {"portable_app.trace": {"a": "{"}}, "v": 1}),
         r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
         r"\(Expecting",
+    ),
+    (
+        "NaN value",
+        carrier_of({"b": {"portable_app.trace": {"a": "NaN"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(NaN is not a JSON value\)",
+    ),
+    (
+        "infinite value in a list",
+        carrier_of({"b": {"portable_app.trace": {"a": "[1,-Infinity]"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(-Infinity is not a JSON value\)",
     ),
     (
         "value with extra data",
