@@ -6,9 +6,11 @@ import asyncio
 import gc
 import json
 import pickle
+import re
 import subprocess
 import sys
-from typing import Any
+import types
+from typing import TYPE_CHECKING, Annotated, Any
 
 import _portable_app as app
 import pytest
@@ -30,6 +32,9 @@ from xlocal.portable import (
     extract,
     inject,
 )
+
+if TYPE_CHECKING:  # as a module does for a name it uses only in its annotations
+    from _portable_app import PointCodec as TypedPointCodec
 
 
 def visible() -> dict[str, dict[str, Any]]:
@@ -710,6 +715,135 @@ def test_limit_applies_on_the_receiving_side() -> None:
         extract(carrier, limit=50)
     with extract(carrier, limit=200):
         assert app.trace.a == "x" * 100
+
+
+# -- codecs chosen by declared types -------------------------------------------------
+
+
+class Noted(make):
+    """A typed namespace whose declared types carry metadata that is not a codec."""
+
+    user_id: Annotated[int, "the id of the signed-in user"]
+    corner: Annotated[app.Point, app.PointCodec(), "in pixels"]
+
+
+def test_declared_metadata_that_is_not_a_codec_is_passed_over() -> None:
+    """Annotated metadata without both encode and decode (a note, which has encode
+    but no decode; another tool's constraint) is no codec: the name keeps the codec
+    that the rest of its declared type, or its xlocal, chooses."""
+    noted = xlocal.new(Noted, "test_portable.noted", portable=True)
+    with noted(user_id=7, corner=app.Point(1, 2)):
+        carrier = inject()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        "test_portable.noted": {"corner": '{"x": 1, "y": 2}', "user_id": "7"}
+    }
+    with extract(carrier):
+        assert (noted.user_id, noted.corner) == (7, app.Point(1, 2))
+
+
+def declare(annotation: Any, module: str = __name__) -> type[make]:
+    """A typed namespace declaring ``corner: annotation``, as made in *module*."""
+
+    def body(namespace: dict[str, Any]) -> None:
+        namespace["__module__"] = module
+        namespace["__annotations__"] = {"corner": annotation}
+
+    made: type[make] = types.new_class("Typed", (make,), {}, body)
+    return made
+
+
+def test_declared_codec_of_an_evaluated_type() -> None:
+    """A declared type that is an object, not a string (a module without ``from
+    __future__ import annotations``), chooses its codec all the same."""
+    typed = xlocal.new(
+        declare(Annotated[app.Point, app.PointCodec()]),
+        "test_portable.evaluated",
+        portable=True,
+    )
+    with typed(corner=app.Point(3, 4)):
+        carrier = inject()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        "test_portable.evaluated": {"corner": '{"x": 3, "y": 4}'}
+    }
+    with extract(carrier):
+        assert typed.corner == app.Point(3, 4)
+
+
+class Unreadable(make):
+    """A typed namespace whose declared type names what its module imports only for
+    type checkers."""
+
+    corner: Annotated[app.Point, TypedPointCodec()]
+
+
+@pytest.mark.parametrize(
+    ("cls", "annotation", "error"),
+    [
+        pytest.param(
+            Unreadable,
+            "Annotated[app.Point, TypedPointCodec()]",
+            "NameError: name 'TypedPointCodec' is not defined",
+            id="imported for type checkers",
+        ),
+        pytest.param(
+            declare("Annotated[app.Point, app.PointCodec()]", "test_portable.gone"),
+            "Annotated[app.Point, app.PointCodec()]",
+            "NameError: name 'Annotated' is not defined",
+            id="module not imported",
+        ),
+    ],
+)
+def test_unreadable_declared_type_is_an_error(
+    cls: type[make], annotation: str, error: str
+) -> None:
+    """A declared type that cannot be evaluated where its class was defined (a name
+    imported only under TYPE_CHECKING, a module no longer imported) is an error that
+    says so, on the sender and on the receiver, never a silent change of codec."""
+    typed = xlocal.new(cls, "test_portable.unreadable", portable=True)
+    why = (
+        rf"cannot read the declared type '{re.escape(annotation)}' of "
+        rf"{cls.__name__} to find the codec it chooses: {error}; make the names it "
+        rf"uses importable where the class is defined"
+    )
+    with (
+        typed(corner=app.Point(1, 2)),
+        pytest.raises(UnportableError, match=f"^{why}$"),
+    ):
+        inject()
+    carrier = carrier_of({"b": {"test_portable.unreadable": {"corner": "{}"}}, "v": 1})
+    with pytest.raises(
+        CarrierError,
+        match=r"^cannot extract bindings from the carrier: the value of 'corner' on "
+        rf"<{cls.__name__} 'test_portable.unreadable'> cannot be decoded \({why}\); "
+        r"nothing was bound$",
+    ):
+        extract(carrier)
+
+
+class CountedCodec(app.PointCodec):
+    """A codec that counts how many of it are made."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        CountedCodec.made += 1
+
+
+def test_declared_codec_is_made_once() -> None:
+    """A declared type is read at its class's first carrier, once: the codec it makes
+    serves every carrier after, as one made with the class would."""
+
+    class Counted(make):
+        corner: Annotated[app.Point, CountedCodec()]
+
+    counted = xlocal.new(Counted, "test_portable.counted", portable=True)
+    before = CountedCodec.made
+    for n in range(3):
+        with counted(corner=app.Point(n, n)):
+            carrier = inject()
+        with extract(carrier):
+            assert counted.corner == app.Point(n, n)
+    assert CountedCodec.made == before + 1
 
 
 # -- carry, in this process ------------------------------------------------------------
