@@ -385,16 +385,62 @@ def test_extracted_exited_out_of_order_exits_all_then_raises() -> None:
     assert visible() == {}
 
 
+def test_extracted_exit_raises_the_first_failure() -> None:
+    """When several of its bindings fail to exit, an Extracted exits all of them and
+    raises the first failure, that of the innermost binding."""
+    with app.request(user_id=7), app.trace(span="s"):
+        extracted = extract(inject())
+    extracted.__enter__()
+    app.request(user_id=2).__enter__()
+    app.trace(span="later").__enter__()
+    trace = "<Binding <xlocal 'portable_app.trace'>(span=...)>"
+    first = (
+        f"{trace} exited out of order: 1 binding(s) entered after it were still "
+        f"active, innermost {trace}. A generator suspended inside a with-block, or "
+        f"__enter__/__exit__ called by hand, often causes this. All of them have been "
+        f"exited, which restores the bindings from before {trace} was entered"
+    )
+    with pytest.raises(RuntimeError, match=f"^{re.escape(first)}$"):
+        extracted.__exit__(None, None, None)
+    assert visible() == {}
+
+
+def test_interrupt_while_entering_leaves_nothing_bound() -> None:
+    """A KeyboardInterrupt (a signal) that arrives while an Extracted enters its
+    bindings exits those it entered, then goes on: nothing stays bound."""
+    with app.request(user_id=7), app.trace(span="s"):
+        extracted = extract(inject())
+    entering = Extracted.__enter__.__code__
+
+    def interrupt(frame: types.FrameType, event: str, arg: object) -> None:
+        # Raised between two steps, as a signal handler's exception is: here, once
+        # the first binding is entered and recorded (list.append has returned).
+        if event == "c_return" and frame.f_code is entering:
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    previous = sys.getprofile()
+    sys.setprofile(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), extracted:
+            pytest.fail("the block ran")
+    finally:
+        sys.setprofile(previous)
+    assert visible() == {}
+    assert inject() == {CARRIER_KEY: '{"b":{},"v":1}'}
+
+
 def test_extract_with_async_with() -> None:
-    """An Extracted works with async with too."""
+    """An Extracted works with async with too, and exits at the end of the block."""
 
     async def main() -> Any:
         async with extract(carrier):
-            return visible()
+            inside = visible()
+        return inside, visible()
 
     with app.request(tenant="t"):
         carrier = inject()
-    assert asyncio.run(main()) == {"request": {"tenant": "t"}}
+    assert asyncio.run(main()) == ({"request": {"tenant": "t"}}, {})
 
 
 def test_mapping_without_the_key_binds_nothing() -> None:
@@ -447,6 +493,8 @@ def test_carrier_cannot_reach_non_portable_names() -> None:
     )
     with extract(carrier):
         assert visible() == {"request": {"user_id": 3}}
+    only_db = carrier_of({"b": {"portable_app.request": {"db": "1"}}, "v": 1})
+    assert repr(extract(only_db)) == "<Extracted (nothing)>"  # no empty binding
     with pytest.raises(
         CarrierError, match=r"'db' is not portable on <xlocal 'portable_app.request'>"
     ):
