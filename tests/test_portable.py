@@ -596,6 +596,13 @@ BROKEN: list[tuple[str, Any, str]] = [
         r"'a b' cannot be bound on <xlocal 'portable_app.trace'>",
     ),
     (
+        "keyword name",
+        carrier_of({"b": {"portable_app.trace": {"class": "1"}}, "v": 1}),
+        r"cannot bind 'class' on <xlocal 'portable_app.trace'>: it is a Python "
+        r"keyword, so `<xlocal 'portable_app.trace'>.class` cannot be written; choose "
+        r"another name",
+    ),
+    (
         "bad value",
         carrier_of({"b": {"portable_app.trace": {"a": "{"}}, "v": 1}),
         r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "

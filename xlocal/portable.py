@@ -500,8 +500,9 @@ def _decode_all(
         if decoded:
             try:
                 bindings.append(x(**decoded))
-            except (TypeError, ValueError) as error:  # pragma: no cover - defensive
-                # Should the core refuse names that the checks above let through.
+            except (TypeError, ValueError) as error:
+                # The core's refusals of names the checks above let through: a Python
+                # keyword, a name that a typed namespace does not declare.
                 raise _fail(str(error)) from None
     return bindings
 
