@@ -921,6 +921,25 @@ def test_carry_keeps_metadata_and_pickles() -> None:
     assert repr(carried).startswith("<Carried <function seen at ")
 
 
+def test_carry_takes_a_limit() -> None:
+    """carry's limit= bounds the carrier it makes now, as inject's does, and the one
+    each call reads."""
+    big = "x" * MAX_CARRIER_SIZE
+    with app.trace(big=big):
+        with pytest.raises(CarrierError, match=r"over the limit of 8000: the largest"):
+            carry(app.seen)
+        carried = carry(app.seen, limit=2 * MAX_CARRIER_SIZE)
+    assert carried()["bound"] == {"trace": {"big": big}}
+    with (
+        app.trace(big="x" * 100),
+        pytest.raises(
+            CarrierError,
+            match=r"^cannot make a carrier of \d+ characters, over the limit of 50: ",
+        ),
+    ):
+        carry(app.seen, limit=50)
+
+
 def test_carried_call_sees_only_the_captured_portable_bindings() -> None:
     """A carried call runs in a fresh context: captured portable names, nothing else."""
     with app.request(user_id=5, db="conn"), app.local_only(k=1):
