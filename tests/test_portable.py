@@ -283,9 +283,48 @@ def test_unencodable_value_fails_at_carry() -> None:
 
 
 def test_non_portable_values_are_never_encoded() -> None:
-    """An unencodable value under a non-portable name is no error: it stays here."""
+    """An unencodable value under a non-portable name is no error: it stays here.  An
+    xlocal with only such names bound is left out of the carrier, which extracts."""
     with app.request(user_id=1, db=object()), app.local_only(x=object()):
         assert "db" not in inject()[CARRIER_KEY]
+    with app.request(db=object()):
+        carrier = inject()
+    assert carrier == {CARRIER_KEY: '{"b":{},"v":1}'}
+    with extract(carrier, unknown="error"):
+        assert visible() == {}
+
+
+class CollectingCodec:
+    """The JSON codec, collecting garbage first, as any allocation may."""
+
+    def encode(self, value: Any) -> str:
+        gc.collect()
+        return JSON.encode(value)
+
+    def decode(self, text: str) -> Any:
+        return JSON.decode(text)
+
+
+def test_xlocal_collected_during_inject_is_passed_over() -> None:
+    """A portable xlocal collected while inject runs (a collection that an encoding
+    triggers) is passed over; the xlocals after it are still carried."""
+    collector = make("test_portable.collector", portable=True, codec=CollectingCodec())
+    enabled = gc.isenabled()
+    gc.disable()  # so that only the codec's collection collects the cycle
+    try:
+        cycle: list[Any] = [make("test_portable.doomed", portable=True)]
+        cycle.append(cycle)
+        del cycle
+        after = make("test_portable.after", portable=True)
+        with collector(a=1), after(b=2):
+            carrier = inject()
+    finally:
+        if enabled:
+            gc.enable()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        "test_portable.after": {"b": "2"},
+        "test_portable.collector": {"a": "1"},
+    }
 
 
 def test_codec_that_returns_no_str_fails_at_inject() -> None:
@@ -329,6 +368,10 @@ def test_carrier_exactly_at_the_limit_is_taken() -> None:
     with app.trace(big="x" * 100):
         carrier = inject()
     size = len(carrier[CARRIER_KEY])
+    with app.trace(big="x" * 100):
+        assert inject(limit=size) == carrier
+        with pytest.raises(CarrierError, match=rf"over the limit of {size - 1}: "):
+            inject(limit=size - 1)
     with extract(carrier, limit=size):
         assert app.trace.big == "x" * 100
     with pytest.raises(CarrierError, match=rf"over the limit of {size - 1}; nothing"):

@@ -287,7 +287,7 @@ def _encode_all(limit: int) -> str:
     # drop a collected xlocal from the registry.
     for xname, ref in _portables.copy().items():
         x = ref()
-        if x is None:  # pragma: no cover - collected, its callback not run yet
+        if x is None:  # collected since the copy was made (an encoding may collect)
             continue
         frame = _var(x).get()
         if frame[_ENTRY] is None:  # nothing bound (a typed namespace's defaults only)
