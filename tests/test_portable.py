@@ -7,10 +7,12 @@ import functools
 import gc
 import json
 import pickle
+import re
 import subprocess
 import sys
+import types
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import _portable_app as app
 import pytest
@@ -32,6 +34,9 @@ from xlocal.portable import (
     extract,
     inject,
 )
+
+if TYPE_CHECKING:  # as a module does for a name it uses only in its annotations
+    from _portable_app import PointCodec as TypedPointCodec
 
 
 def visible() -> dict[str, dict[str, Any]]:
@@ -218,6 +223,25 @@ def test_carrier_is_printable_ascii_and_deterministic() -> None:
         assert app.trace.b == text
 
 
+def test_json_values_are_compact_and_keep_their_text() -> None:
+    """The JSON codec writes compact JSON (no spaces) that keeps non-ASCII text as it
+    is, in lists and dicts as in a str; the carrier escapes it once, six characters
+    for a non-ASCII character, and a reader in any language gets the text back."""
+    value = ["é 漢", {"a": 1.5, "b": None, "c": True}]
+    assert JSON.encode("é 漢") == '"é 漢"'
+    assert JSON.encode(value) == '["é 漢",{"a":1.5,"b":null,"c":true}]'
+    with app.trace(v=value):
+        carrier = inject()
+    assert carrier[CARRIER_KEY] == (
+        r'{"b":{"portable_app.trace":{"v":"[\"\u00e9 \u6f22\",'
+        r'{\"a\":1.5,\"b\":null,\"c\":true}]"}},"v":1}'
+    )
+    assert (
+        json.loads(json.loads(carrier[CARRIER_KEY])["b"]["portable_app.trace"]["v"])
+        == value
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "why"),
     [
@@ -261,9 +285,48 @@ def test_unencodable_value_fails_at_carry() -> None:
 
 
 def test_non_portable_values_are_never_encoded() -> None:
-    """An unencodable value under a non-portable name is no error: it stays here."""
+    """An unencodable value under a non-portable name is no error: it stays here.  An
+    xlocal with only such names bound is left out of the carrier, which extracts."""
     with app.request(user_id=1, db=object()), app.local_only(x=object()):
         assert "db" not in inject()[CARRIER_KEY]
+    with app.request(db=object()):
+        carrier = inject()
+    assert carrier == {CARRIER_KEY: '{"b":{},"v":1}'}
+    with extract(carrier, unknown="error"):
+        assert visible() == {}
+
+
+class CollectingCodec:
+    """The JSON codec, collecting garbage first, as any allocation may."""
+
+    def encode(self, value: Any) -> str:
+        gc.collect()
+        return JSON.encode(value)
+
+    def decode(self, text: str) -> Any:
+        return JSON.decode(text)
+
+
+def test_xlocal_collected_during_inject_is_passed_over() -> None:
+    """A portable xlocal collected while inject runs (a collection that an encoding
+    triggers) is passed over; the xlocals after it are still carried."""
+    collector = make("test_portable.collector", portable=True, codec=CollectingCodec())
+    enabled = gc.isenabled()
+    gc.disable()  # so that only the codec's collection collects the cycle
+    try:
+        cycle: list[Any] = [make("test_portable.doomed", portable=True)]
+        cycle.append(cycle)
+        del cycle
+        after = make("test_portable.after", portable=True)
+        with collector(a=1), after(b=2):
+            carrier = inject()
+    finally:
+        if enabled:
+            gc.enable()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        "test_portable.after": {"b": "2"},
+        "test_portable.collector": {"a": "1"},
+    }
 
 
 def test_codec_that_returns_no_str_fails_at_inject() -> None:
@@ -307,6 +370,10 @@ def test_carrier_exactly_at_the_limit_is_taken() -> None:
     with app.trace(big="x" * 100):
         carrier = inject()
     size = len(carrier[CARRIER_KEY])
+    with app.trace(big="x" * 100):
+        assert inject(limit=size) == carrier
+        with pytest.raises(CarrierError, match=rf"over the limit of {size - 1}: "):
+            inject(limit=size - 1)
     with extract(carrier, limit=size):
         assert app.trace.big == "x" * 100
     with pytest.raises(CarrierError, match=rf"over the limit of {size - 1}; nothing"):
@@ -363,16 +430,62 @@ def test_extracted_exited_out_of_order_exits_all_then_raises() -> None:
     assert visible() == {}
 
 
+def test_extracted_exit_raises_the_first_failure() -> None:
+    """When several of its bindings fail to exit, an Extracted exits all of them and
+    raises the first failure, that of the innermost binding."""
+    with app.request(user_id=7), app.trace(span="s"):
+        extracted = extract(inject())
+    extracted.__enter__()
+    app.request(user_id=2).__enter__()
+    app.trace(span="later").__enter__()
+    trace = "<Binding <xlocal 'portable_app.trace'>(span=...)>"
+    first = (
+        f"{trace} exited out of order: 1 binding(s) entered after it were still "
+        f"active, innermost {trace}. A generator suspended inside a with-block, or "
+        f"__enter__/__exit__ called by hand, often causes this. All of them have been "
+        f"exited, which restores the bindings from before {trace} was entered"
+    )
+    with pytest.raises(RuntimeError, match=f"^{re.escape(first)}$"):
+        extracted.__exit__(None, None, None)
+    assert visible() == {}
+
+
+def test_interrupt_while_entering_leaves_nothing_bound() -> None:
+    """A KeyboardInterrupt (a signal) that arrives while an Extracted enters its
+    bindings exits those it entered, then goes on: nothing stays bound."""
+    with app.request(user_id=7), app.trace(span="s"):
+        extracted = extract(inject())
+    entering = Extracted.__enter__.__code__
+
+    def interrupt(frame: types.FrameType, event: str, arg: object) -> None:
+        # Raised between two steps, as a signal handler's exception is: here, once
+        # the first binding is entered and recorded (list.append has returned).
+        if event == "c_return" and frame.f_code is entering:
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    previous = sys.getprofile()
+    sys.setprofile(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), extracted:
+            pytest.fail("the block ran")
+    finally:
+        sys.setprofile(previous)
+    assert visible() == {}
+    assert inject() == {CARRIER_KEY: '{"b":{},"v":1}'}
+
+
 def test_extract_with_async_with() -> None:
-    """An Extracted works with async with too."""
+    """An Extracted works with async with too, and exits at the end of the block."""
 
     async def main() -> Any:
         async with extract(carrier):
-            return visible()
+            inside = visible()
+        return inside, visible()
 
     with app.request(tenant="t"):
         carrier = inject()
-    assert asyncio.run(main()) == {"request": {"tenant": "t"}}
+    assert asyncio.run(main()) == ({"request": {"tenant": "t"}}, {})
 
 
 def test_mapping_without_the_key_binds_nothing() -> None:
@@ -425,6 +538,8 @@ def test_carrier_cannot_reach_non_portable_names() -> None:
     )
     with extract(carrier):
         assert visible() == {"request": {"user_id": 3}}
+    only_db = carrier_of({"b": {"portable_app.request": {"db": "1"}}, "v": 1})
+    assert repr(extract(only_db)) == "<Extracted (nothing)>"  # no empty binding
     with pytest.raises(
         CarrierError, match=r"'db' is not portable on <xlocal 'portable_app.request'>"
     ):
@@ -526,10 +641,29 @@ BROKEN: list[tuple[str, Any, str]] = [
         r"'a b' cannot be bound on <xlocal 'portable_app.trace'>",
     ),
     (
+        "keyword name",
+        carrier_of({"b": {"portable_app.trace": {"class": "1"}}, "v": 1}),
+        r"cannot bind 'class' on <xlocal 'portable_app.trace'>: it is a Python "
+        r"keyword, so `<xlocal 'portable_app.trace'>.class` cannot be written; choose "
+        r"another name",
+    ),
+    (
         "bad value",
         carrier_of({"b": {"portable_app.trace": {"a": "{"}}, "v": 1}),
         r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
         r"\(Expecting",
+    ),
+    (
+        "NaN value",
+        carrier_of({"b": {"portable_app.trace": {"a": "NaN"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(NaN is not a JSON value\)",
+    ),
+    (
+        "infinite value in a list",
+        carrier_of({"b": {"portable_app.trace": {"a": "[1,-Infinity]"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(-Infinity is not a JSON value\)",
     ),
     (
         "value with extra data",
@@ -683,6 +817,135 @@ def test_limit_applies_on_the_receiving_side() -> None:
         assert app.trace.a == "x" * 100
 
 
+# -- codecs chosen by declared types -------------------------------------------------
+
+
+class Noted(make):
+    """A typed namespace whose declared types carry metadata that is not a codec."""
+
+    user_id: Annotated[int, "the id of the signed-in user"]
+    corner: Annotated[app.Point, app.PointCodec(), "in pixels"]
+
+
+def test_declared_metadata_that_is_not_a_codec_is_passed_over() -> None:
+    """Annotated metadata without both encode and decode (a note, which has encode
+    but no decode; another tool's constraint) is no codec: the name keeps the codec
+    that the rest of its declared type, or its xlocal, chooses."""
+    noted = xlocal.new(Noted, "test_portable.noted", portable=True)
+    with noted(user_id=7, corner=app.Point(1, 2)):
+        carrier = inject()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        "test_portable.noted": {"corner": '{"x": 1, "y": 2}', "user_id": "7"}
+    }
+    with extract(carrier):
+        assert (noted.user_id, noted.corner) == (7, app.Point(1, 2))
+
+
+def declare(annotation: Any, module: str = __name__) -> type[make]:
+    """A typed namespace declaring ``corner: annotation``, as made in *module*."""
+
+    def body(namespace: dict[str, Any]) -> None:
+        namespace["__module__"] = module
+        namespace["__annotations__"] = {"corner": annotation}
+
+    made: type[make] = types.new_class("Typed", (make,), {}, body)
+    return made
+
+
+def test_declared_codec_of_an_evaluated_type() -> None:
+    """A declared type that is an object, not a string (a module without ``from
+    __future__ import annotations``), chooses its codec all the same."""
+    typed = xlocal.new(
+        declare(Annotated[app.Point, app.PointCodec()]),
+        "test_portable.evaluated",
+        portable=True,
+    )
+    with typed(corner=app.Point(3, 4)):
+        carrier = inject()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        "test_portable.evaluated": {"corner": '{"x": 3, "y": 4}'}
+    }
+    with extract(carrier):
+        assert typed.corner == app.Point(3, 4)
+
+
+class Unreadable(make):
+    """A typed namespace whose declared type names what its module imports only for
+    type checkers."""
+
+    corner: Annotated[app.Point, TypedPointCodec()]
+
+
+@pytest.mark.parametrize(
+    ("cls", "annotation", "error"),
+    [
+        pytest.param(
+            Unreadable,
+            "Annotated[app.Point, TypedPointCodec()]",
+            "NameError: name 'TypedPointCodec' is not defined",
+            id="imported for type checkers",
+        ),
+        pytest.param(
+            declare("Annotated[app.Point, app.PointCodec()]", "test_portable.gone"),
+            "Annotated[app.Point, app.PointCodec()]",
+            "NameError: name 'Annotated' is not defined",
+            id="module not imported",
+        ),
+    ],
+)
+def test_unreadable_declared_type_is_an_error(
+    cls: type[make], annotation: str, error: str
+) -> None:
+    """A declared type that cannot be evaluated where its class was defined (a name
+    imported only under TYPE_CHECKING, a module no longer imported) is an error that
+    says so, on the sender and on the receiver, never a silent change of codec."""
+    typed = xlocal.new(cls, "test_portable.unreadable", portable=True)
+    why = (
+        rf"cannot read the declared type '{re.escape(annotation)}' of "
+        rf"{cls.__name__} to find the codec it chooses: {error}; make the names it "
+        rf"uses importable where the class is defined"
+    )
+    with (
+        typed(corner=app.Point(1, 2)),
+        pytest.raises(UnportableError, match=f"^{why}$"),
+    ):
+        inject()
+    carrier = carrier_of({"b": {"test_portable.unreadable": {"corner": "{}"}}, "v": 1})
+    with pytest.raises(
+        CarrierError,
+        match=r"^cannot extract bindings from the carrier: the value of 'corner' on "
+        rf"<{cls.__name__} 'test_portable.unreadable'> cannot be decoded \({why}\); "
+        r"nothing was bound$",
+    ):
+        extract(carrier)
+
+
+class CountedCodec(app.PointCodec):
+    """A codec that counts how many of it are made."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        CountedCodec.made += 1
+
+
+def test_declared_codec_is_made_once() -> None:
+    """A declared type is read at its class's first carrier, once: the codec it makes
+    serves every carrier after, as one made with the class would."""
+
+    class Counted(make):
+        corner: Annotated[app.Point, CountedCodec()]
+
+    counted = xlocal.new(Counted, "test_portable.counted", portable=True)
+    before = CountedCodec.made
+    for n in range(3):
+        with counted(corner=app.Point(n, n)):
+            carrier = inject()
+        with extract(carrier):
+            assert counted.corner == app.Point(n, n)
+    assert CountedCodec.made == before + 1
+
+
 # -- carry, in this process ------------------------------------------------------------
 
 
@@ -701,6 +964,25 @@ def test_carry_keeps_metadata_and_pickles() -> None:
     assert again.__name__ == "seen"
     assert again(1, k=2)["bound"] == {"request": {"user_id": 5}}
     assert repr(carried).startswith("<Carried <function seen at ")
+
+
+def test_carry_takes_a_limit() -> None:
+    """carry's limit= bounds the carrier it makes now, as inject's does, and the one
+    each call reads."""
+    big = "x" * MAX_CARRIER_SIZE
+    with app.trace(big=big):
+        with pytest.raises(CarrierError, match=r"over the limit of 8000: the largest"):
+            carry(app.seen)
+        carried = carry(app.seen, limit=2 * MAX_CARRIER_SIZE)
+    assert carried()["bound"] == {"trace": {"big": big}}
+    with (
+        app.trace(big="x" * 100),
+        pytest.raises(
+            CarrierError,
+            match=r"^cannot make a carrier of \d+ characters, over the limit of 50: ",
+        ),
+    ):
+        carry(app.seen, limit=50)
 
 
 def test_carried_call_sees_only_the_captured_portable_bindings() -> None:

@@ -107,6 +107,7 @@ TESTS_OF: dict[str, list[str]] = {
     "xlocal/portable.py": [
         "tests/test_portable.py",
         "tests/test_portable_processes.py",
+        "tests/test_imports.py",
     ],
     "xlocal/proxy.py": ["tests/test_werkzeug.py", "tests/test_local.py"],
     "xlocal/spawn.py": ["tests/test_spawn.py", "tests/test_portable_processes.py"],

@@ -287,7 +287,7 @@ def _encode_all(limit: int) -> str:
     # drop a collected xlocal from the registry.
     for xname, ref in _portables.copy().items():
         x = ref()
-        if x is None:  # pragma: no cover - collected, its callback not run yet
+        if x is None:  # collected since the copy was made (an encoding may collect)
             continue
         frame = _var(x).get()
         if frame[_ENTRY] is None:  # nothing bound (a typed namespace's defaults only)
@@ -500,8 +500,9 @@ def _decode_all(
         if decoded:
             try:
                 bindings.append(x(**decoded))
-            except (TypeError, ValueError) as error:  # pragma: no cover - defensive
-                # Should the core refuse names that the checks above let through.
+            except (TypeError, ValueError) as error:
+                # The core's refusals of names the checks above let through: a Python
+                # keyword, a name that a typed namespace does not declare.
                 raise _fail(str(error)) from None
     return bindings
 
