@@ -841,6 +841,35 @@ def test_declared_metadata_that_is_not_a_codec_is_passed_over() -> None:
         assert (noted.user_id, noted.corner) == (7, app.Point(1, 2))
 
 
+class Narrow(make):
+    """A typed namespace declaring less than its senders' version does."""
+
+    user: str
+
+
+def test_names_a_typed_namespace_does_not_declare_are_not_portable() -> None:
+    """On a typed namespace made ``portable=True``, the portable names are the
+    declared ones: a carrier from a sender whose class declares more (as during a
+    rolling deploy) binds what this one declares, and the rest is ignored, or a
+    CarrierError with ``unknown="error"``, as for any name that is not portable."""
+    narrow = xlocal.new(Narrow, "test_portable.narrow", portable=True)
+    sent = {"user": json.dumps("ann"), "tenant": json.dumps("acme")}
+    carrier = {CARRIER_KEY: json.dumps({"b": {"test_portable.narrow": sent}, "v": 1})}
+    with extract(carrier):
+        assert dir(narrow) == ["user"]
+        assert narrow.user == "ann"
+    with pytest.raises(
+        CarrierError,
+        match=r"^cannot extract bindings from the carrier: 'tenant' is not portable "
+        r"on <Narrow 'test_portable.narrow'>; nothing was bound$",
+    ):
+        extract(carrier, unknown="error")
+    with narrow(user="bob"):
+        assert json.loads(inject()[CARRIER_KEY])["b"] == {
+            "test_portable.narrow": {"user": '"bob"'}
+        }
+
+
 def declare(annotation: Any, module: str = __name__) -> type[make]:
     """A typed namespace declaring ``corner: annotation``, as made in *module*."""
 

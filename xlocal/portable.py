@@ -273,7 +273,13 @@ def _declared_codecs(cls: type) -> dict[str, Codec]:
 
 
 def _portable(x: xlocal) -> frozenset[str] | bool:
+    """The names of *x* that carriers take: its ``portable=`` names, and for
+    ``portable=True`` every name, or a typed namespace's declared names."""
     names: frozenset[str] | bool = _object_getattribute(x, "_portable")
+    if names is True:
+        declared = type(x)._namespace.declared
+        if declared is not None:
+            return declared
     return names
 
 
@@ -501,8 +507,8 @@ def _decode_all(
             try:
                 bindings.append(x(**decoded))
             except (TypeError, ValueError) as error:
-                # The core's refusals of names the checks above let through: a Python
-                # keyword, a name that a typed namespace does not declare.
+                # The core's refusals of names the checks above let through, such
+                # as a Python keyword.
                 raise _fail(str(error)) from None
     return bindings
 
