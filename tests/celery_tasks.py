@@ -108,3 +108,10 @@ def eager_inside(tag: Any = None) -> dict[str, Any]:
     with request(trace="eager"), local_only(hidden="yes"):
         inner = seen.apply(args=(tag,)).result
     return {**view(), "tag": tag, "inner": inner}
+
+
+@app.task
+def eager_then_seen(tag: Any = None) -> dict[str, Any]:
+    """Run ``seen`` eagerly (``apply()``) inside this task, then report what it sees."""
+    inner = seen.apply(args=(tag,)).result
+    return {**view(), "tag": tag, "inner": inner}

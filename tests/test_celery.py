@@ -7,7 +7,10 @@ threads with 2 threads, one queue each) are started once for the module.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import json
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -197,7 +200,9 @@ def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
     with ct.request(user_id=2):
         assert sees(get(ct.seen.apply_async(headers=carrier)))[0] == {"user_id": 1}
         made = ct.seen.s().set(headers=carrier)
+        given = ct.seen.signature(("given",), headers=carrier)
     assert sees(get(made.delay()))[0] == {"user_id": 1}
+    assert sees(get(given.delay()))[0] == {"user_id": 1}
 
 
 @pytest.fixture
@@ -291,18 +296,19 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
         assert xcelery.install(one) is handle
         assert handle.installed
         assert handle.app is one
-        assert "installed" in repr(handle)
+        assert repr(handle) == f"<xlocal.celery.Installed on {one!r}: installed>"
         with published_headers() as sent, ct.request(user_id=1):
             task_one.apply_async(queue="nobody")
             task_two.apply_async(queue="nobody")
-        assert CARRIER_KEY in sent[0]
-        assert CARRIER_KEY not in sent[1]
+        assert xcelery.HEADER == CARRIER_KEY  # the carrier is the message headers
+        assert xcelery.HEADER in sent[0]
+        assert xcelery.HEADER not in sent[1]
         other = xcelery.install(two)
         handle.uninstall()
         handle.uninstall()
         xcelery.uninstall(one)
         assert not handle.installed
-        assert "uninstalled" in repr(handle)
+        assert repr(handle) == f"<xlocal.celery.Installed on {one!r}: uninstalled>"
         assert "signature" not in vars(one.Task)
         assert "headers" not in task_one.s().options
         assert CARRIER_KEY in task_two.s().options["headers"]
@@ -321,6 +327,22 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
         close_app(two)
 
 
+def test_install_keeps_celery_s_introspection(redis_server: Redis) -> None:
+    """The wrapped sender unwraps to Celery's own; Task.signature keeps its doc."""
+    app = celery.Celery("introspected", broker=redis_server.url)
+    sender = app.amqp.send_task_message
+    try:
+        xcelery.install(app)
+        assert app.amqp.send_task_message is not sender
+        assert inspect.unwrap(app.amqp.send_task_message) is sender
+        assert app.Task.signature is not celery.Task.signature
+        assert app.Task.signature.__doc__ == celery.Task.signature.__doc__
+        assert "signature" in app.Task.signature.__doc__
+    finally:
+        xcelery.uninstall(app)
+        close_app(app)
+
+
 def test_install_refuses_what_is_not_an_app() -> None:
     """install() takes a Celery app and says so."""
     with pytest.raises(TypeError, match=r"^xlocal.celery.install\(\) needs a celery"):
@@ -330,16 +352,21 @@ def test_install_refuses_what_is_not_an_app() -> None:
 # -- eager mode: no worker, the task runs in the caller's own thread ----------------
 
 
-def test_eager_apply_sees_the_portable_view() -> None:
+def test_eager_apply_sees_the_portable_view(caplog: pytest.LogCaptureFixture) -> None:
     """task.apply() sees the caller's portable bindings, decoded, and nothing else."""
     value = [1, {"a": None}]
-    with ct.request(user_id=value, tenant="acme", db="conn"), ct.local_only(x=1):
+    with (
+        caplog.at_level(logging.WARNING),
+        ct.request(user_id=value, tenant="acme", db="conn"),
+        ct.local_only(x=1),
+    ):
         seen = ct.seen.apply(("eager",)).get()
         assert ct.request.db == "conn"
         assert ct.local_only.x == 1
     assert sees(seen) == ({"user_id": value, "tenant": "acme"}, NOTHING)
     assert seen["request"]["user_id"] is not value  # decoded, as a worker gets it
     assert sees(ct.seen.apply().get()) == (NOTHING, NOTHING)
+    assert caplog.records == []
 
 
 def test_always_eager_delay_sees_the_portable_view() -> None:
@@ -381,16 +408,75 @@ def test_eager_task_inside_a_worker_task(workers: dict[str, CeleryWorker]) -> No
     assert sees(value["inner"]) == ({"user_id": 6, "trace": "eager"}, NOTHING)
 
 
-def test_uninstalled_app_runs_eager_tasks_untouched(redis_server: Redis) -> None:
+def test_uninstalled_app_runs_eager_tasks_untouched(
+    redis_server: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     """An app without install() leaves its eager tasks in the caller's bindings."""
     app = celery.Celery("plain", broker=redis_server.url)
     look = app.task(name="plain.look")(ct.view)
     try:
-        with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
+        with (
+            caplog.at_level(logging.WARNING),
+            ct.request(user_id=1, db="conn"),
+            ct.local_only(x=1),
+        ):
             seen = look.apply().get()
+            assert (dir(ct.request), dir(ct.local_only)) == (["db", "user_id"], ["x"])
     finally:
         close_app(app)
     assert sees(seen) == ({"user_id": 1, "db": "conn"}, {"x": 1})
+    assert caplog.records == []  # neither signal receiver complained
+
+
+def test_an_outer_eager_task_gets_its_bindings_back_from_an_inner_one() -> None:
+    """After an eager task inside an eager task returns, the outer sees its own."""
+    with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
+        outer = ct.eager_then_seen.apply(("nested",)).get()
+        assert (dir(ct.request), dir(ct.local_only)) == (["db", "user_id"], ["x"])
+    assert sees(outer) == ({"user_id": 1}, NOTHING)
+    assert sees(outer["inner"]) == ({"user_id": 1}, NOTHING)
+    assert (dir(ct.request), dir(ct.local_only)) == ([], [])
+    # Nothing is kept for ended tasks (a reused worker would keep more every task).
+    assert xcelery._running.get() == ()
+
+
+class Interrupted(BaseException):
+    """An interruption, as KeyboardInterrupt (which pytest would take for its own)."""
+
+
+def interrupt_seen(task: Any, **_: Any) -> None:
+    """A task_postrun receiver interrupted while ``seen`` ends."""
+    if task.name == ct.seen.name:
+        raise Interrupted
+
+
+def test_an_interrupted_inner_eager_task_is_cleaned_up_by_its_outer_one() -> None:
+    """When an inner task's postrun never reaches xlocal.celery, the outer's cleans up.
+
+    Another task_postrun receiver, connected before xlocal.celery's, is interrupted
+    when the inner eager task ends; the interruption goes up through the outer task,
+    whose own end exits the inner task's bindings too: the caller gets its own back.
+    """
+    from celery.signals import task_postrun  # noqa: PLC0415
+
+    ct.installed.uninstall()
+    assert not any(r[1] is xcelery._postrun for r in task_postrun.receivers)
+    task_postrun.connect(interrupt_seen, weak=False)
+    try:
+        ct.installed = xcelery.install(ct.app)  # its receivers after interrupt_seen
+        with ct.request(user_id=1, db="conn"), ct.local_only(x=1):
+            with pytest.raises(Interrupted):
+                ct.eager_then_seen.apply(("interrupted",))
+            assert (dir(ct.request), dir(ct.local_only)) == (["db", "user_id"], ["x"])
+            assert ct.request.db == "conn"
+        assert (dir(ct.request), dir(ct.local_only)) == ([], [])
+        assert xcelery._running.get() == ()
+    finally:
+        task_postrun.disconnect(interrupt_seen)
+        ct.installed = xcelery.install(ct.app)
+        # The record of leftovers must run after xlocal.celery's receiver again.
+        task_postrun.disconnect(ct._record_leftovers)
+        task_postrun.connect(ct._record_leftovers, weak=False)
 
 
 def test_the_readme_example_runs(redis_server: Redis, tmp_path: Any) -> None:
@@ -415,16 +501,33 @@ def test_the_readme_example_runs(redis_server: Redis, tmp_path: Any) -> None:
 
 
 def test_uninstalling_every_app_disconnects_the_signals() -> None:
-    """With no app installed, xlocal.celery listens to no signal; install reconnects."""
+    """With no app installed, xlocal.celery listens to no signal; install reconnects.
+
+    While an app is installed, it holds each of its two receivers, connected once.
+    """
     from celery.signals import task_postrun, task_prerun  # noqa: PLC0415
 
+    ours = (xcelery._prerun, xcelery._postrun)
+
+    def receivers() -> list[tuple[str, Any]]:
+        # A receiver held weakly is a weakref to it, which shows as itself here.
+        return [
+            (signal.name, r[1])
+            for signal in (task_prerun, task_postrun)
+            for r in signal.receivers
+            if (r[1]() if isinstance(r[1], weakref.ref) else r[1]) in ours
+        ]
+
     def connected() -> bool:
-        return any(r[1] is xcelery._prerun for r in task_prerun.receivers)
+        return receivers() == [
+            ("task_prerun", xcelery._prerun),
+            ("task_postrun", xcelery._postrun),
+        ]
 
     assert connected()
     ct.installed.uninstall()
     try:
-        assert not connected()
+        assert receivers() == []
         with ct.request(user_id=1, db="conn"):
             assert sees(ct.seen.apply().get())[0] == {"user_id": 1, "db": "conn"}
     finally:
@@ -465,6 +568,48 @@ def test_a_worker_thread_in_this_process(
     assert f"task celery_tasks.seen[{bad.id}] runs with no xlocal bindings" in (
         caplog.text
     )
+
+
+def test_a_worker_s_own_bindings_are_hidden_from_its_tasks(raw_app: Any) -> None:
+    """A worker run where bindings are in force gives its tasks only what they carry.
+
+    A message without a carrier runs with nothing bound, not with the worker's own
+    bindings; after each task the worker's own bindings are back.
+    """
+    from celery.contrib.testing.worker import (  # noqa: PLC0415
+        TestWorkController,
+        start_worker,
+    )
+
+    class BoundWorker(TestWorkController):  # type: ignore[misc]
+        """A solo worker whose thread has bindings of its own."""
+
+        def start(self) -> None:
+            with ct.request(user_id=0, tenant="worker", db="w"), ct.local_only(w=1):
+                super().start()
+
+    own = [["db", "tenant", "user_id"], ["w"]]
+    try:
+        with start_worker(
+            ct.app,
+            pool="solo",
+            perform_ping_check=False,
+            queues=["bound-worker"],
+            shutdown_timeout=TIMEOUT,
+            WorkController=BoundWorker,
+        ):
+            with ct.request(user_id=1):
+                bound = get(ct.seen.apply_async(("bound",), queue="bound-worker"))
+            plain = get(raw_app.send_task("celery_tasks.seen", queue="bound-worker"))
+            last = get(ct.seen.apply_async(("last",), queue="bound-worker"))
+    finally:
+        # The worker's own bindings are no task's leftovers: a later thread of this
+        # process may get the same identity.
+        ct.after_last_task.clear()
+    assert (bound["request"], bound["local_only"]) == ({"user_id": 1}, NOTHING)
+    assert (plain["request"], plain["local_only"]) == (NOTHING, NOTHING)
+    assert (last["request"], last["local_only"]) == (NOTHING, NOTHING)
+    assert plain["left"] == last["left"] == own
 
 
 def test_signed_carriers_on_a_real_worker(
@@ -519,6 +664,36 @@ def test_install_options_are_checked(redis_server: Redis) -> None:
         assert xcelery.install(app, unknown="error") is handle
         with pytest.raises(ValueError, match=r"^xlocal.celery.install\(\): <Celery"):
             xcelery.install(app)
+    finally:
+        xcelery.uninstall(app)
+        close_app(app)
+
+
+def test_unknown_error_refuses_a_carrier_naming_an_unknown_xlocal(
+    redis_server: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With install(unknown="error"), a carrier binding on an xlocal this process does
+    not know is refused: logged, and the task runs unbound; by default that part is
+    ignored and the rest bound."""
+    app = celery.Celery("strict", broker=redis_server.url)
+    look = app.task(name="strict.look")(ct.view)
+    xcelery.install(app, unknown="error")
+    with ct.request(user_id=1):
+        carrier = inject()
+    payload = json.loads(carrier[CARRIER_KEY])
+    payload["b"]["tests.celery.nowhere"] = payload["b"]["tests.celery.request"]
+    carrier[CARRIER_KEY] = json.dumps(payload)
+    try:
+        with caplog.at_level(logging.ERROR, "xlocal.celery"):
+            lenient = ct.seen.apply(headers=carrier).get()
+            assert caplog.records == []
+            strict = look.apply(headers=carrier)
+        assert sees(lenient) == ({"user_id": 1}, NOTHING)
+        assert sees(strict.get()) == (NOTHING, NOTHING)
+        assert f"task strict.look[{strict.id}] runs with no xlocal bindings" in (
+            caplog.text
+        )
+        assert "'tests.celery.nowhere', which is not a portable xlocal" in caplog.text
     finally:
         xcelery.uninstall(app)
         close_app(app)

@@ -39,7 +39,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._engines import hidden
-from .portable import CARRIER_KEY, SIGNATURE_KEY, _check_key, extract, inject
+from .portable import CARRIER_KEY, _check_key, extract, inject
 
 if TYPE_CHECKING:
     from .portable import Unknown
@@ -95,8 +95,7 @@ class Installed:
             # Back to Celery's own sender, which the class makes and caches, and to
             # the signature method the app's task base class inherits.
             vars(self._app.amqp).pop("send_task_message", None)
-            if "signature" in vars(self._app.Task):
-                del self._app.Task.signature
+            del self._app.Task.signature
             if not _installed:
                 _disconnect()
 
@@ -218,38 +217,33 @@ def _disconnect() -> None:
     signals.task_postrun.disconnect(_postrun, dispatch_uid=__name__)
 
 
-def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+def _prerun(*, task: Any, task_id: str, **_: Any) -> None:
     """Enter the carried bindings around the task body (``task_prerun``)."""
-    task = task if task is not None else sender
-    handle = None if task is None else _installed.get(task._get_app())
+    handle = _installed.get(task._get_app())
     if handle is None:
-        return
+        return  # a task of an app that is not installed
     request = task.request
     stack = contextlib.ExitStack()
     # Pushed before anything is entered, so that postrun finds it whatever happens.
     _running.set((*_running.get(), (task_id, stack)))
-    carrier: dict[str, Any] = {}
     problem: Exception | None = None
     try:
-        if getattr(request, "is_eager", False):
+        if request.is_eager:
             # Run where the caller runs: what a signature carries, or else what the
             # caller would carry, as a worker sees it.
-            headers = getattr(request, "headers", None) or {}
+            headers = request.headers or {}
             if CARRIER_KEY not in headers:
                 headers = inject(key=handle._key)
         else:
             headers = vars(request)
-        carrier = {k: headers[k] for k in (HEADER, SIGNATURE_KEY) if k in headers}
+        # Checks the whole carrier and binds nothing yet; no carrier binds nothing.
+        extracted = extract(headers, key=handle._key, unknown=handle._unknown)
     except (ValueError, TypeError) as error:
         problem = error
     stack.enter_context(hidden())
-    if problem is None and HEADER in carrier:
-        try:
-            extracted = extract(carrier, key=handle._key, unknown=handle._unknown)
-            stack.enter_context(extracted)
-        except (ValueError, TypeError) as error:
-            problem = error
-    if problem is not None:
+    if problem is None:
+        stack.enter_context(extracted)
+    else:
         logger.error(
             "xlocal.celery: task %s[%s] runs with no xlocal bindings: %s",
             task.name,
@@ -258,7 +252,7 @@ def _prerun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -
         )
 
 
-def _postrun(sender: Any = None, task_id: str = "", task: Any = None, **_: Any) -> None:
+def _postrun(*, task_id: str, **_: Any) -> None:
     """Exit what ``_prerun`` entered for the task (``task_postrun``)."""
     running = _running.get()
     ids = [entry[0] for entry in running]
