@@ -95,7 +95,8 @@ class Installed:
             # Back to Celery's own sender, which the class makes and caches, and to
             # the signature method the app's task base class inherits.
             vars(self._app.amqp).pop("send_task_message", None)
-            del self._app.Task.signature
+            with contextlib.suppress(AttributeError):  # removed by someone else
+                del self._app.Task.signature
             if not _installed:
                 _disconnect()
 
