@@ -1220,7 +1220,10 @@ def test_proxy_subclass_of_a_subclass() -> None:
     p = Labelled(lambda: items)
     assert p.describe() == "named, labelled"
     assert p.count(7) == 1
-    assert p.__sizeof__() == items.__sizeof__()
+    if hasattr(items, "__sizeof__"):  # CPython's objects have it, PyPy's do not
+        assert p.__sizeof__() == items.__sizeof__()
+    else:
+        assert not hasattr(p, "__sizeof__")
 
 
 def test_reflected_operators_redo_the_operation() -> None:
