@@ -149,6 +149,15 @@ _cxlocal = _load_extension()
 #: Which core runs: "c" (the compiled fast path) or "python" (the pure core).
 IMPLEMENTATION = "python" if _cxlocal is None else "c"
 
+#: How the core sets and resets a variable.  CPython 3.10 and 3.11 corrupt a thread's
+#: context when a garbage collection starting inside ``set`` or ``reset`` runs a
+#: finalizer that binds (fixed in 3.12); the compiled core's versions hold the
+#: collector off meanwhile, and the pure core uses them when the compiled one is loaded.
+_set: Callable[[Any, Any], Any] = contextvars.ContextVar.set
+_reset: Callable[[Any, Any], None] = contextvars.ContextVar.reset
+if _cxlocal is not None and _cxlocal.HOLDS_COLLECTOR_OFF:
+    _set, _reset = _cxlocal.set, _cxlocal.reset
+
 if TYPE_CHECKING:
     from typing import Protocol, overload
 
@@ -592,7 +601,10 @@ def _check_names(x: xlocal, names: dict[str, Any]) -> None:
                 f"cannot bind {key!r} on {_label(x)}: it is not one of its declared "
                 f"names, which are {', '.join(sorted(declared))}"
             )
-        if declared is None and len(_valid_names) < _VALID_NAMES_CAP:
+        # Exact str only: the compiled binder looks names up in this set, and a str
+        # subclass in it would run its own __eq__ there.
+        known = declared is None and type(key) is str
+        if known and len(_valid_names) < _VALID_NAMES_CAP:
             _valid_names.add(key)
 
 
@@ -633,15 +645,20 @@ class Binding(Generic[_B]):
         )
 
     def __enter__(self) -> _B:
-        var = self._var
+        # _enter_for, written out: this is the hot path of the pure core.
+        var, names, entries = self._var, self._names, self._entries
+        x = self._xlocal
         parent = var.get()
-        names = self._names
         frame = {**parent, **names}
         frame[_ENTRY] = record = (names, parent)
         owner = _getframe(1)
-        entries = self._entries
-        entries[owner] = (record, var.set(frame), entries.get(owner))
-        return self._xlocal
+        token = _set(var, frame)
+        try:
+            entries[owner] = (record, token, entries.get(owner))
+        except BaseException:
+            _reset(var, token)
+            raise
+        return x
 
     def __exit__(
         self,
@@ -650,15 +667,14 @@ class Binding(Generic[_B]):
         tb: TracebackType | None,
     ) -> None:
         owner = _getframe(1)
+        var = self._var
         mine = self._entries.pop(owner, None)
-        if mine is not None and mine[2] is None:
-            var = self._var
-            if var.get()[_ENTRY] is mine[0]:
-                try:
-                    var.reset(mine[1])
-                except (ValueError, RuntimeError) as error:
-                    _exit_elsewhere(self, mine[0], error)
-                return
+        if mine is not None and mine[2] is None and var.get()[_ENTRY] is mine[0]:
+            try:
+                _reset(var, mine[1])
+            except (ValueError, RuntimeError) as error:
+                _exit_elsewhere(self, mine[0], error)
+            return
         _exit_rest(self, owner, mine)
 
     async def __aenter__(self) -> _B:
@@ -754,15 +770,25 @@ _OpenEntry = tuple[Any, "contextvars.Token[dict[Any, Any]]", Any]
 
 
 def _enter_for(binding: Binding[_B], owner: FrameType) -> _B:
-    """Binding.__enter__ for an entry made by the with-statement running in *owner*."""
-    var = binding._var
+    """Binding.__enter__ for an entry made by the with-statement running in *owner*.
+
+    The binding's slots are read once, before anything that may run other code (a
+    name's ``__eq__``, a finalizer): the compiled core does the same.  If recording the
+    entry fails after the names were bound, they are unbound again: nothing is left
+    bound that no exit could find.
+    """
+    var, names, entries = binding._var, binding._names, binding._entries
+    x = binding._xlocal
     parent = var.get()
-    names = binding._names
     frame = {**parent, **names}
     frame[_ENTRY] = record = (names, parent)
-    entries = binding._entries
-    entries[owner] = (record, var.set(frame), entries.get(owner))
-    return binding._xlocal
+    token = _set(var, frame)
+    try:
+        entries[owner] = (record, token, entries.get(owner))
+    except BaseException:
+        _reset(var, token)
+        raise
+    return x
 
 
 def _exit_rest(
@@ -858,7 +884,7 @@ def _reset_or_refuse(binding: Binding[Any], record: Any, token: Any) -> None:
     is the pure core's; a refused reset changes nothing, so this one is refused too.
     """
     try:
-        binding._var.reset(token)
+        _reset(binding._var, token)
     except (ValueError, RuntimeError) as error:
         _exit_elsewhere(binding, record, error)
 
@@ -905,7 +931,7 @@ def _exit_misplaced(
     for active, frame in _active(var.get()):
         if active is record:
             try:
-                var.reset(token)
+                _reset(var, token)
             except (ValueError, RuntimeError) as error:
                 _exit_elsewhere(binding, record, error)
             if key is not None:
@@ -1011,7 +1037,6 @@ if _cxlocal is not None:
         Binding,
         _ENTRY,
         _valid_names,
-        _check_names,
         _exit_rest,
         _reset_or_refuse,
         _UnboundError,

@@ -1,49 +1,123 @@
-/* The compiled fast path of xlocal's core (see xlocal/_core.py, the specification).
+/* The compiled fast path of xlocal's core (xlocal/_core.py is its specification).
  *
  * This module implements only the hot paths, and only in their common case: the read
  * of an attribute (hit and miss), the binder (making a Binding), and Binding's
  * __enter__ and __exit__.  Each callable it makes wraps the pure-Python function it
  * replaces, and hands every call outside its common case to that function unchanged
- * (odd arguments, out-of-order exits, failed resets, invalid names...), so that
- * messages and semantics are those of the pure core.
+ * (odd arguments, out-of-order exits, refused resets, names not yet known valid...),
+ * so that messages and semantics are those of the pure core.
  *
- * Only the CPython C API of the supported versions (3.9 to 3.13) is used.
+ * Rules this file keeps, as CPython's own modules do:
+ * - Every object used across a call that may run Python code (a name's __eq__ or
+ *   __hash__, an allocation that runs the garbage collector and so __del__ and weakref
+ *   callbacks, a context variable's set or reset that frees old values) is held by a
+ *   strong reference of this function's own.
+ * - No C static holds a Python object: the module's objects live in its per-module
+ *   state (multi-phase init, PEP 489), so that subinterpreters and a re-import each
+ *   get their own, and every object this module makes keeps its module alive.
+ *
+ * Sections: the method type (a compiled function that looks like its pure one); the
+ * read path; the binder; Binding.__enter__ and __exit__; the class slots attach()
+ * gives each xlocal's own class; the module.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 
-/* Set by install(): objects of the pure core that the fast paths use. */
-static PyObject *ENTRY = NULL;          /* _core._ENTRY */
-static PyTypeObject *BINDING = NULL;    /* _core.Binding */
-static PyObject *VALID_NAMES = NULL;    /* _core._valid_names, a set */
-static PyObject *CHECK_NAMES = NULL;    /* _core._check_names(x, names) */
-static PyObject *EXIT_REST = NULL;      /* _core._exit_rest(binding, owner, mine) */
-static PyObject *RESET_OR_REFUSE = NULL; /* _core._reset_or_refuse(binding, rec, tok) */
-static PyObject *UNBOUND = NULL;        /* _core._UnboundError */
-static PyObject *UNDECLARED = NULL;     /* _core._UndeclaredError */
+typedef struct {
+    PyTypeObject *method_type; /* the type of the compiled functions below */
+    /* Set by install(): objects of the pure core that the fast paths use. */
+    PyObject *entry;            /* _core._ENTRY */
+    PyTypeObject *binding;      /* _core.Binding */
+    PyTypeObject *xlocal;       /* _core.xlocal */
+    PyObject *valid_names;      /* _core._valid_names, a set of exact str */
+    PyObject *exit_rest;        /* _core._exit_rest(binding, owner, mine) */
+    PyObject *reset_or_refuse;  /* _core._reset_or_refuse(binding, record, token) */
+    PyObject *unbound;          /* _core._UnboundError */
+    PyObject *undeclared;       /* _core._UndeclaredError */
+    PyObject *str_getattr;      /* "__getattr__" */
+    /* Offsets of Binding's slots, read from its member descriptors. */
+    Py_ssize_t off_entries, off_names, off_var, off_xlocal;
+} State;
 
-/* Offsets of Binding's slots, read from its member descriptors, and of xlocal's. */
-static Py_ssize_t OFF_ENTRIES = -1, OFF_NAMES = -1, OFF_VAR = -1, OFF_XLOCAL = -1;
-static Py_ssize_t OFF_XVAR = -1;
-static PyTypeObject *XLOCAL = NULL; /* _core.xlocal */
-static PyObject *STR_GETATTRIBUTE = NULL, *STR_CALL = NULL;
+static inline State *
+get_state(PyObject *module)
+{
+    return (State *)PyModule_GetState(module);
+}
+
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+Py_NewRef(PyObject *obj)
+{
+    Py_INCREF(obj);
+    return obj;
+}
+
+static inline PyObject *
+Py_XNewRef(PyObject *obj)
+{
+    Py_XINCREF(obj);
+    return obj;
+}
+#endif
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-/* -- the callables: a method-like object wrapping the pure function it replaces ---- */
+/* A context variable's set and reset.  On CPython 3.10 and 3.11 the garbage collector
+ * is held off meanwhile: a collection that starts inside them can run a finalizer that
+ * sets a context variable of the same thread, and CPython before 3.12 then corrupts
+ * the thread's context (fixed in CPython 3.12).  3.9 has no C API to hold it off: the
+ * README's Known limits say so. */
+#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+#define HOLD_GC_OFF 1
+#else
+#define HOLD_GC_OFF 0
+#endif
+
+static PyObject *
+var_set(PyObject *var, PyObject *value)
+{
+#if HOLD_GC_OFF
+    int was_enabled = PyGC_Disable();
+    PyObject *token = PyContextVar_Set(var, value);
+    if (was_enabled) {
+        PyGC_Enable();
+    }
+    return token;
+#else
+    return PyContextVar_Set(var, value);
+#endif
+}
+
+static int
+var_reset(PyObject *var, PyObject *token)
+{
+#if HOLD_GC_OFF
+    int was_enabled = PyGC_Disable();
+    int done = PyContextVar_Reset(var, token);
+    if (was_enabled) {
+        PyGC_Enable();
+    }
+    return done;
+#else
+    return PyContextVar_Reset(var, token);
+#endif
+}
+
+/* -- the method type: a compiled function wrapping the pure one it implements ------ */
 
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
+    PyObject *weakreflist;
+    PyObject *module;   /* this module: its state */
     PyObject *fallback; /* the pure-Python function, for every uncommon call */
-    PyObject *var;      /* the xlocal's ContextVar (reader, binder) */
+    PyObject *var;      /* the xlocal's ContextVar (reader, binder), or NULL */
     PyObject *own;      /* namespace.own, or NULL when empty */
     PyObject *declared; /* namespace.declared, or NULL for an open namespace */
 } Method;
-
-static PyTypeObject MethodType;
 
 static PyObject *
 call_fallback(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -52,7 +126,7 @@ call_fallback(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames
 }
 
 static PyObject *
-method_get(PyObject *self, PyObject *obj, PyObject *type)
+method_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
 {
     if (obj == NULL || obj == Py_None) {
         Py_INCREF(self);
@@ -64,6 +138,8 @@ method_get(PyObject *self, PyObject *obj, PyObject *type)
 static int
 method_traverse(Method *m, visitproc visit, void *arg)
 {
+    Py_VISIT(Py_TYPE(m));
+    Py_VISIT(m->module);
     Py_VISIT(m->fallback);
     Py_VISIT(m->var);
     Py_VISIT(m->own);
@@ -74,6 +150,7 @@ method_traverse(Method *m, visitproc visit, void *arg)
 static int
 method_clear(Method *m)
 {
+    Py_CLEAR(m->module);
     Py_CLEAR(m->fallback);
     Py_CLEAR(m->var);
     Py_CLEAR(m->own);
@@ -84,73 +161,142 @@ method_clear(Method *m)
 static void
 method_dealloc(Method *m)
 {
+    PyTypeObject *type = Py_TYPE(m);
     PyObject_GC_UnTrack(m);
+    if (m->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)m);
+    }
     method_clear(m);
-    Py_TYPE(m)->tp_free((PyObject *)m);
+    type->tp_free((PyObject *)m);
+    Py_DECREF(type);
 }
 
-/* Introspection goes to the pure function: __name__, __doc__, signature... */
+/* The names this type answers itself; every other attribute is the pure function's
+ * (__name__, __qualname__, __module__, __doc__, __dict__, __defaults__...), read and
+ * written, so that introspection, pickling by reference and functools.wraps see the
+ * function this one implements. */
+static int
+is_own_attribute(PyObject *name)
+{
+    static const char *const own[] = {
+        "__class__", "__get__", "__call__", "__reduce__", "__reduce_ex__",
+        "__copy__", "__deepcopy__", "__wrapped__", "__repr__", "__eq__", "__ne__",
+        "__hash__", "__getattribute__", "__setattr__", "__delattr__", "__sizeof__",
+        NULL,
+    };
+    if (!PyUnicode_Check(name)) {
+        return 1;
+    }
+    for (const char *const *p = own; *p != NULL; p++) {
+        if (PyUnicode_CompareWithASCIIString(name, *p) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static PyObject *
 method_getattro(PyObject *self, PyObject *name)
 {
-    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__doc__") == 0) {
-        return PyObject_GetAttr(((Method *)self)->fallback, name);
+    if (is_own_attribute(name)) {
+        return PyObject_GenericGetAttr(self, name);
     }
-    PyObject *found = PyObject_GenericGetAttr(self, name);
-    if (found != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        return found;
-    }
-    PyErr_Clear();
     return PyObject_GetAttr(((Method *)self)->fallback, name);
+}
+
+static int
+method_setattro(PyObject *self, PyObject *name, PyObject *value)
+{
+    if (is_own_attribute(name)) {
+        return PyObject_GenericSetAttr(self, name, value);
+    }
+    return PyObject_SetAttr(((Method *)self)->fallback, name, value);
 }
 
 static PyObject *
 method_repr(Method *m)
 {
-    return PyUnicode_FromFormat("<compiled %R>", m->fallback);
+    /* As the pure function shows itself: the two cores look the same. */
+    return PyObject_Repr(m->fallback);
 }
+
+/* Pickled by reference, as a function is: a copy is the object itself. */
+static PyObject *
+method_reduce(Method *m, PyObject *Py_UNUSED(ignored))
+{
+    return PyObject_GetAttrString(m->fallback, "__qualname__");
+}
+
+static PyObject *
+method_copy(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_INCREF(self);
+    return self;
+}
+
+static PyMethodDef method_methods[] = {
+    {"__reduce__", (PyCFunction)method_reduce, METH_NOARGS,
+     "Pickled by reference, by the qualified name of the function it implements."},
+    {"__copy__", method_copy, METH_NOARGS, "A function is its own copy."},
+    {"__deepcopy__", method_copy, METH_O, "A function is its own copy."},
+    {NULL},
+};
 
 static PyMemberDef method_members[] = {
     {"__wrapped__", T_OBJECT, offsetof(Method, fallback), READONLY,
      "the pure-Python function this one implements"},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(Method, weakreflist), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Method, vectorcall), READONLY, NULL},
     {NULL},
 };
 
-static PyTypeObject MethodType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "xlocal._cxlocal.method",
-    .tp_basicsize = sizeof(Method),
-    .tp_dealloc = (destructor)method_dealloc,
-    .tp_vectorcall_offset = offsetof(Method, vectorcall),
-    .tp_repr = (reprfunc)method_repr,
-    .tp_call = PyVectorcall_Call,
-    .tp_getattro = method_getattro,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-                Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "A compiled fast path of a function of xlocal's pure-Python core.",
-    .tp_traverse = (traverseproc)method_traverse,
-    .tp_clear = (inquiry)method_clear,
-    .tp_members = method_members,
-    .tp_descr_get = method_get,
+#ifndef Py_TPFLAGS_IMMUTABLETYPE
+#define Py_TPFLAGS_IMMUTABLETYPE 0
+#endif
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
+#endif
+
+static PyType_Slot method_slots[] = {
+    {Py_tp_dealloc, method_dealloc},
+    {Py_tp_repr, method_repr},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_getattro, method_getattro},
+    {Py_tp_setattro, method_setattro},
+    {Py_tp_traverse, method_traverse},
+    {Py_tp_clear, method_clear},
+    {Py_tp_methods, method_methods},
+    {Py_tp_members, method_members},
+    {Py_tp_descr_get, method_get},
+    {Py_tp_doc, "A compiled fast path of a function of xlocal's pure-Python core."},
+    {0, NULL},
+};
+
+static PyType_Spec method_spec = {
+    .name = "xlocal._cxlocal.method",
+    .basicsize = sizeof(Method),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = method_slots,
 };
 
 static PyObject *
-make_method(vectorcallfunc call, PyObject *fallback, PyObject *var, PyObject *own,
-            PyObject *declared)
+make_method(PyObject *module, vectorcallfunc call, PyObject *fallback, PyObject *var,
+            PyObject *own, PyObject *declared)
 {
-    Method *m = PyObject_GC_New(Method, &MethodType);
+    State *state = get_state(module);
+    Method *m = PyObject_GC_New(Method, state->method_type);
     if (m == NULL) {
         return NULL;
     }
     m->vectorcall = call;
-    Py_INCREF(fallback);
-    m->fallback = fallback;
-    Py_XINCREF(var);
-    m->var = var;
-    Py_XINCREF(own);
-    m->own = own;
-    Py_XINCREF(declared);
-    m->declared = declared;
+    m->weakreflist = NULL;
+    m->module = Py_NewRef(module);
+    m->fallback = Py_NewRef(fallback);
+    m->var = Py_XNewRef(var);
+    m->own = Py_XNewRef(own);
+    m->declared = Py_XNewRef(declared);
     PyObject_GC_Track(m);
     return (PyObject *)m;
 }
@@ -169,40 +315,12 @@ raise_miss(PyObject *error_type, PyObject *attr, PyObject *self)
     return NULL;
 }
 
-static PyObject *read_miss(Method *m, PyObject *self, PyObject *attr);
-
-static PyObject *
-read_attr(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL ||
-        !PyUnicode_CheckExact(args[1])) {
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    PyObject *self = args[0], *attr = args[1], *frame, *value;
-    if (PyContextVar_Get(m->var, NULL, &frame) < 0) {
-        return NULL;
-    }
-    if (!PyDict_CheckExact(frame)) {
-        Py_DECREF(frame);
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    value = PyDict_GetItemWithError(frame, attr);
-    if (value != NULL) {
-        Py_INCREF(value);
-        Py_DECREF(frame);
-        return value;
-    }
-    Py_DECREF(frame);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    return read_miss(m, self, attr);
-}
-
-/* The miss: as the pure reader does after its KeyError. */
+/* The miss: as the pure reader does after its KeyError.  *m* and *self* are held by
+ * the caller. */
 static PyObject *
 read_miss(Method *m, PyObject *self, PyObject *attr)
 {
+    State *state = get_state(m->module);
     if (PyUnicode_GET_LENGTH(attr) > 0 && PyUnicode_READ_CHAR(attr, 0) == '_') {
         return PyObject_GenericGetAttr(self, attr);
     }
@@ -221,62 +339,107 @@ read_miss(Method *m, PyObject *self, PyObject *attr)
             return NULL;
         }
         if (!declared) {
-            return raise_miss(UNDECLARED, attr, self);
+            return raise_miss(state->undeclared, attr, self);
         }
     }
-    return raise_miss(UNBOUND, attr, self);
+    return raise_miss(state->unbound, attr, self);
+}
+
+/* A read of *attr*, an exact str, on *self* through the reader *m*.  Both are held by
+ * the caller.  NULL with no exception set: not the common case, ask the pure core. */
+static PyObject *
+read_value(Method *m, PyObject *self, PyObject *attr)
+{
+    PyObject *frame, *value;
+    if (PyContextVar_Get(m->var, NULL, &frame) < 0) {
+        return NULL;
+    }
+    if (frame == NULL || !PyDict_CheckExact(frame)) {
+        Py_XDECREF(frame);
+        return NULL;
+    }
+    /* The lookup may run a bound name's __eq__: the frame is held, and frames are
+     * never changed once made. */
+    value = PyDict_GetItemWithError(frame, attr);
+    Py_XINCREF(value);
+    Py_DECREF(frame);
+    if (value != NULL) {
+        return value;
+    }
+    if (PyErr_Occurred()) {
+        /* As the pure reader's `except KeyError`: a KeyError out of a name's __eq__
+         * is a miss. */
+        if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    return read_miss(m, self, attr);
+}
+
+static PyObject *
+read_attr(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL ||
+        !PyUnicode_CheckExact(args[1])) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    PyObject *value = read_value(m, args[0], args[1]);
+    if (value == NULL && !PyErr_Occurred()) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    return value;
 }
 
 /* -- the binder: xlocal.__call__ ------------------------------------------------------ */
 
-/* A Binding of *names*, a fresh dict whose keys are exact str (stolen). */
-static PyObject *
-bind_names(Method *m, PyObject *self, PyObject *names)
+/* Whether every key of *names*, a dict whose keys are exact str, is a name the binder
+ * *m* takes without asking the pure core: 1, 0, or -1 with an exception.  No Python
+ * code runs: the sets hold exact str only. */
+static int
+all_known_valid(Method *m, State *state, PyObject *names)
 {
     Py_ssize_t pos = 0;
     PyObject *key, *value;
-    int valid = 1;
-    while (valid && PyDict_Next(names, &pos, &key, &value)) {
+    while (PyDict_Next(names, &pos, &key, &value)) {
+        int valid;
         if (m->declared != NULL) {
             valid = PySet_Contains(m->declared, key);
         }
         else {
-            valid = PySet_Contains(VALID_NAMES, key);
+            valid = PySet_Contains(state->valid_names, key);
             if (valid > 0 && m->own != NULL) {
                 valid = PySet_Contains(m->own, key);
                 valid = valid < 0 ? valid : !valid;
             }
         }
-        if (valid < 0) {
-            Py_DECREF(names);
-            return NULL;
+        if (valid <= 0) {
+            return valid;
         }
     }
-    if (!valid) {
-        PyObject *checked = PyObject_CallFunctionObjArgs(CHECK_NAMES, self, names, NULL);
-        if (checked == NULL) {
-            Py_DECREF(names);
-            return NULL;
-        }
-        Py_DECREF(checked);
-    }
+    return 1;
+}
+
+/* A Binding of *names* on *self*, as the pure binder makes it; *names* is a fresh
+ * dict, stolen. */
+static PyObject *
+make_binding(Method *m, State *state, PyObject *self, PyObject *names)
+{
     PyObject *entries = PyDict_New();
     if (entries == NULL) {
         Py_DECREF(names);
         return NULL;
     }
-    PyObject *binding = BINDING->tp_alloc(BINDING, 0);
+    PyObject *binding = state->binding->tp_alloc(state->binding, 0);
     if (binding == NULL) {
         Py_DECREF(names);
         Py_DECREF(entries);
         return NULL;
     }
-    Py_INCREF(self);
-    SLOT(binding, OFF_XLOCAL) = self;
-    Py_INCREF(m->var);
-    SLOT(binding, OFF_VAR) = m->var;
-    SLOT(binding, OFF_NAMES) = names;
-    SLOT(binding, OFF_ENTRIES) = entries;
+    SLOT(binding, state->off_xlocal) = Py_NewRef(self);
+    SLOT(binding, state->off_var) = Py_NewRef(m->var);
+    SLOT(binding, state->off_names) = names;
+    SLOT(binding, state->off_entries) = entries;
     return binding;
 }
 
@@ -293,6 +456,7 @@ bind(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
             return call_fallback(m, args, nargsf, kwnames);
         }
     }
+    State *state = get_state(m->module);
     PyObject *names = PyDict_New();
     if (names == NULL) {
         return NULL;
@@ -303,72 +467,291 @@ bind(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
             return NULL;
         }
     }
-    return bind_names(m, args[0], names);
+    int valid = all_known_valid(m, state, names);
+    if (valid <= 0) {
+        Py_DECREF(names);
+        return valid < 0 ? NULL : call_fallback(m, args, nargsf, kwnames);
+    }
+    return make_binding(m, state, args[0], names);
 }
 
-/* -- the slots of each xlocal's class: reads and calls without the method lookup -- */
+/* -- Binding.__enter__ and Binding.__exit__ ----------------------------------------- */
+
+/* The running Python frame: the one whose with-statement calls __enter__/__exit__,
+ * which owns the entry.  Borrowed; it runs, so it lives for this call. */
+static PyObject *
+running_frame(void)
+{
+    return (PyObject *)PyEval_GetFrame();
+}
+
+static PyObject *
+enter(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    State *state = get_state(m->module);
+    PyObject *self = PyVectorcall_NARGS(nargsf) == 1 ? args[0] : NULL;
+    PyObject *owner = running_frame();
+    if (self == NULL || kwnames != NULL || owner == NULL ||
+        !PyObject_TypeCheck(self, state->binding)) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    /* The slots are read once, and held: the calls below may run Python code, which
+     * may assign them. */
+    PyObject *var = SLOT(self, state->off_var), *names = SLOT(self, state->off_names);
+    PyObject *entries = SLOT(self, state->off_entries);
+    PyObject *x = SLOT(self, state->off_xlocal);
+    if (var == NULL || names == NULL || entries == NULL || x == NULL ||
+        !PyContextVar_CheckExact(var) || !PyDict_CheckExact(names) ||
+        !PyDict_CheckExact(entries)) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    Py_INCREF(var);
+    Py_INCREF(names);
+    Py_INCREF(entries);
+    Py_INCREF(x);
+    Py_INCREF(owner);
+    PyObject *parent = NULL, *frame = NULL, *record = NULL, *token = NULL;
+    PyObject *older = NULL, *entry = NULL, *result = NULL;
+    if (PyContextVar_Get(var, NULL, &parent) < 0) {
+        goto done;
+    }
+    if (parent == NULL || !PyDict_CheckExact(parent)) {
+        result = call_fallback(m, args, nargsf, kwnames);
+        goto done;
+    }
+    frame = PyDict_Copy(parent);
+    if (frame == NULL || PyDict_Update(frame, names) < 0) {
+        goto done;
+    }
+    record = PyTuple_Pack(2, names, parent);
+    if (record == NULL || PyDict_SetItem(frame, state->entry, record) < 0) {
+        goto done;
+    }
+    token = var_set(var, frame);
+    if (token == NULL) {
+        goto done;
+    }
+    older = PyDict_GetItemWithError(entries, owner);
+    Py_XINCREF(older);
+    if (older == NULL && PyErr_Occurred()) {
+        goto undo;
+    }
+    entry = PyTuple_Pack(3, record, token, older == NULL ? Py_None : older);
+    if (entry == NULL || PyDict_SetItem(entries, owner, entry) < 0) {
+        goto undo;
+    }
+    result = Py_NewRef(x);
+    goto done;
+undo:
+    /* As the pure core: nothing is left bound that no exit could find. */
+    {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (var_reset(var, token) < 0) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, tb);
+    }
+done:
+    Py_XDECREF(entry);
+    Py_XDECREF(older);
+    Py_XDECREF(token);
+    Py_XDECREF(record);
+    Py_XDECREF(frame);
+    Py_XDECREF(parent);
+    Py_DECREF(owner);
+    Py_DECREF(x);
+    Py_DECREF(entries);
+    Py_DECREF(names);
+    Py_DECREF(var);
+    return result;
+}
+
+/* The innermost entry's exit, when *mine* is it: 1 done, 0 not the case, -1 error. */
+static int
+exit_innermost(State *state, PyObject *self, PyObject *var, PyObject *mine)
+{
+    if (!PyTuple_CheckExact(mine) || PyTuple_GET_SIZE(mine) != 3 ||
+        PyTuple_GET_ITEM(mine, 2) != Py_None) {
+        return 0;
+    }
+    PyObject *record = PyTuple_GET_ITEM(mine, 0), *token = PyTuple_GET_ITEM(mine, 1);
+    PyObject *top, *active;
+    if (PyContextVar_Get(var, NULL, &top) < 0) {
+        return -1;
+    }
+    if (top == NULL) {
+        return 0;
+    }
+    /* As the pure core's `var.get()[_ENTRY]`. */
+    active = PyObject_GetItem(top, state->entry);
+    Py_DECREF(top);
+    if (active == NULL) {
+        return -1;
+    }
+    Py_DECREF(active); /* compared by identity only; *mine* holds the record */
+    if (active != record) {
+        return 0;
+    }
+    if (var_reset(var, token) == 0) {
+        return 1;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_ValueError) &&
+        !PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+        return -1;
+    }
+    /* Refused: the pure core tries again and reports it. */
+    PyErr_Clear();
+    PyObject *done =
+        PyObject_CallFunctionObjArgs(state->reset_or_refuse, self, record, token, NULL);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 1;
+}
+
+static PyObject *
+exit_(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    State *state = get_state(m->module);
+    PyObject *self = PyVectorcall_NARGS(nargsf) == 4 ? args[0] : NULL;
+    PyObject *owner = running_frame();
+    if (self == NULL || kwnames != NULL || owner == NULL ||
+        !PyObject_TypeCheck(self, state->binding)) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    PyObject *var = SLOT(self, state->off_var);
+    PyObject *entries = SLOT(self, state->off_entries);
+    if (var == NULL || entries == NULL || !PyContextVar_CheckExact(var) ||
+        !PyDict_CheckExact(entries)) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    Py_INCREF(var);
+    Py_INCREF(entries);
+    Py_INCREF(owner);
+    PyObject *result = NULL;
+    PyObject *mine = PyDict_GetItemWithError(entries, owner);
+    Py_XINCREF(mine);
+    if (mine == NULL) {
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+    }
+    else if (PyDict_DelItem(entries, owner) < 0) {
+        goto done;
+    }
+    int exited = mine == NULL ? 0 : exit_innermost(state, self, var, mine);
+    if (exited < 0) {
+        goto done;
+    }
+    if (exited) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = PyObject_CallFunctionObjArgs(state->exit_rest, self, owner,
+                                          mine == NULL ? Py_None : mine, NULL);
+done:
+    Py_XDECREF(mine);
+    Py_DECREF(owner);
+    Py_DECREF(entries);
+    Py_DECREF(var);
+    return result;
+}
+
+/* -- the slots of each xlocal's own class: reads and calls without a method lookup --
+ *
+ * attach() gives the class a module object of its own, in the type's ht_module
+ * (otherwise unused by classes made by a class statement or type()): its state holds
+ * the class's compiled __getattribute__ and __call__.  A subclass of that class, which
+ * inherits the slots, finds them in its base. */
+
+typedef struct {
+    PyObject *reader; /* a Method: read_attr */
+    PyObject *binder; /* a Method: bind */
+} Attached;
+
+static int
+attached_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    Attached *a = (Attached *)PyModule_GetState(module);
+    if (a != NULL) {
+        Py_VISIT(a->reader);
+        Py_VISIT(a->binder);
+    }
+    return 0;
+}
+
+static int
+attached_clear(PyObject *module)
+{
+    Attached *a = (Attached *)PyModule_GetState(module);
+    if (a != NULL) {
+        Py_CLEAR(a->reader);
+        Py_CLEAR(a->binder);
+    }
+    return 0;
+}
+
+static void
+attached_free(void *module)
+{
+    attached_clear((PyObject *)module);
+}
+
+static struct PyModuleDef attached_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "xlocal._cxlocal.attached",
+    .m_doc = "The compiled read and call of one xlocal's own class.",
+    .m_size = sizeof(Attached),
+    .m_traverse = attached_traverse,
+    .m_clear = attached_clear,
+    .m_free = attached_free,
+};
+
+/* The attached functions of *type* or of its nearest base that has them, borrowed (the
+ * type holds them, and the type is held by an instance the caller holds); NULL if
+ * none has (no exception). */
+static Attached *
+attached_of(PyTypeObject *type)
+{
+    for (; type != NULL; type = type->tp_base) {
+        if (type->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+            PyObject *module = ((PyHeapTypeObject *)type)->ht_module;
+            if (module != NULL && PyModule_Check(module) &&
+                PyModule_GetDef(module) == &attached_def) {
+                return (Attached *)PyModule_GetState(module);
+            }
+        }
+    }
+    return NULL;
+}
 
 static PyObject *
 fast_getattro(PyObject *self, PyObject *attr)
 {
-    PyObject *var = SLOT(self, OFF_XVAR), *frame;
-    if (var != NULL && PyUnicode_CheckExact(attr) && PyContextVar_CheckExact(var)) {
-        if (PyContextVar_Get(var, NULL, &frame) < 0) {
-            return NULL;
-        }
-        if (PyDict_CheckExact(frame)) {
-            PyObject *value = PyDict_GetItemWithError(frame, attr);
-            Py_XINCREF(value);
-            Py_DECREF(frame);
-            if (value != NULL) {
-                return value;
-            }
-            if (PyErr_Occurred()) {
-                return NULL;
-            }
-            PyObject *m = _PyType_Lookup(Py_TYPE(self), STR_GETATTRIBUTE);
-            if (m != NULL && Py_TYPE(m) == &MethodType &&
-                ((Method *)m)->vectorcall == (vectorcallfunc)read_attr &&
-                ((Method *)m)->var == var) {
-                return read_miss((Method *)m, self, attr);
-            }
-        }
-        else {
-            Py_DECREF(frame);
-        }
-    }
-    /* Anything else: call __getattribute__, as Python's own slot would. */
-    PyObject *m = _PyType_Lookup(Py_TYPE(self), STR_GETATTRIBUTE);
-    if (m == NULL) {
+    Attached *a = attached_of(Py_TYPE(self));
+    if (a == NULL) {
         return PyObject_GenericGetAttr(self, attr);
     }
-    Py_INCREF(m);
-    PyObject *args[2] = {self, attr}, *result;
-    if (Py_TYPE(m) == &MethodType) {
-        result = PyObject_Vectorcall(m, args, 2, NULL);
+    Method *m = (Method *)a->reader;
+    if (PyUnicode_CheckExact(attr)) {
+        PyObject *value = read_value(m, self, attr);
+        if (value != NULL || PyErr_Occurred()) {
+            return value;
+        }
     }
-    else {
-        PyObject *bound = PyObject_GetAttr(self, STR_GETATTRIBUTE);
-        result = bound == NULL ? NULL : PyObject_CallOneArg(bound, attr);
-        Py_XDECREF(bound);
-    }
-    Py_DECREF(m);
-    return result;
+    PyObject *args[2] = {self, attr};
+    return PyObject_Vectorcall(m->fallback, args, 2, NULL);
 }
 
 static PyObject *
 fast_call(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *m = _PyType_Lookup(Py_TYPE(self), STR_CALL);
-    if (m == NULL) {
+    Attached *a = attached_of(Py_TYPE(self));
+    if (a == NULL) {
         return PyErr_Format(PyExc_TypeError, "'%.200s' object is not callable",
                             Py_TYPE(self)->tp_name);
     }
-    Py_INCREF(m);
-    PyObject *result = NULL;
-    int simple = Py_TYPE(m) == &MethodType &&
-                 ((Method *)m)->vectorcall == (vectorcallfunc)bind &&
-                 PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_CheckExact(kwds));
+    Method *m = (Method *)a->binder;
+    int simple = PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_CheckExact(kwds));
     if (simple && kwds != NULL) {
         Py_ssize_t pos = 0;
         PyObject *key, *value;
@@ -377,175 +760,33 @@ fast_call(PyObject *self, PyObject *args, PyObject *kwds)
         }
     }
     if (simple) {
+        State *state = get_state(m->module);
         PyObject *names = kwds == NULL ? PyDict_New() : PyDict_Copy(kwds);
-        result = names == NULL ? NULL : bind_names((Method *)m, self, names);
-    }
-    else {
-        /* As Python's own slot: __call__ with self first. */
-        Py_ssize_t n = PyTuple_GET_SIZE(args);
-        PyObject *full = PyTuple_New(n + 1);
-        if (full != NULL) {
-            Py_INCREF(self);
-            PyTuple_SET_ITEM(full, 0, self);
-            for (Py_ssize_t i = 0; i < n; i++) {
-                PyObject *item = PyTuple_GET_ITEM(args, i);
-                Py_INCREF(item);
-                PyTuple_SET_ITEM(full, i + 1, item);
-            }
-            PyObject *func = Py_TYPE(m) == &MethodType ? ((Method *)m)->fallback : m;
-            result = PyObject_Call(func, full, kwds);
-            Py_DECREF(full);
+        if (names == NULL) {
+            return NULL;
+        }
+        int valid = all_known_valid(m, state, names);
+        if (valid > 0) {
+            return make_binding(m, state, self, names);
+        }
+        Py_DECREF(names);
+        if (valid < 0) {
+            return NULL;
         }
     }
-    Py_DECREF(m);
+    /* Anything else: the pure __call__, with self first, as Python's own slot. */
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *full = PyTuple_New(n + 1);
+    if (full == NULL) {
+        return NULL;
+    }
+    PyTuple_SET_ITEM(full, 0, Py_NewRef(self));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(full, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    }
+    PyObject *result = PyObject_Call(m->fallback, full, kwds);
+    Py_DECREF(full);
     return result;
-}
-
-/* -- Binding.__enter__ and Binding.__exit__ ----------------------------------------- */
-
-static PyObject *
-enter(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    PyObject *self = PyVectorcall_NARGS(nargsf) == 1 ? args[0] : NULL;
-    PyObject *owner = (PyObject *)PyEval_GetFrame();
-    if (owner == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (self == NULL || kwnames != NULL || owner == NULL ||
-        !PyObject_TypeCheck(self, BINDING)) {
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    PyObject *var = SLOT(self, OFF_VAR), *names = SLOT(self, OFF_NAMES);
-    PyObject *entries = SLOT(self, OFF_ENTRIES), *x = SLOT(self, OFF_XLOCAL);
-    if (var == NULL || names == NULL || entries == NULL || x == NULL ||
-        !PyDict_CheckExact(entries) || !PyDict_CheckExact(names)) {
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    PyObject *parent, *frame, *record, *token, *entry, *older;
-    if (PyContextVar_Get(var, NULL, &parent) < 0) {
-        return NULL;
-    }
-    if (!PyDict_CheckExact(parent)) {
-        Py_DECREF(parent);
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    frame = PyDict_Copy(parent);
-    if (frame == NULL || PyDict_Update(frame, names) < 0) {
-        Py_XDECREF(frame);
-        Py_DECREF(parent);
-        return NULL;
-    }
-    record = PyTuple_Pack(2, names, parent);
-    Py_DECREF(parent);
-    if (record == NULL || PyDict_SetItem(frame, ENTRY, record) < 0) {
-        Py_XDECREF(record);
-        Py_DECREF(frame);
-        return NULL;
-    }
-    token = PyContextVar_Set(var, frame);
-    Py_DECREF(frame);
-    if (token == NULL) {
-        Py_DECREF(record);
-        return NULL;
-    }
-    older = PyDict_GetItemWithError(entries, owner);
-    if (older == NULL && PyErr_Occurred()) {
-        goto undo;
-    }
-    entry = PyTuple_Pack(3, record, token, older == NULL ? Py_None : older);
-    if (entry == NULL) {
-        goto undo;
-    }
-    if (PyDict_SetItem(entries, owner, entry) < 0) {
-        Py_DECREF(entry);
-        goto undo;
-    }
-    Py_DECREF(entry);
-    Py_DECREF(record);
-    Py_DECREF(token);
-    Py_INCREF(x);
-    return x;
-undo:
-    /* Leave nothing bound that no exit could find (only on a memory error). */
-    {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (PyContextVar_Reset(var, token) < 0) {
-            PyErr_Clear();
-        }
-        PyErr_Restore(type, value, tb);
-    }
-    Py_DECREF(record);
-    Py_DECREF(token);
-    return NULL;
-}
-
-static PyObject *
-exit_(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    PyObject *self = PyVectorcall_NARGS(nargsf) == 4 ? args[0] : NULL;
-    PyObject *owner = (PyObject *)PyEval_GetFrame();
-    if (owner == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (self == NULL || kwnames != NULL || owner == NULL ||
-        !PyObject_TypeCheck(self, BINDING)) {
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    PyObject *var = SLOT(self, OFF_VAR), *entries = SLOT(self, OFF_ENTRIES);
-    if (var == NULL || entries == NULL || !PyDict_CheckExact(entries)) {
-        return call_fallback(m, args, nargsf, kwnames);
-    }
-    PyObject *mine = PyDict_GetItemWithError(entries, owner);
-    if (mine == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    else {
-        Py_INCREF(mine);
-        if (PyDict_DelItem(entries, owner) < 0) {
-            Py_DECREF(mine);
-            return NULL;
-        }
-    }
-    if (mine != NULL && PyTuple_CheckExact(mine) && PyTuple_GET_SIZE(mine) == 3 &&
-        PyTuple_GET_ITEM(mine, 2) == Py_None) {
-        PyObject *top, *record = PyTuple_GET_ITEM(mine, 0);
-        if (PyContextVar_Get(var, NULL, &top) < 0) {
-            Py_DECREF(mine);
-            return NULL;
-        }
-        PyObject *active = PyDict_CheckExact(top) ? PyDict_GetItemWithError(top, ENTRY)
-                                                  : NULL;
-        Py_DECREF(top);
-        if (active == NULL && PyErr_Occurred()) {
-            Py_DECREF(mine);
-            return NULL;
-        }
-        if (active == record) {
-            PyObject *token = PyTuple_GET_ITEM(mine, 1);
-            if (PyContextVar_Reset(var, token) < 0) {
-                if (!PyErr_ExceptionMatches(PyExc_ValueError) &&
-                    !PyErr_ExceptionMatches(PyExc_RuntimeError)) {
-                    Py_DECREF(mine);
-                    return NULL;
-                }
-                /* Refused: the pure core tries again and reports it. */
-                PyErr_Clear();
-                PyObject *done = PyObject_CallFunctionObjArgs(RESET_OR_REFUSE, self,
-                                                              record, token, NULL);
-                Py_DECREF(mine);
-                return done;
-            }
-            Py_DECREF(mine);
-            Py_RETURN_NONE;
-        }
-    }
-    PyObject *rest = PyObject_CallFunctionObjArgs(EXIT_REST, self, owner,
-                                                  mine == NULL ? Py_None : mine, NULL);
-    Py_XDECREF(mine);
-    return rest;
 }
 
 /* -- the module ------------------------------------------------------------------- */
@@ -553,73 +794,99 @@ exit_(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 static int
 is_open(PyObject *set)
 {
-    /* NULL for None or an empty set: nothing to look up. */
+    /* None or an empty set: nothing to look up. */
     return set == Py_None || (PyAnySet_Check(set) && PySet_GET_SIZE(set) == 0);
+}
+
+static PyObject *
+make_namespace_method(PyObject *module, PyObject *args, const char *format,
+                      vectorcallfunc call)
+{
+    PyObject *fallback, *var, *own, *declared;
+    if (!PyArg_ParseTuple(args, format, &fallback, &var, &own, &declared)) {
+        return NULL;
+    }
+    if (get_state(module)->binding == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "install() must be called first");
+        return NULL;
+    }
+    if (!PyCallable_Check(fallback) || !PyContextVar_CheckExact(var) ||
+        !(own == Py_None || PyAnySet_CheckExact(own)) ||
+        !(declared == Py_None || PyAnySet_CheckExact(declared))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "takes a function, a ContextVar and two sets or None");
+        return NULL;
+    }
+    return make_method(module, call, fallback, var, is_open(own) ? NULL : own,
+                       declared == Py_None ? NULL : declared);
 }
 
 static PyObject *
 mod_reader(PyObject *module, PyObject *args)
 {
-    PyObject *fallback, *var, *own, *declared;
-    if (!PyArg_ParseTuple(args, "OOOO:reader", &fallback, &var, &own, &declared)) {
-        return NULL;
-    }
-    if (!PyContextVar_CheckExact(var) || !(own == Py_None || PyAnySet_Check(own)) ||
-        !(declared == Py_None || PyAnySet_Check(declared))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "reader() takes a function, a ContextVar and two sets or None");
-        return NULL;
-    }
-    return make_method((vectorcallfunc)read_attr, fallback, var,
-                       is_open(own) ? NULL : own, declared == Py_None ? NULL : declared);
+    return make_namespace_method(module, args, "OOOO:reader", (vectorcallfunc)read_attr);
 }
 
 static PyObject *
 mod_binder(PyObject *module, PyObject *args)
 {
-    PyObject *fallback, *var, *own, *declared;
-    if (!PyArg_ParseTuple(args, "OOOO:binder", &fallback, &var, &own, &declared)) {
+    return make_namespace_method(module, args, "OOOO:binder", (vectorcallfunc)bind);
+}
+
+/* The compiled method of this module named *name* in *type*'s own dict, borrowed. */
+static PyObject *
+own_method(PyObject *module, PyTypeObject *type, const char *name, vectorcallfunc call)
+{
+    PyObject *found = PyDict_GetItemString(type->tp_dict, name);
+    if (found == NULL || Py_TYPE(found) != get_state(module)->method_type ||
+        ((Method *)found)->vectorcall != call || ((Method *)found)->module != module) {
+        PyErr_Format(PyExc_TypeError, "attach() needs the compiled %s of this module",
+                     name);
         return NULL;
     }
-    if (BINDING == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "binder() needs install() first");
-        return NULL;
-    }
-    if (!PyContextVar_CheckExact(var) || !(own == Py_None || PyAnySet_Check(own)) ||
-        !(declared == Py_None || PyAnySet_Check(declared))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "binder() takes a function, a ContextVar and two sets or None");
-        return NULL;
-    }
-    return make_method((vectorcallfunc)bind, fallback, var, is_open(own) ? NULL : own,
-                       declared == Py_None ? NULL : declared);
+    return found;
 }
 
 static PyObject *
 mod_attach(PyObject *module, PyObject *cls)
 {
-    if (XLOCAL == NULL) {
+    State *state = get_state(module);
+    if (state->xlocal == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "attach() needs install() first");
         return NULL;
     }
-    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, XLOCAL) ||
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, state->xlocal) ||
         !(((PyTypeObject *)cls)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
         PyErr_SetString(PyExc_TypeError, "attach() takes the class of one xlocal");
         return NULL;
     }
-    PyTypeObject *type = (PyTypeObject *)cls;
-    PyObject *read = PyDict_GetItemWithError(type->tp_dict, STR_GETATTRIBUTE);
-    PyObject *call = PyDict_GetItemWithError(type->tp_dict, STR_CALL);
-    if (read == NULL || call == NULL || Py_TYPE(read) != &MethodType ||
-        Py_TYPE(call) != &MethodType) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError,
-                            "attach() needs the compiled __getattribute__ and __call__");
-        }
+    PyHeapTypeObject *type = (PyHeapTypeObject *)cls;
+    if (type->ht_module != NULL) {
+        PyErr_SetString(PyExc_TypeError, "attach(): this class is attached already");
         return NULL;
     }
-    type->tp_getattro = fast_getattro;
-    type->tp_call = fast_call;
+    PyObject *reader = own_method(module, (PyTypeObject *)cls, "__getattribute__",
+                                  (vectorcallfunc)read_attr);
+    PyObject *binder = own_method(module, (PyTypeObject *)cls, "__call__",
+                                  (vectorcallfunc)bind);
+    if (reader == NULL || binder == NULL) {
+        return NULL;
+    }
+    /* A class with __getattr__ keeps Python's slot, which calls it on a miss. */
+    PyObject *getattr = _PyType_Lookup((PyTypeObject *)cls, state->str_getattr);
+    PyObject *attached = PyModule_Create(&attached_def);
+    if (attached == NULL) {
+        return NULL;
+    }
+    Attached *a = (Attached *)PyModule_GetState(attached);
+    a->reader = Py_NewRef(reader);
+    a->binder = Py_NewRef(binder);
+    type->ht_module = attached;
+    if (getattr == NULL) {
+        type->ht_type.tp_getattro = fast_getattro;
+    }
+    type->ht_type.tp_call = fast_call;
+    PyType_Modified((PyTypeObject *)cls);
     Py_RETURN_NONE;
 }
 
@@ -644,64 +911,165 @@ slot_offset(PyTypeObject *type, const char *name)
 static PyObject *
 mod_install(PyObject *module, PyObject *args)
 {
-    PyObject *xtype, *binding, *entry, *valid, *check, *rest, *reset, *unbound,
-        *undeclared, *py_enter, *py_exit;
-    if (!PyArg_ParseTuple(args, "O!O!OO!OOOOOOO:install", &PyType_Type, &xtype,
-                          &PyType_Type, &binding, &entry, &PySet_Type, &valid, &check,
-                          &rest, &reset, &unbound, &undeclared, &py_enter, &py_exit)) {
+    PyObject *xtype, *binding, *entry, *valid, *rest, *reset, *unbound, *undeclared,
+        *py_enter, *py_exit;
+    State *state = get_state(module);
+    if (!PyArg_ParseTuple(args, "O!O!OO!OOOOOO:install", &PyType_Type, &xtype,
+                          &PyType_Type, &binding, &entry, &PySet_Type, &valid, &rest,
+                          &reset, &unbound, &undeclared, &py_enter, &py_exit)) {
+        return NULL;
+    }
+    if (state->binding != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "install() was called already");
         return NULL;
     }
     PyTypeObject *type = (PyTypeObject *)binding;
     Py_ssize_t entries = slot_offset(type, "_entries"), names = slot_offset(type, "_names"),
-               var = slot_offset(type, "_var"), x = slot_offset(type, "_xlocal"),
-               xvar = slot_offset((PyTypeObject *)xtype, "_var");
-    if (entries < 0 || names < 0 || var < 0 || x < 0 || xvar < 0) {
+               var = slot_offset(type, "_var"), x = slot_offset(type, "_xlocal");
+    if (entries < 0 || names < 0 || var < 0 || x < 0) {
         return NULL;
     }
-    if (STR_GETATTRIBUTE == NULL) {
-        STR_GETATTRIBUTE = PyUnicode_InternFromString("__getattribute__");
-        STR_CALL = PyUnicode_InternFromString("__call__");
-        if (STR_GETATTRIBUTE == NULL || STR_CALL == NULL) {
-            return NULL;
-        }
-    }
-    PyObject *c_enter = make_method((vectorcallfunc)enter, py_enter, NULL, NULL, NULL);
-    PyObject *c_exit = make_method((vectorcallfunc)exit_, py_exit, NULL, NULL, NULL);
+    PyObject *c_enter = make_method(module, (vectorcallfunc)enter, py_enter, NULL, NULL,
+                                    NULL);
+    PyObject *c_exit = make_method(module, (vectorcallfunc)exit_, py_exit, NULL, NULL,
+                                   NULL);
     if (c_enter == NULL || c_exit == NULL) {
         Py_XDECREF(c_enter);
         Py_XDECREF(c_exit);
         return NULL;
     }
-    OFF_ENTRIES = entries, OFF_NAMES = names, OFF_VAR = var, OFF_XLOCAL = x;
-    OFF_XVAR = xvar;
-#define KEEP(global, value) \
-    Py_INCREF(value);       \
-    Py_XSETREF(global, value)
-    KEEP(BINDING, type);
-    KEEP(XLOCAL, (PyTypeObject *)xtype);
-    KEEP(ENTRY, entry);
-    KEEP(VALID_NAMES, valid);
-    KEEP(CHECK_NAMES, check);
-    KEEP(EXIT_REST, rest);
-    KEEP(RESET_OR_REFUSE, reset);
-    KEEP(UNBOUND, unbound);
-    KEEP(UNDECLARED, undeclared);
-#undef KEEP
+    state->off_entries = entries;
+    state->off_names = names;
+    state->off_var = var;
+    state->off_xlocal = x;
+    state->binding = (PyTypeObject *)Py_NewRef(binding);
+    state->xlocal = (PyTypeObject *)Py_NewRef(xtype);
+    state->entry = Py_NewRef(entry);
+    state->valid_names = Py_NewRef(valid);
+    state->exit_rest = Py_NewRef(rest);
+    state->reset_or_refuse = Py_NewRef(reset);
+    state->unbound = Py_NewRef(unbound);
+    state->undeclared = Py_NewRef(undeclared);
     return Py_BuildValue("(NN)", c_enter, c_exit);
+}
+
+static PyObject *
+mod_set(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyContextVar_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "set(var, value) takes a ContextVar and a value");
+        return NULL;
+    }
+    return var_set(args[0], args[1]);
+}
+
+static PyObject *
+mod_reset(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyContextVar_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "reset(var, token) takes a ContextVar and a Token");
+        return NULL;
+    }
+    if (var_reset(args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {
     {"install", mod_install, METH_VARARGS,
-     "install(xlocal, Binding, ENTRY, valid_names, check_names, exit_rest, reset_or_refuse, "
+     "install(xlocal, Binding, ENTRY, valid_names, exit_rest, reset_or_refuse, "
      "UnboundError, UndeclaredError, enter, exit) -> (enter, exit)\n\n"
-     "Take the pure core's objects; return compiled __enter__ and __exit__."},
+     "Take the pure core's objects, once; return compiled __enter__ and __exit__."},
     {"reader", mod_reader, METH_VARARGS,
      "reader(read, var, own, declared): the compiled __getattribute__ of an xlocal."},
-    {"attach", mod_attach, METH_O,
-     "attach(cls): give the class of one xlocal the compiled read and call slots."},
     {"binder", mod_binder, METH_VARARGS,
      "binder(bind, var, own, declared): the compiled __call__ of an xlocal."},
+    {"attach", mod_attach, METH_O,
+     "attach(cls): give the class of one xlocal the compiled read and call slots."},
+    {"set", (PyCFunction)(void (*)(void))mod_set, METH_FASTCALL,
+     "set(var, value) -> Token: var.set(value), with the collector held off where "
+     "CPython needs it (3.10, 3.11)."},
+    {"reset", (PyCFunction)(void (*)(void))mod_reset, METH_FASTCALL,
+     "reset(var, token): var.reset(token), with the collector held off where CPython "
+     "needs it (3.10, 3.11)."},
     {NULL, NULL, 0, NULL},
+};
+
+static int
+module_exec(PyObject *module)
+{
+    State *state = get_state(module);
+    /* The definition of attach()'s module objects is made ready here, by the first
+     * import, not by a first attach() that may come later from any thread. */
+    if (PyModuleDef_Init(&attached_def) == NULL) {
+        return -1;
+    }
+    state->method_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &method_spec, NULL);
+    if (state->method_type == NULL) {
+        return -1;
+    }
+    state->str_getattr = PyUnicode_InternFromString("__getattr__");
+    if (state->str_getattr == NULL) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "HOLDS_COLLECTOR_OFF", HOLD_GC_OFF);
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    State *state = get_state(module);
+    Py_VISIT(state->method_type);
+    Py_VISIT(state->entry);
+    Py_VISIT(state->binding);
+    Py_VISIT(state->xlocal);
+    Py_VISIT(state->valid_names);
+    Py_VISIT(state->exit_rest);
+    Py_VISIT(state->reset_or_refuse);
+    Py_VISIT(state->unbound);
+    Py_VISIT(state->undeclared);
+    Py_VISIT(state->str_getattr);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    State *state = get_state(module);
+    Py_CLEAR(state->method_type);
+    Py_CLEAR(state->entry);
+    Py_CLEAR(state->binding);
+    Py_CLEAR(state->xlocal);
+    Py_CLEAR(state->valid_names);
+    Py_CLEAR(state->exit_rest);
+    Py_CLEAR(state->reset_or_refuse);
+    Py_CLEAR(state->unbound);
+    Py_CLEAR(state->undeclared);
+    Py_CLEAR(state->str_getattr);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    /* Every object lives in the module's state; attached_def, the one static, is
+     * made ready by the main interpreter's import and never changed after. */
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* Not yet proven safe without the GIL: setup.py does not build this module for
+     * free-threaded interpreters. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
 };
 
 static struct PyModuleDef module_def = {
@@ -709,15 +1077,16 @@ static struct PyModuleDef module_def = {
     .m_name = "xlocal._cxlocal",
     .m_doc = "The compiled fast path of xlocal's core; xlocal/_core.py is its "
              "specification and fallback.",
-    .m_size = -1,
+    .m_size = sizeof(State),
     .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
 };
 
 PyMODINIT_FUNC
 PyInit__cxlocal(void)
 {
-    if (PyType_Ready(&MethodType) < 0) {
-        return NULL;
-    }
-    return PyModule_Create(&module_def);
+    return PyModuleDef_Init(&module_def);
 }
