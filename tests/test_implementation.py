@@ -256,3 +256,129 @@ def test_odd_routes_behave_as_the_plain_ones(make_xlocal: Any) -> None:
         x(**{_Name("_a"): 1})
     with pytest.raises(TypeError, match="keywords must be strings"):
         x(**{1: 1})
+
+
+HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_core.py")
+
+
+def _hostile(scenario: str, **env: str) -> str:
+    """Run a scenario of hostile_core.py with Python's debug allocator, which catches
+    use of freed memory and writes past the end of blocks; what it printed."""
+    done = subprocess.run(
+        [sys.executable, HOSTILE, scenario],
+        env={**os.environ, "PYTHONMALLOC": "debug", "PYTHONFAULTHANDLER": "1", **env},
+        cwd=os.path.dirname(HOSTILE),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.endswith("done\n"), done.stdout
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "enter_while_compared",
+        "enter_while_recording",
+        "exit_while_comparing",
+        "collected_while_entering",
+        "read_while_compared",
+        "reimported",
+        pytest.param(
+            "subinterpreters",
+            marks=pytest.mark.skipif(
+                sys.version_info < (3, 12) or sys.implementation.name != "cpython",
+                reason="interpreters with their own GIL and modules came in 3.12",
+            ),
+        ),
+    ],
+)
+def test_hostile_code_in_the_cores_windows(scenario: str) -> None:
+    """Code run inside a bind, read or exit (a name's __eq__, a finalizer run by the
+    collector) that rebinds, robs the binding of its slots and drops what they held,
+    a second import of the package, and subinterpreters importing it: no crash, no
+    use of freed memory, and the core in use behaves as the pure core."""
+    seen = _hostile(scenario)
+    assert seen == _hostile(scenario, XLOCAL_NO_EXTENSIONS="1")
+    if scenario == "subinterpreters":
+        assert seen.count(" True 1 'a' is not bound on <xlocal 'y'>") == 3
+        assert seen.count("main ") == 3
+
+
+def test_hostile_programs_see_what_they_did() -> None:
+    """The hostile scenarios run their attacks (a scenario that no longer reached its
+    window would pass the comparison above unseen)."""
+    assert "cannot exit <Binding other(robbed=...)>" in _hostile("enter_while_compared")
+    assert "raising raised AttributeError 'b' is not bound" in _hostile(
+        "read_while_compared"
+    )
+    assert "hasattr gave False" in _hostile("read_while_compared")
+
+
+def test_the_core_functions_behave_as_functions() -> None:
+    """Binding's methods and each xlocal's __call__ and __getattribute__, compiled or
+    not: weakly referenced, copied and deep-copied as themselves, pickled by
+    reference where a function is, shown and described as the pure function, and
+    given attributes as a function is."""
+    import copy
+    import pickle
+
+    x = xlocal.xlocal("x")
+    for f in (Binding.__enter__, Binding.__exit__):
+        assert weakref.ref(f)() is f
+        assert copy.copy(f) is f
+        assert copy.deepcopy(f) is f
+        assert pickle.loads(pickle.dumps(f)) is f
+        assert repr(f).startswith(f"<function Binding.{f.__name__} at 0x")
+        assert f.__module__ == "xlocal._core"
+        assert f.__qualname__ == f"Binding.{f.__name__}"
+    for f in (type(x).__call__, type(x).__getattribute__):
+        assert weakref.ref(f)() is f
+        assert copy.copy(f) is f
+        with pytest.raises((pickle.PicklingError, AttributeError), match="local"):
+            pickle.dumps(f)
+    mark = type(x).__call__
+    mark.seen = True  # type: ignore[attr-defined]
+    assert mark.seen is True  # type: ignore[attr-defined]
+    assert inspect.signature(mark) == inspect.signature(inspect.unwrap(mark))
+
+
+def test_a_subclass_getattr_answers_misses() -> None:
+    """A subclass's __getattr__ is called for a name that is not bound, and not for
+    a bound one, as Python calls it after __getattribute__ fails."""
+
+    class Defaulting(xlocal.xlocal):
+        def __getattr__(self, attr: str) -> str:
+            return f"default {attr}"
+
+    d = Defaulting("d")
+    assert d.user == "default user"
+    with d(user="ann"):
+        assert d.user == "ann"
+    assert getattr(d, "user") == "default user"
+
+
+def test_a_key_error_from_a_names_eq_is_a_miss() -> None:
+    """A read that compares with a bound name whose __eq__ raises KeyError misses: an
+    AttributeError for the name, as the pure reader's `except KeyError` makes it."""
+    raising = [False]
+
+    class Name(str):
+        def __hash__(self) -> int:
+            return str.__hash__(self)
+
+        def __eq__(self, other: object) -> bool:
+            if raising[0]:
+                raise KeyError(other)
+            return str.__eq__(self, other)
+
+    x = xlocal.xlocal("x")
+    with x(**{Name("user"): "ann"}):
+        raising[0] = True
+        with pytest.raises(AttributeError, match="'user' is not bound"):
+            x.user  # noqa: B018 - the read is the test
+        assert not hasattr(x, "user")
+        raising[0] = False
+        assert x.user == "ann"
