@@ -8,10 +8,12 @@ meant to test, so that a run which silently fell back to the pure core fails her
 from __future__ import annotations
 
 import contextvars
+import copy
 import gc
 import importlib.util
 import inspect
 import os
+import pickle
 import subprocess
 import sys
 import weakref
@@ -271,6 +273,7 @@ def _hostile(scenario: str, **env: str) -> str:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.endswith("done\n"), done.stdout
@@ -322,9 +325,6 @@ def test_the_core_functions_behave_as_functions() -> None:
     not: weakly referenced, copied and deep-copied as themselves, pickled by
     reference where a function is, shown and described as the pure function, and
     given attributes as a function is."""
-    import copy
-    import pickle
-
     x = xlocal.xlocal("x")
     for f in (Binding.__enter__, Binding.__exit__):
         assert weakref.ref(f)() is f
@@ -357,7 +357,7 @@ def test_a_subclass_getattr_answers_misses() -> None:
     assert d.user == "default user"
     with d(user="ann"):
         assert d.user == "ann"
-    assert getattr(d, "user") == "default user"
+    assert d.anything == "default anything"
 
 
 def test_a_key_error_from_a_names_eq_is_a_miss() -> None:
