@@ -243,6 +243,9 @@ def test_the_pure_wheel_warns_once_at_import(pure_python: Path, tmp_path: Path) 
     implementation, stderr = _import(pure_python, tmp_path)
     assert implementation == "python"
     assert stderr.count("RuntimeWarning") == 1, stderr
+    # Shown at the line of xlocal/_core.py that loads the core.
+    assert "/xlocal/_core.py:" in stderr.split(": RuntimeWarning")[0]
+    assert stderr.rstrip().endswith("_cxlocal = _load_extension()"), stderr
     assert (
         f"{WARNING}, because xlocal._cxlocal was not built when xlocal was installed "
         f"(compiling it failed: "
@@ -368,6 +371,25 @@ def test_the_warning_with_a_note_without_reason(
         sys.modules, "xlocal._build_note", types.ModuleType("xlocal._build_note")
     )
     assert "installed (no reason recorded)" in _warning(_missing())
+
+
+def test_the_loader_warns_where_the_import_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a CPython with the GIL, the loader whose import of the compiled core fails
+    gives None and warns, for the line that called it; elsewhere it gives None
+    silently."""
+    monkeypatch.delenv("XLOCAL_NO_EXTENSIONS", raising=False)
+    monkeypatch.setitem(sys.modules, "xlocal._cxlocal", None)
+    monkeypatch.setitem(sys.modules, "xlocal._build_note", None)
+    if sys.implementation.name != "cpython" or sysconfig.get_config_var(
+        "Py_GIL_DISABLED"
+    ):
+        assert _core._load_extension() is None
+        return
+    with pytest.warns(RuntimeWarning, match="is not installed") as caught:
+        assert _core._load_extension() is None
+    assert [w.filename for w in caught] == [__file__]
 
 
 def test_no_warning_on_a_free_threaded_build(monkeypatch: pytest.MonkeyPatch) -> None:
