@@ -28,6 +28,7 @@ import inspect
 import os
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from types import FrameType, TracebackType
@@ -130,7 +131,8 @@ def _load_extension() -> Any:
     """The compiled core, xlocal._cxlocal, or None for the pure-Python core.
 
     The pure core is used on interpreters other than CPython, when the extension was
-    not built (no compiler at install), and when ``XLOCAL_NO_EXTENSIONS`` asks for it.
+    not built (no compiler at install) or does not load, and when
+    ``XLOCAL_NO_EXTENSIONS`` asks for it; only in the middle case does xlocal warn.
     """
     if (
         _flag_from_environment("XLOCAL_NO_EXTENSIONS", "use the pure-Python core")
@@ -139,8 +141,38 @@ def _load_extension() -> Any:
         return None
     try:
         return importlib.import_module("xlocal._cxlocal")
-    except ImportError:
+    except ImportError as error:
+        _warn_pure_core(error)
         return None
+
+
+def _warn_pure_core(error: ImportError) -> None:
+    """Warn that the compiled core, which a CPython with the GIL should have, failed
+    to import with *error*, saying why (the note of a build that fell back to the pure
+    core, written by setup.py) and what to do."""
+    import sysconfig  # noqa: PLC0415 - only here, off the import's usual path
+
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # setup.py makes no extension
+        return
+    if not (isinstance(error, ModuleNotFoundError) and error.name == "xlocal._cxlocal"):
+        why = f"failed to load ({type(error).__name__}: {error})"
+    else:
+        try:
+            note = importlib.import_module("xlocal._build_note")
+        except ImportError:
+            why = "is not installed (this copy of xlocal was not built)"
+        else:
+            reason = getattr(note, "REASON", "no reason recorded")
+            why = f"was not built when xlocal was installed ({reason})"
+    warnings.warn(
+        f"xlocal uses its pure-Python core, slower than the compiled one, because "
+        f"xlocal._cxlocal {why}: install a C compiler and the Python headers (for "
+        f"example `apt-get install gcc python3-dev`) and reinstall xlocal with "
+        f"`pip install --force-reinstall --no-cache-dir xlocal`, or set "
+        f"XLOCAL_NO_EXTENSIONS=1 to choose the pure core without this warning",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 #: The compiled core, which _reader, _binder and Binding use when it is loaded.
