@@ -26,7 +26,8 @@
 #include <structmember.h>
 
 typedef struct {
-    PyTypeObject *method_type; /* the type of the compiled functions below */
+    PyTypeObject *method_type;  /* the type of the compiled functions below */
+    PyTypeObject *wrapped_type; /* the type of the functions wrap() makes */
     /* Set by install(): objects of the pure core that the fast paths use. */
     PyObject *entry;            /* _core._ENTRY */
     PyTypeObject *binding;      /* _core.Binding */
@@ -114,10 +115,20 @@ typedef struct {
     PyObject *weakreflist;
     PyObject *module;   /* this module: its state */
     PyObject *fallback; /* the pure-Python function, for every uncommon call */
-    PyObject *var;      /* the xlocal's ContextVar (reader, binder), or NULL */
-    PyObject *own;      /* namespace.own, or NULL when empty */
-    PyObject *declared; /* namespace.declared, or NULL for an open namespace */
+    /* What the fast path works with.  A reader or binder: the xlocal's ContextVar,
+     * namespace.own (NULL when empty), namespace.declared (NULL for an open
+     * namespace).  capture: the Snapshot class, spawn's _carried, _ENTRY.  wrap: the
+     * compiled capture, _steps.lazy, _steps.steps_in.  Enter and exit: nothing. */
+    PyObject *var, *own, *declared;
+    Py_ssize_t offset; /* capture: the offset of Snapshot's _context slot */
 } Method;
+
+#define M_SNAPSHOT(m) ((PyTypeObject *)(m)->var)
+#define M_CARRIED(m) ((m)->own)
+#define M_ENTRY(m) ((m)->declared)
+#define M_CAPTURE(m) ((Method *)(m)->var)
+#define M_LAZY(m) ((m)->own)
+#define M_STEPS_IN(m) ((m)->declared)
 
 static PyObject *
 call_fallback(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -297,6 +308,7 @@ make_method(PyObject *module, vectorcallfunc call, PyObject *fallback, PyObject 
     m->var = Py_XNewRef(var);
     m->own = Py_XNewRef(own);
     m->declared = Py_XNewRef(declared);
+    m->offset = 0;
     PyObject_GC_Track(m);
     return (PyObject *)m;
 }
@@ -656,6 +668,318 @@ done:
     return result;
 }
 
+/* -- carrying bindings: spawn.capture() and spawn.wrap(func) --------------------------
+ *
+ * capture() copies the current context and keeps it whole when it holds only xlocal's
+ * own variables (spawn._carried says which values are); otherwise the pure capture
+ * builds the context of those alone.  wrap(func) of a plain function makes a Wrapped:
+ * each call runs the function in a fresh copy of the captured context, as the pure
+ * wrapper made by functools.update_wrapper does, and hands what it returns to
+ * _steps.steps_in when that is a generator, coroutine or other lazy awaitable. */
+
+/* Whether every variable of *context* holds xlocal's own state: 1, 0, -1 with an
+ * exception.  The checks may run Python code (a bound name's __eq__, _carried): the
+ * context is held by the caller and never changes. */
+static int
+holds_only_carried(Method *m, PyObject *context)
+{
+    PyObject *iterator = PyObject_GetIter(context), *var;
+    if (iterator == NULL) {
+        return -1;
+    }
+    int only = 1;
+    while (only == 1 && (var = PyIter_Next(iterator)) != NULL) {
+        PyObject *value = PyObject_GetItem(context, var);
+        Py_DECREF(var);
+        if (value == NULL) {
+            only = -1;
+            break;
+        }
+        if (PyDict_CheckExact(value)) {
+            only = PyDict_Contains(value, M_ENTRY(m));
+        }
+        else {
+            PyObject *carried = PyObject_CallOneArg(M_CARRIED(m), value);
+            only = carried == NULL ? -1 : PyObject_IsTrue(carried);
+            Py_XDECREF(carried);
+        }
+        Py_DECREF(value);
+    }
+    Py_DECREF(iterator);
+    if (only == 1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return only;
+}
+
+/* The current context, copied, if it holds only xlocal's own state; NULL with no
+ * exception if it holds more (the pure capture filters it). */
+static PyObject *
+copy_carried(Method *capture)
+{
+    PyObject *context = PyContext_CopyCurrent();
+    if (context == NULL) {
+        return NULL;
+    }
+    int only = holds_only_carried(capture, context);
+    if (only <= 0) {
+        Py_DECREF(context);
+        return NULL;
+    }
+    return context;
+}
+
+static PyObject *
+capture_call(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != NULL) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    PyObject *context = copy_carried(m);
+    if (context == NULL) {
+        return PyErr_Occurred() ? NULL : call_fallback(m, args, nargsf, kwnames);
+    }
+    PyTypeObject *type = M_SNAPSHOT(m);
+    PyObject *snapshot = type->tp_alloc(type, 0);
+    if (snapshot == NULL) {
+        Py_DECREF(context);
+        return NULL;
+    }
+    SLOT(snapshot, m->offset) = context;
+    return snapshot;
+}
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *weakreflist;
+    PyObject *dict;    /* the attributes functools.update_wrapper would copy */
+    PyObject *maker;   /* the compiled wrap that made it: lazy, steps_in */
+    PyObject *func;    /* the wrapped function, __wrapped__ */
+    PyObject *context; /* the captured context; each call runs in a copy */
+} Wrapped;
+
+static PyObject *
+wrapped_call(Wrapped *w, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *context = PyContext_Copy(w->context);
+    if (context == NULL) {
+        return NULL;
+    }
+    if (PyContext_Enter(context) < 0) {
+        Py_DECREF(context);
+        return NULL;
+    }
+    /* The function and the maker are held by *w*, which the caller holds. */
+    PyObject *result = PyObject_Vectorcall(w->func, args, nargsf, kwnames);
+    if (PyContext_Exit(context) < 0) {
+        Py_CLEAR(result);
+    }
+    if (result != NULL) {
+        /* A value of a builtin type other than the three below is never lazy: the pure
+         * wrapper's _steps.lazy(result) gives 0 for it. */
+        PyTypeObject *type = Py_TYPE(result);
+        if (type == &PyGen_Type || type == &PyCoro_Type || type == &PyAsyncGen_Type ||
+            (type->tp_flags & Py_TPFLAGS_HEAPTYPE) || strchr(type->tp_name, '.') != NULL) {
+            Method *maker = (Method *)w->maker;
+            PyObject *made = PyObject_CallOneArg(M_LAZY(maker), result);
+            int later = made == NULL ? -1 : PyObject_IsTrue(made);
+            if (later > 0) {
+                PyObject *steps = PyObject_CallFunctionObjArgs(M_STEPS_IN(maker), made,
+                                                               result, context, NULL);
+                Py_SETREF(result, steps);
+            }
+            else if (later < 0) {
+                Py_CLEAR(result);
+            }
+            Py_XDECREF(made);
+        }
+    }
+    Py_DECREF(context);
+    return result;
+}
+
+static int
+wrapped_traverse(Wrapped *w, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(w));
+    Py_VISIT(w->dict);
+    Py_VISIT(w->maker);
+    Py_VISIT(w->func);
+    Py_VISIT(w->context);
+    return 0;
+}
+
+static int
+wrapped_clear(Wrapped *w)
+{
+    Py_CLEAR(w->dict);
+    Py_CLEAR(w->maker);
+    Py_CLEAR(w->func);
+    Py_CLEAR(w->context);
+    return 0;
+}
+
+static void
+wrapped_dealloc(Wrapped *w)
+{
+    PyTypeObject *type = Py_TYPE(w);
+    PyObject_GC_UnTrack(w);
+    if (w->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)w);
+    }
+    wrapped_clear(w);
+    type->tp_free((PyObject *)w);
+    Py_DECREF(type);
+}
+
+/* functools.WRAPPER_ASSIGNMENTS: read from the wrapper's own attributes, else from the
+ * function, as if update_wrapper had copied them; never from the wrapper's type. */
+static int
+is_assigned(PyObject *name)
+{
+    static const char *const assigned[] = {
+        "__module__", "__name__", "__qualname__", "__doc__", "__annotations__",
+        "__annotate__", "__type_params__", NULL,
+    };
+    if (!PyUnicode_Check(name)) {
+        return 0;
+    }
+    for (const char *const *p = assigned; *p != NULL; p++) {
+        if (PyUnicode_CompareWithASCIIString(name, *p) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+wrapped_getattro(PyObject *self, PyObject *name)
+{
+    Wrapped *w = (Wrapped *)self;
+    if (!is_assigned(name)) {
+        return PyObject_GenericGetAttr(self, name);
+    }
+    if (w->dict != NULL) {
+        PyObject *own = PyDict_GetItemWithError(w->dict, name);
+        if (own != NULL) {
+            return Py_NewRef(own);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_GetAttr(w->func, name);
+}
+
+static PyObject *
+wrapped_repr(PyObject *self)
+{
+    PyObject *name = PyObject_GetAttrString(self, "__qualname__");
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *shown = PyUnicode_FromFormat("<function %S at %p>", name, self);
+    Py_DECREF(name);
+    return shown;
+}
+
+/* Pickled by reference, as the pure wrapper is: by its qualified name. */
+static PyObject *
+wrapped_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
+static PyMethodDef wrapped_methods[] = {
+    {"__reduce__", wrapped_reduce, METH_NOARGS,
+     "Pickled by reference, by its qualified name, as a function is."},
+    {NULL},
+};
+
+static PyMemberDef wrapped_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(Wrapped, func), READONLY, "the wrapped function"},
+    {"__dictoffset__", T_PYSSIZET, offsetof(Wrapped, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(Wrapped, weakreflist), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Wrapped, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyGetSetDef wrapped_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyType_Slot wrapped_slots[] = {
+    {Py_tp_dealloc, wrapped_dealloc},
+    {Py_tp_repr, wrapped_repr},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_getattro, wrapped_getattro},
+    {Py_tp_traverse, wrapped_traverse},
+    {Py_tp_clear, wrapped_clear},
+    {Py_tp_methods, wrapped_methods},
+    {Py_tp_members, wrapped_members},
+    {Py_tp_getset, wrapped_getset},
+    {Py_tp_descr_get, method_get},
+    {Py_tp_doc, "A function made by xlocal.wrap(): it runs in the bindings captured "
+                "when it was made."},
+    {0, NULL},
+};
+
+static PyType_Spec wrapped_spec = {
+    .name = "xlocal._cxlocal.wrapped",
+    .basicsize = sizeof(Wrapped),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = wrapped_slots,
+};
+
+/* Whether *func* is a plain function whose calls return what they compute: no
+ * generator, coroutine or async generator function, and no attributes (which could
+ * hold inspect's marks), as _steps.kind tells it at once. */
+static int
+is_plain_function(PyObject *func)
+{
+    if (!PyFunction_Check(func) || Py_TYPE(func) != &PyFunction_Type) {
+        return 0;
+    }
+    PyObject *dict = ((PyFunctionObject *)func)->func_dict;
+    if (dict != NULL && PyDict_GET_SIZE(dict) != 0) {
+        return 0;
+    }
+    PyCodeObject *code = (PyCodeObject *)PyFunction_GET_CODE(func);
+    return !(code->co_flags &
+             (CO_GENERATOR | CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR));
+}
+
+static PyObject *
+wrap_call(Method *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !is_plain_function(args[0])) {
+        return call_fallback(m, args, nargsf, kwnames);
+    }
+    PyObject *func = args[0];
+    PyObject *context = copy_carried(M_CAPTURE(m));
+    if (context == NULL) {
+        return PyErr_Occurred() ? NULL : call_fallback(m, args, nargsf, kwnames);
+    }
+    State *state = get_state(m->module);
+    Wrapped *w = PyObject_GC_New(Wrapped, state->wrapped_type);
+    if (w == NULL) {
+        Py_DECREF(context);
+        return NULL;
+    }
+    w->vectorcall = (vectorcallfunc)wrapped_call;
+    w->weakreflist = NULL;
+    w->dict = NULL;
+    w->maker = Py_NewRef((PyObject *)m);
+    w->func = Py_NewRef(func);
+    w->context = context;
+    PyObject_GC_Track(w);
+    return (PyObject *)w;
+}
+
 /* -- the slots of each xlocal's own class: reads and calls without a method lookup --
  *
  * attach() gives the class a module object of its own, in the type's ht_module
@@ -954,6 +1278,46 @@ mod_install(PyObject *module, PyObject *args)
 }
 
 static PyObject *
+mod_capturer(PyObject *module, PyObject *args)
+{
+    PyObject *fallback, *snapshot, *carried, *entry;
+    if (!PyArg_ParseTuple(args, "OO!OO:capturer", &fallback, &PyType_Type, &snapshot,
+                          &carried, &entry)) {
+        return NULL;
+    }
+    Py_ssize_t offset = slot_offset((PyTypeObject *)snapshot, "_context");
+    if (offset < 0) {
+        return NULL;
+    }
+    if (!PyCallable_Check(fallback) || !PyCallable_Check(carried)) {
+        PyErr_SetString(PyExc_TypeError, "capturer() takes two functions");
+        return NULL;
+    }
+    PyObject *made = make_method(module, (vectorcallfunc)capture_call, fallback,
+                                 snapshot, carried, entry);
+    if (made != NULL) {
+        ((Method *)made)->offset = offset;
+    }
+    return made;
+}
+
+static PyObject *
+mod_wrapper(PyObject *module, PyObject *args)
+{
+    PyObject *fallback, *capture, *lazy, *steps_in;
+    if (!PyArg_ParseTuple(args, "OOOO:wrapper", &fallback, &capture, &lazy, &steps_in)) {
+        return NULL;
+    }
+    if (Py_TYPE(capture) != get_state(module)->method_type ||
+        ((Method *)capture)->vectorcall != (vectorcallfunc)capture_call) {
+        PyErr_SetString(PyExc_TypeError, "wrapper() takes the compiled capture");
+        return NULL;
+    }
+    return make_method(module, (vectorcallfunc)wrap_call, fallback, capture, lazy,
+                       steps_in);
+}
+
+static PyObject *
 mod_set(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyContextVar_CheckExact(args[0])) {
@@ -987,6 +1351,10 @@ static PyMethodDef module_methods[] = {
      "binder(bind, var, own, declared): the compiled __call__ of an xlocal."},
     {"attach", mod_attach, METH_O,
      "attach(cls): give the class of one xlocal the compiled read and call slots."},
+    {"capturer", mod_capturer, METH_VARARGS,
+     "capturer(capture, Snapshot, carried, ENTRY): the compiled spawn.capture()."},
+    {"wrapper", mod_wrapper, METH_VARARGS,
+     "wrapper(wrap, capture, lazy, steps_in): the compiled spawn.wrap(func)."},
     {"set", (PyCFunction)(void (*)(void))mod_set, METH_FASTCALL,
      "set(var, value) -> Token: var.set(value), with the collector held off where "
      "CPython needs it (3.10, 3.11)."},
@@ -1010,6 +1378,11 @@ module_exec(PyObject *module)
     if (state->method_type == NULL) {
         return -1;
     }
+    state->wrapped_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &wrapped_spec, NULL);
+    if (state->wrapped_type == NULL) {
+        return -1;
+    }
     state->str_getattr = PyUnicode_InternFromString("__getattr__");
     if (state->str_getattr == NULL) {
         return -1;
@@ -1022,6 +1395,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     State *state = get_state(module);
     Py_VISIT(state->method_type);
+    Py_VISIT(state->wrapped_type);
     Py_VISIT(state->entry);
     Py_VISIT(state->binding);
     Py_VISIT(state->xlocal);
@@ -1039,6 +1413,7 @@ module_clear(PyObject *module)
 {
     State *state = get_state(module);
     Py_CLEAR(state->method_type);
+    Py_CLEAR(state->wrapped_type);
     Py_CLEAR(state->entry);
     Py_CLEAR(state->binding);
     Py_CLEAR(state->xlocal);

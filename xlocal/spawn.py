@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import functools
+import importlib
 import pickle
 import sys
 import threading
@@ -20,8 +21,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from ._core import _EMPTY, _ENTRY, _carried, _names, _var, xlocal
-from ._steps import in_context
+from ._core import _EMPTY, _ENTRY, IMPLEMENTATION, _carried, _names, _var, xlocal
+from ._steps import in_context, lazy, steps_in
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -132,6 +133,14 @@ def wrap(func: _F) -> _F:
     """
     _check_callable(func, "wrap")
     return capture().wrap(func)
+
+
+if IMPLEMENTATION == "c":
+    # The compiled capture() and wrap() (xlocal/_cxlocal.c): the same as the functions
+    # above, which they call for every case outside their fast path.
+    _compiled = importlib.import_module("xlocal._cxlocal")
+    capture = _compiled.capturer(capture, Snapshot, _carried, _ENTRY)
+    wrap = _compiled.wrapper(wrap, capture, lazy, steps_in)
 
 
 def isolated(func: _F) -> _F:
