@@ -1262,3 +1262,60 @@ def test_awaitables_with_other_uses_are_handed_back() -> None:
         return seen
 
     assert asyncio.run(main()) == ["entered", "awaited", "entered", "awaited"]
+
+
+def test_wrap_keeps_what_update_wrapper_copies() -> None:
+    """What wrap() returns shows itself as the function it wraps, on both cores:
+    name, qualified name, module, doc, annotations, __wrapped__, the repr of a
+    function; it takes attributes of its own, binds as a method in a class, and can
+    be weakly referenced."""
+    x = xlocal("x")
+
+    def handler(n: int) -> str:
+        """Handle *n*."""
+        return f"{x.user} {n}"
+
+    with x(user="ann"):
+        wrapped = wrap(handler)
+    assert wrapped.__name__ == "handler"
+    assert wrapped.__qualname__ == handler.__qualname__
+    assert wrapped.__module__ == __name__
+    assert wrapped.__doc__ == "Handle *n*."
+    assert wrapped.__annotations__ == handler.__annotations__
+    assert wrapped.__wrapped__ is handler
+    assert repr(wrapped).startswith(f"<function {handler.__qualname__} at 0x")
+    assert inspect.signature(wrapped) == inspect.signature(handler)
+    wrapped.mark = 1  # type: ignore[attr-defined]
+    assert wrapped.mark == 1  # type: ignore[attr-defined]
+    assert not hasattr(handler, "mark")
+    assert weakref.ref(wrapped)() is wrapped
+
+    class Holder:
+        method = wrap(lambda self, n: (type(self).__name__, n))
+
+    assert Holder().method(2) == ("Holder", 2)
+    assert wrapped(1) == "ann 1"
+
+
+def test_capture_leaves_out_other_variables_whatever_the_context_holds() -> None:
+    """A snapshot of a context that holds a ContextVar of the program's own has only
+    xlocal's state, and one of a context that holds only xlocal's state has all of
+    it, on both cores."""
+    x = xlocal("x")
+    mine: contextvars.ContextVar[str] = contextvars.ContextVar("mine")
+
+    def seen() -> tuple[str, str]:
+        return x.user, mine.get("(unset)")
+
+    def inside() -> tuple[tuple[str, str], tuple[str, str], tuple[str, str]]:
+        with x(user="ann"):
+            only = capture()
+            plain = wrap(seen)
+            mine.set("kept here")
+            mixed = capture()
+            return only.run(seen), mixed.run(seen), wrap(seen)() + plain()
+
+    only, mixed, both = contextvars.Context().run(inside)
+    assert only == ("ann", "(unset)")
+    assert mixed == ("ann", "(unset)")
+    assert both == ("ann", "(unset)", "ann", "(unset)")
