@@ -154,6 +154,7 @@ def _snapshot(n: int) -> Iterator[Namespace]:
             "f": lambda: o.a,
             "copy_context": contextvars.copy_context,
             "wrap": xlocal_package.wrap,
+            "capture": xlocal_package.capture,
         }
 
 
@@ -221,6 +222,34 @@ def _tasks(peer: str) -> Setup:
     return setup
 
 
+def _task_reads(peer: str) -> Setup:
+    """n asyncio tasks, each reading a value its creator bound: an xlocal name or a
+    ContextVar."""
+
+    @contextlib.contextmanager
+    def setup(n: int) -> Iterator[Namespace]:
+        x: Any = xlocal("x")
+        var: contextvars.ContextVar[Any] = contextvars.ContextVar("var")
+        read = (lambda: x.a) if peer == "xlocal" else var.get
+
+        async def one() -> object:
+            return read()
+
+        async def main() -> None:
+            await asyncio.gather(*[one() for _ in range(n)])
+
+        loop = asyncio.new_event_loop()
+        token = var.set(V)
+        try:
+            with x(a=V):
+                yield {"loop": loop, "main": main}
+        finally:
+            var.reset(token)
+            loop.close()
+
+    return setup
+
+
 # --- the cases ----------------------------------------------------------------------
 
 READ = "read bound name"
@@ -228,6 +257,8 @@ MISSING = "read missing name"
 BIND1 = "bind+unbind 1 name"
 BIND5 = "bind+unbind 5 names"
 SNAPSHOT = "capture and run"
+CAPTURE = "capture"
+TASK_READS = "asyncio task reading"
 GREENLETS = "spawn gevent greenlet"
 TASKS = "spawn asyncio task"
 TYPED = "xlocal typed namespace"
@@ -294,6 +325,8 @@ def _cases() -> Iterator[Case]:
     yield Case(SNAPSHOT, "plain call", _snapshot, "f()")
     yield Case(SNAPSHOT, "copy_context().run", _snapshot, "copy_context().run(f)")
     yield Case(SNAPSHOT, "xlocal", _snapshot, "wrap(f)()")
+    yield Case(CAPTURE, "copy_context", _snapshot, "copy_context()")
+    yield Case(CAPTURE, "xlocal", _snapshot, "capture()")
 
     for peer in ("no local", "contextvars", "xlocal"):
         greenlets = "joinall([spawn(f) for _ in r])"
@@ -301,6 +334,9 @@ def _cases() -> Iterator[Case]:
     for peer in ("no local", "contextvars", "xlocal"):
         tasks = "loop.run_until_complete(main())"
         yield Case(TASKS, peer, _tasks(peer), tasks, unroll=1, batch=True)
+    for peer in ("contextvars", "xlocal"):
+        tasks = "loop.run_until_complete(main())"
+        yield Case(TASK_READS, peer, _task_reads(peer), tasks, unroll=1, batch=True)
 
 
 CASES: tuple[Case, ...] = tuple(_cases())

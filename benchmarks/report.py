@@ -164,7 +164,8 @@ _PURE_RATIOS = (
     _Ratio("bind+unbind: xlocal pure / ContextVar set+reset",
            (_BIND, _PURE), (_BIND, "contextvars"), 7.5, most=True),
 )  # fmt: skip
-#: The compiled core's own targets (issue 12), checked when it is the core in use.
+#: The compiled core's own targets (issues 12 and 24), checked when it is the core in
+#: use.
 _COMPILED_RATIOS = (
     _Ratio("read: xlocal (c) / threading.local",
            (_READ, "xlocal"), (_READ, "threading.local"), 0.5, most=True),
@@ -177,6 +178,15 @@ _COMPILED_RATIOS = (
     _Ratio("read: depth 100 / depth 1 (xlocal (c))",
            (cases.depth_group(100), "xlocal"), (cases.depth_group(1), "xlocal"),
            1.1, most=True),
+    # Carrying bindings (issue 24).
+    _Ratio("capture() / copy_context() (xlocal (c))",
+           (cases.CAPTURE, "xlocal"), (cases.CAPTURE, "copy_context"), 3, most=True),
+    _Ratio("wrap(f)() / copy_context().run(f) (xlocal (c))",
+           (cases.SNAPSHOT, "xlocal"), (cases.SNAPSHOT, "copy_context().run"), 5,
+           most=True),
+    _Ratio("asyncio task reading: xlocal (c) / ContextVar",
+           (cases.TASK_READS, "xlocal"), (cases.TASK_READS, "contextvars"), 1.05,
+           most=True),
 )  # fmt: skip
 
 
