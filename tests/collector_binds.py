@@ -41,7 +41,8 @@ def work(rounds: int) -> None:
 
 if __name__ == "__main__":
     gc.set_threshold(5, 1, 1)
-    threads = [threading.Thread(target=work, args=(int(sys.argv[1]),)) for _ in range(4)]
+    rounds = int(sys.argv[1])
+    threads = [threading.Thread(target=work, args=(rounds,)) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
