@@ -230,7 +230,7 @@ def _task_reads(peer: str) -> Setup:
     def setup(n: int) -> Iterator[Namespace]:
         x: Any = xlocal("x")
         var: contextvars.ContextVar[Any] = contextvars.ContextVar("var")
-        read = (lambda: x.a) if peer == "xlocal" else var.get
+        read: Callable[[], object] = (lambda: x.a) if peer == "xlocal" else var.get
 
         async def one() -> object:
             return read()
