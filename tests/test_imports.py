@@ -77,9 +77,10 @@ def test_circle_check_finds_a_circle() -> None:
 def test_layers_point_down() -> None:
     """The proxy and the middleware plumbing know no store; the adapters no Local."""
     graph = _imports()
-    assert graph["proxy"] == {"_core", "_namespace"}  # the core and its name rules
-    assert graph["_middleware"] == {"_core"}
-    assert graph["_request"] == {"_core", "_steps"}
+    # The core and its name rules, and the core's rooms for messages and frames.
+    assert graph["proxy"] == {"_core", "_errors", "_frames", "_namespace"}
+    assert graph["_middleware"] == {"_core", "_errors"}
+    assert graph["_request"] == {"_core", "_frames", "_steps"}
     assert graph["wsgi"] == {"_core", "_middleware", "_request"}
     assert graph["asgi"] == {"_core", "_middleware", "_request"}
     assert graph["local"] == {"_middleware", "proxy"}

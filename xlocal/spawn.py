@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from ._core import _EMPTY, _ENTRY, _carried, _names, _var, xlocal
+from ._core import xlocal
+from ._frames import _EMPTY, _ENTRY, _carried, _names, _var
 from ._steps import in_context
 
 if TYPE_CHECKING:
