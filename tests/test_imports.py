@@ -87,6 +87,32 @@ def test_layers_point_down() -> None:
     assert "local" not in graph["_core"] | graph["spawn"] | graph["_steps"]
 
 
+#: The rooms of the core, from the ground up (docs/architecture.rst): each imports only
+#: rooms before it, and the ground it stands on.
+CORE_ROOMS = [
+    "_environment",
+    "_frames",
+    "_errors",
+    "_registry",
+    "_debug",
+    "_misuse",
+    "_binding",
+    "_core",
+]
+GROUND = {"_codec", "_namespace", "_steps"}
+
+
+def test_core_rooms_import_downward() -> None:
+    """Each room of the core imports only the rooms before it in CORE_ROOMS and the
+    ground, which imports no room of the package: no circle can form among them."""
+    graph = _imports()
+    assert {name for name in graph if name in CORE_ROOMS} == set(CORE_ROOMS)
+    for number, room in enumerate(CORE_ROOMS):
+        assert graph[room] <= {*CORE_ROOMS[:number], *GROUND}, room
+    for room in GROUND:
+        assert graph[room] == set(), room
+
+
 PUBLIC_MODULES = [
     "xlocal",
     "xlocal.asgi",
