@@ -57,29 +57,28 @@ def xlocal05() -> ModuleType:
 
 
 def pure_core() -> ModuleType:
-    """xlocal's pure-Python core, loaded beside the core in use as ``xlocal._pure``.
+    """xlocal's pure-Python core, loaded beside the one in use: ``xlocal._pure._core``.
 
-    With the compiled core in use, this is a second copy of ``xlocal/_core.py`` loaded
-    as if ``XLOCAL_NO_EXTENSIONS`` were set, so that both cores are timed in one
-    process; with the pure core in use, it is that core.
+    With the compiled core in use, this is a second copy of ``xlocal/_core.py`` and the
+    rooms it imports, loaded as if ``XLOCAL_NO_EXTENSIONS`` were set into the package
+    ``xlocal._pure`` (made here over the same files), so that both cores are timed in
+    one process; with the pure core in use, it is that core.
     """
     import xlocal  # noqa: PLC0415 - the peers import nothing until used
 
     if xlocal.IMPLEMENTATION == "python":
         return importlib.import_module("xlocal._core")
-    loaded = sys.modules.get("xlocal._pure")
+    loaded = sys.modules.get("xlocal._pure._core")
     if loaded is not None:
         return loaded
-    path = Path(xlocal.__file__).parent / "_core.py"
-    spec = importlib.util.spec_from_file_location("xlocal._pure", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
+    package = ModuleType("xlocal._pure")
+    package.__path__ = [str(Path(xlocal.__file__).parent)]
+    package.__package__ = "xlocal._pure"
+    sys.modules["xlocal._pure"] = package
     saved = os.environ.get("XLOCAL_NO_EXTENSIONS")
     os.environ["XLOCAL_NO_EXTENSIONS"] = "1"
     try:
-        sys.modules["xlocal._pure"] = module
-        spec.loader.exec_module(module)
+        module = importlib.import_module("xlocal._pure._core")
     finally:
         if saved is None:
             del os.environ["XLOCAL_NO_EXTENSIONS"]

@@ -190,7 +190,8 @@ _COMPILED_RATIOS = (
 )  # fmt: skip
 
 
-#: The carrier's share of a process-pool task: DESIGN.md asks to keep it small.
+#: The carrier's share of a process-pool task: the design asks to keep it small
+#: (docs/architecture.rst, "A carrier").
 _PORTABLE_LIMIT = 0.25
 
 

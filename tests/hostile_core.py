@@ -18,7 +18,7 @@ import tempfile
 from typing import Any, Callable
 
 from xlocal import IMPLEMENTATION, xlocal
-from xlocal._core import _ENTRY
+from xlocal._frames import _ENTRY
 
 x = xlocal("x")
 other = xlocal("other")

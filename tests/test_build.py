@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from xlocal import _core
+from xlocal._environment import _load_extension, _warn_pure_core
 
 #: The checkout or the unpacked sdist the tests run from.
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,8 +243,8 @@ def test_the_pure_wheel_warns_once_at_import(pure_python: Path, tmp_path: Path) 
     implementation, stderr = _import(pure_python, tmp_path)
     assert implementation == "python"
     assert stderr.count("RuntimeWarning") == 1, stderr
-    # Shown at the line of xlocal/_core.py that loads the core.
-    assert "/xlocal/_core.py:" in stderr.split(": RuntimeWarning")[0]
+    # Shown at the line of xlocal/_environment.py that loads the core.
+    assert "/xlocal/_environment.py:" in stderr.split(": RuntimeWarning")[0]
     assert stderr.rstrip().endswith("_cxlocal = _load_extension()"), stderr
     assert (
         f"{WARNING}, because xlocal._cxlocal was not built when xlocal was installed "
@@ -308,7 +308,7 @@ def test_a_strict_build_makes_warnings_errors(builder: Builder) -> None:
 
 def _warning(error: ImportError) -> str:
     with pytest.warns(RuntimeWarning) as caught:
-        _core._warn_pure_core(error)
+        _warn_pure_core(error)
     (warning,) = caught
     return str(warning.message)
 
@@ -385,10 +385,10 @@ def test_the_loader_warns_where_the_import_fails(
     if sys.implementation.name != "cpython" or sysconfig.get_config_var(
         "Py_GIL_DISABLED"
     ):
-        assert _core._load_extension() is None
+        assert _load_extension() is None
         return
     with pytest.warns(RuntimeWarning, match="is not installed") as caught:
-        assert _core._load_extension() is None
+        assert _load_extension() is None
     assert [w.filename for w in caught] == [__file__]
 
 
@@ -397,7 +397,7 @@ def test_no_warning_on_a_free_threaded_build(monkeypatch: pytest.MonkeyPatch) ->
     warn."""
     variables: dict[str, Any] = {"Py_GIL_DISABLED": 1}
     monkeypatch.setattr(sysconfig, "get_config_var", variables.get)
-    _core._warn_pure_core(_missing())  # filterwarnings = error: a warning fails
+    _warn_pure_core(_missing())  # filterwarnings = error: a warning fails
 
 
 def test_the_import_warns_where_the_extension_is_missing() -> None:

@@ -22,7 +22,7 @@ from conftest import collected, python
 
 import xlocal as xl
 import xlocal as xlocal_module
-from xlocal import Binding, _core, xlocal
+from xlocal import Binding, _core, _environment, xlocal
 
 # -- binding and reading ---------------------------------------------------------------
 
@@ -795,12 +795,12 @@ def test_greenlet_check_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing(name: str) -> None:
         raise ImportError(name)
 
-    monkeypatch.setattr(_core.importlib, "import_module", missing)
-    _core._check_greenlet()
+    monkeypatch.setattr(_environment.importlib, "import_module", missing)
+    _environment._check_greenlet()
     old = types.SimpleNamespace(GREENLET_USE_CONTEXT_VARS=False)
-    monkeypatch.setattr(_core.importlib, "import_module", lambda name: old)
+    monkeypatch.setattr(_environment.importlib, "import_module", lambda name: old)
     with pytest.raises(ImportError, match=r"but greenlet \(unknown version\) is"):
-        _core._check_greenlet()
+        _environment._check_greenlet()
 
 
 def test_names_checked_past_the_cache_cap(

@@ -23,7 +23,7 @@ import pytest
 
 import xlocal
 from xlocal import Binding
-from xlocal._core import _flag_from_environment
+from xlocal._environment import _flag_from_environment
 
 
 class Value:
@@ -323,8 +323,8 @@ def test_hostile_programs_see_what_they_did() -> None:
 def test_the_core_functions_behave_as_functions() -> None:
     """Binding's methods and each xlocal's __call__ and __getattribute__, compiled or
     not: weakly referenced, copied and deep-copied as themselves, pickled by
-    reference where a function is, shown and described as the pure function, and
-    given attributes as a function is."""
+    reference where a function is (also by the module Binding was first in), shown
+    and described as the pure function, and given attributes as a function is."""
     x = xlocal.xlocal("x")
     for f in (Binding.__enter__, Binding.__exit__):
         assert weakref.ref(f)() is f
@@ -332,8 +332,11 @@ def test_the_core_functions_behave_as_functions() -> None:
         assert copy.deepcopy(f) is f
         assert pickle.loads(pickle.dumps(f)) is f
         assert repr(f).startswith(f"<function Binding.{f.__name__} at 0x")
-        assert f.__module__ == "xlocal._core"
+        assert f.__module__ == "xlocal._binding"  # Binding's room
         assert f.__qualname__ == f"Binding.{f.__name__}"
+    # Pickled when Binding's room was xlocal._core, which still re-exports it.
+    old = b"\x80\x04\x8c\x0cxlocal._core\x8c\x11Binding.__enter__\x93."
+    assert pickle.loads(old) is Binding.__enter__
     for f in (type(x).__call__, type(x).__getattribute__):
         assert weakref.ref(f)() is f
         assert copy.copy(f) is f

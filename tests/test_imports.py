@@ -77,13 +77,40 @@ def test_circle_check_finds_a_circle() -> None:
 def test_layers_point_down() -> None:
     """The proxy and the middleware plumbing know no store; the adapters no Local."""
     graph = _imports()
-    assert graph["proxy"] == {"_core", "_namespace"}  # the core and its name rules
-    assert graph["_middleware"] == {"_core"}
-    assert graph["_request"] == {"_core", "_steps"}
+    # The core and its name rules, and the core's rooms for messages and frames.
+    assert graph["proxy"] == {"_core", "_errors", "_frames", "_namespace"}
+    assert graph["_middleware"] == {"_core", "_errors"}
+    assert graph["_request"] == {"_core", "_frames", "_steps"}
     assert graph["wsgi"] == {"_core", "_middleware", "_request"}
     assert graph["asgi"] == {"_core", "_middleware", "_request"}
     assert graph["local"] == {"_middleware", "proxy"}
     assert "local" not in graph["_core"] | graph["spawn"] | graph["_steps"]
+
+
+#: The rooms of the core, from the ground up (docs/architecture.rst): each imports only
+#: rooms before it, and the ground it stands on.
+CORE_ROOMS = [
+    "_environment",
+    "_frames",
+    "_errors",
+    "_registry",
+    "_debug",
+    "_misuse",
+    "_binding",
+    "_core",
+]
+GROUND = {"_codec", "_namespace", "_steps"}
+
+
+def test_core_rooms_import_downward() -> None:
+    """Each room of the core imports only the rooms before it in CORE_ROOMS and the
+    ground, which imports no room of the package: no circle can form among them."""
+    graph = _imports()
+    assert {name for name in graph if name in CORE_ROOMS} == set(CORE_ROOMS)
+    for number, room in enumerate(CORE_ROOMS):
+        assert graph[room] <= {*CORE_ROOMS[:number], *GROUND}, room
+    for room in GROUND:
+        assert graph[room] == set(), room
 
 
 PUBLIC_MODULES = [

@@ -93,13 +93,13 @@ def test_duplicate_portable_name_is_refused() -> None:
 
 def test_collected_portable_xlocal_leaves_no_name_behind() -> None:
     """A collected portable xlocal's name leaves the process's registry at once."""
-    from xlocal import _core  # noqa: PLC0415 - the registry is private
+    from xlocal import _registry  # noqa: PLC0415 - the registry is private
 
     gone = make("test_portable.gone", portable=True)
-    assert "test_portable.gone" in _core._portables
+    assert "test_portable.gone" in _registry._portables
     del gone
     gc.collect()
-    assert "test_portable.gone" not in _core._portables
+    assert "test_portable.gone" not in _registry._portables
 
 
 def test_new_passes_portable_and_codec_on() -> None:

@@ -71,19 +71,35 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".mutation"
 EQUIVALENTS = ROOT / "tools" / "mutation-equivalents.txt"
 
+#: The rooms of the core (docs/architecture.rst): they serve both cores, since the
+#: compiled one calls back into them for every uncommon case.
+CORE_ROOMS = [
+    "xlocal/_environment.py",
+    "xlocal/_frames.py",
+    "xlocal/_errors.py",
+    "xlocal/_registry.py",
+    "xlocal/_debug.py",
+    "xlocal/_misuse.py",
+    "xlocal/_binding.py",
+    "xlocal/_core.py",
+]
+
+#: The test modules of the core's rooms.
+CORE_TESTS = [
+    "tests/test_core.py",
+    "tests/test_faults.py",
+    "tests/test_debug.py",
+    "tests/test_implementation.py",
+    "tests/test_portable.py",
+]
+
 #: The test modules of each module: what runs a mutant on a line no test ran in the
 #: coverage map (import-time code, code run only in other processes).
 TESTS_OF: dict[str, list[str]] = {
     "xlocal/__init__.py": ["tests/test_core.py", "tests/test_main.py"],
     "xlocal/__main__.py": ["tests/test_main.py"],
     "xlocal/_codec.py": ["tests/test_portable.py"],
-    "xlocal/_core.py": [
-        "tests/test_core.py",
-        "tests/test_faults.py",
-        "tests/test_debug.py",
-        "tests/test_implementation.py",
-        "tests/test_portable.py",
-    ],
+    **dict.fromkeys(CORE_ROOMS, CORE_TESTS),
     "xlocal/_dask_client.py": ["tests/test_dask.py"],
     "xlocal/_dask_task.py": ["tests/test_dask.py"],
     "xlocal/_engines.py": ["tests/test_celery.py", "tests/test_dask.py"],
@@ -906,9 +922,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 tests, covered = tests_for(mutant, coverage_map, args.budget)
             expected = sum(durations.get(t, 5.0) for t in tests)
-            # The core's module serves both cores: a mutant of it, or a line the pure
+            # The core's rooms serve both cores: a mutant of one, or a line the pure
             # core's run did not reach, also runs on the compiled core.
-            both = not covered or mutant.module == "xlocal/_core.py"
+            both = not covered or mutant.module in CORE_ROOMS
             cores = ["python", "c"] if compiled and both else ["python"]
             job = {
                 "module": mutant.module,

@@ -1,48 +1,46 @@
 """The xlocal core: execution locals whose bindings are scoped by with-statements.
 
-How it works (see DESIGN.md): each xlocal owns one ContextVar.  Its value is the top
-*frame* of the current execution, a plain dict holding every name bound there,
-flattened, plus one private entry that records which binding pushed the frame and the
-Token that undoes it.  Threads, greenlets and asyncio tasks each have their own
-contextvars.Context, so isolation needs no locks and no storage keyed by thread or
-greenlet.
+This room holds the ``xlocal`` class, the read and bind paths each xlocal gets as a
+class of its own (``_reader``, ``_binder``), ``new()``, the install of the compiled
+core, and the debug-mode switch.  The rest of the core has rooms of its own, each
+importing only the ones before it:
 
-Reads take the fast road: every xlocal gets a class of its own whose __getattribute__ is
-a closure over the variable's ``get``, so a read is one call, one ``get`` and one dict
-lookup.
+- ``_environment``: the environment's switches, the greenlet check, the compiled core;
+- ``_frames``: the frame format, entering a frame, reading frames;
+- ``_errors``: the unbound-name errors and how messages name things;
+- ``_registry``: the portable xlocals of the process;
+- ``_debug``: where bindings were entered, in debug mode;
+- ``_misuse``: the exit paths beyond the fast one;
+- ``_binding``: ``Binding``, its with-statement and decorator paths.
 
-Entries are identified as themselves, not by their binding object: the frame's record
-is a fresh tuple per entry, and the Token that undoes it is kept by the binding, keyed
-by the Python frame whose with-statement made the entry.  So an exit finds its own
-entry even when one binding object is entered by many executions at once, and no frame
-holds a Token: a context never reaches itself (no cycle keeps a dead thread's values),
-and a child that inherited frames does not keep its parent's whole context alive.
+docs/architecture.rst describes how they work together and why.
 """
 
 from __future__ import annotations
 
 import contextvars
-import functools
-import importlib
 import inspect
-import os
-import sys
-import threading
-import warnings
-import weakref
-from collections.abc import Iterable, Iterator
-from types import FrameType, TracebackType
+from collections.abc import Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
     ClassVar,
     Generic,
-    NoReturn,
     TypeVar,
-    cast,
 )
 
+from ._binding import Binding
+from ._debug import _debug_enter
+from ._environment import IMPLEMENTATION, _cxlocal, _flag_from_environment
+from ._errors import _call_form, _kw, _label, _UnboundError, _UndeclaredError
+from ._frames import (
+    _EMPTY,
+    _ENTRY,
+    _bound_names,
+    _object_getattribute,
+)
+from ._misuse import _exit_rest, _reset_or_refuse
 from ._namespace import (
     OPEN,
     Namespace,
@@ -50,145 +48,22 @@ from ._namespace import (
     invalid_name,
     read_namespace,
 )
-from ._steps import (
-    ASYNC_GENERATOR,
-    COROUTINE,
-    GENERATOR,
-    ContextAsyncGenerator,
-    ContextGenerator,
-    async_within,
-    kind,
-    lazy,
-    within,
-)
+from ._registry import _portable_names, _register_portable
 
 if TYPE_CHECKING:
     from ._codec import Codec
 
 __all__ = ["IMPLEMENTATION", "Binding", "get_debug", "new", "set_debug", "xlocal"]
 
-#: The key under which a frame records its entry: a tuple ``(names, parent frame)``, new
-#: for each entry, whose ``names`` is the dict of the binding that made it.  The key is
-#: not a string, so no attribute read can reach it, and the names a user binds can never
-#: collide with it.
-_ENTRY: Any = object()
-
-#: The value of every xlocal's variable where nothing is bound.  Being the variable's
-#: default, it is never stored in any context.
-_EMPTY: dict[Any, Any] = {_ENTRY: None}
-
 _X = TypeVar("_X", bound="xlocal")
-#: What entering a binding gives: the xlocal.  Not bound to xlocal, because the bound
-#: sends mypy into an endless recursion when it checks how xlocal is called.
-_B = TypeVar("_B")
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Names already found valid, so that binding checks them with one set operation.  It is
 #: capped: a program that binds ever new names checks those the slow way.
 _valid_names: set[str] = set()
 _VALID_NAMES_CAP = 4096
 
-_object_getattribute = object.__getattribute__
 _object_setattr = object.__setattr__
 _new = object.__new__
-_getframe = sys._getframe
-
-
-def _check_greenlet() -> None:
-    """Refuse to run with a greenlet that shares one context between greenlets."""
-    try:
-        greenlet = importlib.import_module("greenlet")
-    except ImportError:
-        return
-    if not getattr(greenlet, "GREENLET_USE_CONTEXT_VARS", False):
-        raise ImportError(
-            f"xlocal needs greenlet 0.4.17 or newer, but greenlet "
-            f"{getattr(greenlet, '__version__', '(unknown version)')} is installed: "
-            f"it does not give each greenlet its own contextvars.Context, so greenlets "
-            f"would see each other's bindings; upgrade it: `pip install -U greenlet`"
-        )
-
-
-_check_greenlet()
-
-
-def _flag_from_environment(variable: str, meaning: str) -> bool:
-    """What the environment variable *variable*, a switch that does *meaning*, asks
-    for; anything unclear is an error, not a guess."""
-    value = os.environ.get(variable, "")
-    setting = value.strip().lower()
-    if setting in ("", "0", "false", "no", "off"):
-        return False
-    if setting in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(
-        f"{variable}={value!r} is not understood: set it to 1, true, yes or on to "
-        f"{meaning}, or to 0, false, no, off or nothing to leave it off"
-    )
-
-
-def _load_extension() -> Any:
-    """The compiled core, xlocal._cxlocal, or None for the pure-Python core.
-
-    The pure core is used on interpreters other than CPython, when the extension was
-    not built (no compiler at install) or does not load, and when
-    ``XLOCAL_NO_EXTENSIONS`` asks for it; only in the middle case does xlocal warn.
-    """
-    if (
-        _flag_from_environment("XLOCAL_NO_EXTENSIONS", "use the pure-Python core")
-        or sys.implementation.name != "cpython"
-    ):
-        return None
-    try:
-        return importlib.import_module("xlocal._cxlocal")
-    except ImportError as error:
-        _warn_pure_core(error)
-        return None
-
-
-def _warn_pure_core(error: ImportError) -> None:
-    """Warn that the compiled core, which a CPython with the GIL should have, failed
-    to import with *error*, saying why (the note of a build that fell back to the pure
-    core, written by setup.py) and what to do."""
-    import sysconfig  # noqa: PLC0415 - only here, off the import's usual path
-
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # setup.py makes no extension
-        return
-    if not (isinstance(error, ModuleNotFoundError) and error.name == "xlocal._cxlocal"):
-        why = f"failed to load ({type(error).__name__}: {error})"
-    else:
-        try:
-            note = importlib.import_module("xlocal._build_note")
-        except ImportError:
-            why = "is not installed (this copy of xlocal was not built)"
-        else:
-            reason = getattr(note, "REASON", "no reason recorded")
-            why = f"was not built when xlocal was installed ({reason})"
-    warnings.warn(
-        f"xlocal uses its pure-Python core, slower than the compiled one, because "
-        f"xlocal._cxlocal {why}: install a C compiler and the Python headers (for "
-        f"example `apt-get install gcc python3-dev`) and reinstall xlocal with "
-        f"`pip install --force-reinstall --no-cache-dir xlocal`, or set "
-        f"XLOCAL_NO_EXTENSIONS=1 to choose the pure core without this warning",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-
-
-#: The compiled core, which _reader, _binder and Binding use when it is loaded.
-_cxlocal = _load_extension()
-
-#: Which core runs: "c" (the compiled fast path) or "python" (the pure core).
-IMPLEMENTATION = "python" if _cxlocal is None else "c"
-
-#: How the core sets and resets a variable.  CPython 3.10 and 3.11 corrupt a thread's
-#: context when a garbage collection starting inside ``set`` or ``reset`` runs a
-#: finalizer that binds (fixed in 3.12); the compiled core's versions hold the
-#: collector off meanwhile, and the pure core uses them when the compiled one is loaded.
-_set: Callable[[Any, Any], Any] = contextvars.ContextVar.set
-_reset: Callable[[Any, Any], None] = contextvars.ContextVar.reset
-if _cxlocal is not None and _cxlocal.HOLDS_COLLECTOR_OFF:
-    _set, _reset = _cxlocal.set, _cxlocal.reset
 
 if TYPE_CHECKING:
     from typing import Protocol, overload
@@ -295,8 +170,8 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
             name or "xlocal", default=empty
         )
         # One class per xlocal, so that reading and binding reach its variable through
-        # closures: reads ~2x faster than fetching it from the instance (DESIGN.md),
-        # binding ~15% fewer instructions.
+        # closures: reads ~2x faster than fetching it from the instance, binding ~15%
+        # fewer instructions (docs/architecture.rst).
         own = type(
             cls.__name__,
             (cls,),
@@ -465,156 +340,6 @@ def new(
     return cls(name, portable=portable, codec=codec)
 
 
-#: What to check when a name of an xlocal is not bound, said by what binds it (the
-#: middleware): read only when an unbound-name message is shown, so reads pay nothing.
-_hints: weakref.WeakKeyDictionary[xlocal, str] = weakref.WeakKeyDictionary()
-
-
-class _UnboundError(AttributeError):
-    """The AttributeError for a name that is not bound; its message is made when shown.
-
-    ``hasattr`` and ``getattr`` with a default drop the error unseen, and formatting
-    the message up front was most of the cost of asking for a missing name.  The error
-    presents itself as a plain AttributeError, in tracebacks and when pickled; Python
-    3.10+ sets its ``name`` and ``obj`` as for any failed attribute read.
-    """
-
-    def __str__(self) -> str:
-        attr, x = self.args
-        hint = _hints.get(x)
-        return (
-            f"{attr!r} is not bound on {_label(x)} in this execution: bind it with "
-            f"`with {_call_form(x)}({_kw(attr)}=...)`" + (f". {hint}" if hint else "")
-        )
-
-    def __repr__(self) -> str:
-        return f"AttributeError({str(self)!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return AttributeError, (str(self),)
-
-
-class _UndeclaredError(_UnboundError):
-    """The AttributeError for a name a typed namespace does not declare."""
-
-    def __str__(self) -> str:
-        attr, x = self.args
-        declared = _object_getattribute(x, "_namespace").declared
-        return (
-            f"{attr!r} is not a declared name of {_label(x)}: its names are "
-            f"{', '.join(sorted(declared))}"
-        )
-
-
-for _error in (_UnboundError, _UndeclaredError):
-    _error.__module__ = "builtins"
-    _error.__name__ = _error.__qualname__ = "AttributeError"
-del _error
-
-
-# -- portable xlocals: what may cross a process boundary (used by xlocal.portable) -----
-
-#: The portable xlocals of this process, by name: the key carriers use.  Weak, so that
-#: a collected xlocal frees its name.
-_portables: dict[str, weakref.ref[xlocal]] = {}
-_portables_lock = threading.Lock()
-
-
-def _portable_names(
-    name: str | None, portable: object, codec: object
-) -> frozenset[str] | bool:
-    """Check the ``portable=`` and ``codec=`` arguments of ``xlocal()``."""
-    if portable is None or portable is False:
-        if codec is not None:
-            raise TypeError(
-                f"xlocal({name!r}) got a codec but is not portable: pass "
-                f"`portable=True` or `portable={{...names...}}` too"
-            )
-        return False
-    if codec is not None and not (
-        callable(getattr(codec, "encode", None))
-        and callable(getattr(codec, "decode", None))
-    ):
-        raise TypeError(
-            f"codec of xlocal({name!r}) must have encode(value) -> str and "
-            f"decode(text) -> value methods; {type(codec).__name__} has not"
-        )
-    if not name:
-        raise TypeError(
-            "a portable xlocal needs a name, the key that carriers use: "
-            "`xlocal('myapp.request', portable=...)`"
-        )
-    if portable is True:
-        return True
-    if isinstance(portable, (str, bytes)) or not isinstance(portable, Iterable):
-        raise TypeError(
-            f"portable= of xlocal({name!r}) must be True or a collection of names, "
-            f"as in `portable={{'user_id'}}`, not {type(portable).__name__}"
-        )
-    names = frozenset(portable)
-    for key in names:
-        if not isinstance(key, str) or not key.isidentifier() or key[:1] == "_":
-            raise ValueError(
-                f"portable= of xlocal({name!r}) names {key!r}, which cannot be "
-                f"bound: portable names are identifiers not starting with '_'"
-            )
-    if not names:
-        raise ValueError(
-            f"portable= of xlocal({name!r}) is empty: name the names that may "
-            f"cross a process boundary, or leave portable= out"
-        )
-    return names
-
-
-def _register_portable(x: xlocal) -> None:
-    name: str = _object_getattribute(x, "_name")
-    with _portables_lock:
-        other = _portables.get(name)
-        if other is not None and other() is not None:
-            raise ValueError(
-                f"a portable xlocal named {name!r} exists already in this process: "
-                f"the name is the key carriers use, so it must be unique; import "
-                f"the existing one instead of making another"
-            )
-        _portables[name] = weakref.ref(x, functools.partial(_unregister, name))
-
-
-def _unregister(name: str, ref: weakref.ref[xlocal]) -> None:
-    # Run by the collector, in any thread: no lock; leave a newer xlocal's entry.
-    if _portables.get(name) is ref:
-        del _portables[name]
-
-
-def _empty_of(x: xlocal) -> dict[Any, Any]:
-    """The frame of *x* where nothing is bound: its variable's default."""
-    empty: dict[Any, Any] = _object_getattribute(x, "_empty")
-    return empty
-
-
-def _var(x: xlocal) -> contextvars.ContextVar[dict[Any, Any]]:
-    var: contextvars.ContextVar[dict[Any, Any]] = _object_getattribute(x, "_var")
-    return var
-
-
-def _bound_names(x: xlocal) -> Iterator[str]:
-    return iter(_names(_var(x).get()))
-
-
-def _label(x: xlocal) -> str:
-    name = _object_getattribute(x, "_name")
-    kind = type(x).__name__
-    return f"<{kind} {name!r}>" if name else f"<{kind} at {id(x):#x}>"
-
-
-def _call_form(x: xlocal) -> str:
-    name: str | None = _object_getattribute(x, "_name")
-    return name if name and name.isidentifier() else _label(x)
-
-
-def _kw(attr: str) -> str:
-    return attr if attr.isidentifier() else "..."
-
-
 def _check_names(x: xlocal, names: dict[str, Any]) -> None:
     namespace: Namespace = _object_getattribute(x, "_namespace")
     declared, own = namespace.declared, namespace.own
@@ -638,428 +363,6 @@ def _check_names(x: xlocal, names: dict[str, Any]) -> None:
         known = declared is None and type(key) is str
         if known and len(_valid_names) < _VALID_NAMES_CAP:
             _valid_names.add(key)
-
-
-class Binding(Generic[_B]):
-    """Names to bind on an xlocal, made by calling it: ``xcurrent(request=req)``.
-
-    Entering binds the names in the current execution on top of what it has already
-    bound, and gives the xlocal itself (``with xcurrent(x=1) as x:``).  Exiting restores
-    the bindings that were there before.  A binding may be entered again later, nested
-    inside itself, and by several threads or tasks at once: each entry is independent.
-
-    Entries must be exited in the reverse order of entering, in the execution that
-    entered them; otherwise exiting raises RuntimeError.  An entry exited out of order
-    takes every entry made after it with it, so that no stale binding is left behind;
-    an entry exited in another execution changes nothing.
-
-    .. versionadded:: 1.0
-    """
-
-    __slots__ = ("_entries", "_names", "_var", "_where", "_xlocal")
-
-    # Made only by calling an xlocal, which checks the names and hands over the fresh
-    # dict of its keyword arguments: kept as it is, never copied nor changed.  The
-    # xlocal's variable is kept too, so that entering and exiting look nothing up.
-    _xlocal: _B
-    _var: contextvars.ContextVar[dict[Any, Any]]
-    _names: dict[str, Any]
-    # The open entries, by the Python frame that entered them (the frame running the
-    # with-statement, kept alive so that no other frame can take its id while the
-    # entry is open): ``(record, token, older)``, where *older* is an earlier open
-    # entry made by the same frame, or None.
-    _entries: dict[FrameType, _OpenEntry]
-    _where: str  # where it was last entered, in debug mode only
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Binding[_B]:
-        raise TypeError(
-            "a Binding is made by calling an xlocal: `xcurrent(name=value)`"
-        )
-
-    def __enter__(self) -> _B:
-        # _enter_for, written out: this is the hot path of the pure core.
-        var, names, entries = self._var, self._names, self._entries
-        x = self._xlocal
-        parent = var.get()
-        frame = {**parent, **names}
-        frame[_ENTRY] = record = (names, parent)
-        owner = _getframe(1)
-        token = _set(var, frame)
-        try:
-            entries[owner] = (record, token, entries.get(owner))
-        except BaseException:
-            _reset(var, token)
-            raise
-        return x
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        owner = _getframe(1)
-        var = self._var
-        mine = self._entries.pop(owner, None)
-        if mine is not None and mine[2] is None and var.get()[_ENTRY] is mine[0]:
-            try:
-                _reset(var, mine[1])
-            except (ValueError, RuntimeError) as error:
-                _exit_elsewhere(self, mine[0], error)
-            return
-        _exit_rest(self, owner, mine)
-
-    async def __aenter__(self) -> _B:
-        # The frame that awaits this one runs the async with-statement: it owns the
-        # entry, as the caller of __enter__ does for a with-statement.
-        target = _enter_for(self, _getframe(1))
-        if Binding.__enter__ is _debug_enter:
-            _record_where(self)
-        return target
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        owner = _getframe(1)
-        _exit_rest(self, owner, self._entries.pop(owner, None))
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        raise TypeError(
-            f"cannot copy or pickle {self!r}: a binding is entered by with-statements "
-            f"in this process; make another by calling the xlocal, or carry bindings "
-            f"to other processes with xlocal.portable"
-        )
-
-    def __call__(self, func: _F) -> _F:
-        """Decorate *func* to run with these names bound, on top of the caller's.
-
-        The binding is entered anew at each call, in the execution that makes the call,
-        so it works for functions handed to other threads or greenlets.  For a
-        coroutine function the binding covers the whole awaited call.  A generator or
-        async generator function gets a generator that runs each of its steps with the
-        binding, on top of the bindings of the code that called it; its consumer never
-        sees the binding.
-        """
-        if not callable(func):
-            raise TypeError(
-                f"{self!r} decorates a callable, not {type(func).__name__}; to bind "
-                f"names for a block, use "
-                f"`with {_call_form(cast('xlocal', self._xlocal))}(...):`"
-            )
-        bound: Callable[..., Any]
-        made = kind(func)
-        if made == COROUTINE:
-
-            async def bound(*args: Any, **kwargs: Any) -> Any:
-                with self:
-                    return await func(*args, **kwargs)
-
-        elif made:
-
-            def bound(*args: Any, **kwargs: Any) -> Any:
-                return _bound_steps(self, made, func(*args, **kwargs))
-
-        else:
-
-            def bound(*args: Any, **kwargs: Any) -> Any:
-                with self:
-                    result = func(*args, **kwargs)
-                later = lazy(result)
-                return _bound_steps(self, later, result) if later else result
-
-        return cast("_F", functools.wraps(func)(bound))
-
-    def __repr__(self) -> str:
-        names = ", ".join(f"{name}=..." for name in self._names)
-        return f"<Binding {_call_form(cast('xlocal', self._xlocal))}({names})>"
-
-
-def _bound_steps(binding: Binding[Any], made: int, result: Any) -> Any:
-    """*result*, a suspendable object of kind *made*, run inside *binding*.
-
-    A generator or async generator runs each step with the binding, on top of the
-    bindings of the code that made it, in a context of its own; a coroutine or other
-    awaitable is awaited inside the binding, in the execution that awaits it.
-    """
-    if made == GENERATOR:
-        return ContextGenerator(within(binding, result), contextvars.copy_context())
-    if made == ASYNC_GENERATOR:
-        steps = async_within(binding, result)
-        return ContextAsyncGenerator(steps, contextvars.copy_context())
-    return _await_within(binding, result)
-
-
-async def _await_within(binding: Binding[Any], awaitable: Any) -> Any:
-    with binding:
-        return await awaitable
-
-
-#: An open entry, as a binding keeps it: ``(record, token, older)``.
-_OpenEntry = tuple[Any, "contextvars.Token[dict[Any, Any]]", Any]
-
-
-def _enter_for(binding: Binding[_B], owner: FrameType) -> _B:
-    """Binding.__enter__ for an entry made by the with-statement running in *owner*.
-
-    The binding's slots are read once, before anything that may run other code (a
-    name's ``__eq__``, a finalizer): the compiled core does the same.  If recording the
-    entry fails after the names were bound, they are unbound again: nothing is left
-    bound that no exit could find.
-    """
-    var, names, entries = binding._var, binding._names, binding._entries
-    x = binding._xlocal
-    parent = var.get()
-    frame = {**parent, **names}
-    frame[_ENTRY] = record = (names, parent)
-    token = _set(var, frame)
-    try:
-        entries[owner] = (record, token, entries.get(owner))
-    except BaseException:
-        _reset(var, token)
-        raise
-    return x
-
-
-def _exit_rest(
-    binding: Binding[Any],
-    owner: FrameType,
-    mine: _OpenEntry | None,
-) -> None:
-    """Binding.__exit__ beyond its fast path; *mine* is the entry *owner* made."""
-    if mine is None:
-        _exit_unowned(binding)
-        return
-    record, token, older = mine
-    if older is not None:
-        binding._entries[owner] = older
-    _exit_misplaced(binding, record, token)
-
-
-def _exit_unowned(binding: Binding[Any]) -> None:
-    """Exit an entry of *binding* from a frame that did not make one.
-
-    ``ExitStack``, ``__exit__`` called by hand or by a context manager's own
-    ``__exit__`` end an entry made by another frame.  The entry they end is the
-    innermost one of *binding* in this execution whose maker is done, as for an
-    ExitStack; failing that, if the binding has such an entry in another execution,
-    the exit was meant for that one, and is refused; failing that, the innermost entry
-    here, whose maker is running and ends its entry through a helper.
-    """
-    names = binding._names
-    mine = [record for record, _ in _active(binding._var.get()) if record[0] is names]
-    running = _running_frames()
-    fallback = None
-    for record in mine:
-        found = _open_entry(binding, record)
-        if found is None:
-            # Its own exit ran already: this execution only inherited it.
-            _exit_elsewhere(binding, record, RuntimeError())
-        if found[0] not in running:
-            _exit_misplaced(binding, record, found[1], found[0])
-            return
-        if fallback is None:
-            fallback = record, found
-    # Every entry active here was made by a running frame, or it was exited above: an
-    # entry whose maker is done was made in another execution, and the exit was meant
-    # for it.  (A copy of the keys: other threads may enter the binding meanwhile.)
-    if fallback is None or any(key not in running for key in list(binding._entries)):
-        _not_active(binding)
-    record, (key, token) = fallback
-    _exit_misplaced(binding, record, token, key)
-
-
-def _running_frames() -> set[FrameType]:
-    """The frames running in this thread around the current call."""
-    running: set[FrameType] = set()
-    frame: FrameType | None = _getframe(2)
-    while frame is not None:
-        running.add(frame)
-        frame = frame.f_back
-    return running
-
-
-def _open_entry(
-    binding: Binding[Any], record: Any
-) -> tuple[FrameType, contextvars.Token[Any]] | None:
-    """The key and token of *binding*'s open entry *record*, if it has it."""
-    for key, newest in list(binding._entries.items()):
-        entry = newest
-        while entry is not None:
-            if entry[0] is record:
-                return key, entry[1]
-            entry = entry[2]
-    return None
-
-
-def _forget(binding: Binding[Any], record: Any, key: FrameType) -> None:
-    """Take the open entry *record*, made by the frame *key*, out of *binding*."""
-    entries = binding._entries
-    chain: _OpenEntry = entries.pop(key)  # *key* made *record*: it is in the chain
-    kept: list[_OpenEntry] = []
-    while chain[0] is not record:
-        kept.append(chain)
-        chain = chain[2]
-    older = chain[2]
-    for item in reversed(kept):
-        older = (item[0], item[1], older)
-    if older is not None:
-        entries[key] = older
-
-
-def _reset_or_refuse(binding: Binding[Any], record: Any, token: Any) -> None:
-    """Undo the entry *record* with its *token*, or report why reset refused it.
-
-    The compiled core calls this when its own reset was refused, so that the report
-    is the pure core's; a refused reset changes nothing, so this one is refused too.
-    """
-    try:
-        _reset(binding._var, token)
-    except (ValueError, RuntimeError) as error:
-        _exit_elsewhere(binding, record, error)
-
-
-def _exit_elsewhere(binding: Binding[Any], record: Any, refusal: Exception) -> NoReturn:
-    """Report an exit of an entry this execution only inherited; reset refused it.
-
-    ``reset`` raises RuntimeError if the entry's token was used, that is, the entry was
-    exited already where it was made; ValueError if it is still open there.
-    """
-    if isinstance(refusal, RuntimeError):
-        state = (
-            "and exited there already; here it was only inherited, and it ends with "
-            "this task or snapshot run"
-        )
-    else:
-        state = "where it is still bound; exit it there"
-    raise RuntimeError(
-        f"cannot exit {_entered(binding._xlocal, record, binding._var.get())} here: "
-        f"it was entered in "
-        f"another asyncio task or contextvars.Context, {state}. Nothing was changed"
-        f"{_exited_at()}"
-    ) from None
-
-
-def _exit_misplaced(
-    binding: Binding[Any],
-    record: Any,
-    token: contextvars.Token[Any],
-    key: FrameType | None = None,
-) -> None:
-    """Exit the entry *record* of *binding*, which may not be the innermost one here.
-
-    If it is active further out, it and every entry made after it are exited at once,
-    as an exception unwinding them would, so that no stale binding is left in this
-    execution; then RuntimeError reports the misuse.  If it is not active here, it was
-    made in another execution (an abandoned generator or coroutine finalized here, an
-    exit called in another thread): nothing is changed.  *key*, if given, is the frame
-    that made the entry, to forget the entry by once it is exited.
-    """
-    x = binding._xlocal
-    var = binding._var
-    inner: list[str] = []
-    for active, frame in _active(var.get()):
-        if active is record:
-            try:
-                _reset(var, token)
-            except (ValueError, RuntimeError) as error:
-                _exit_elsewhere(binding, record, error)
-            if key is not None:
-                _forget(binding, record, key)
-            if not inner:
-                return
-            raise RuntimeError(
-                f"{_entered(x, record, frame)} exited out of order: {len(inner)} "
-                f"binding(s) entered after it were still active, innermost {inner[0]}. "
-                f"A generator suspended inside a with-block, or __enter__/__exit__ "
-                f"called by hand, often causes this. All of them have been exited, "
-                f"which restores the bindings from before {binding!r} was entered"
-                f"{_exited_at()}"
-            )
-        inner.append(_entered(x, active, frame))
-    _not_active(binding)
-
-
-def _not_active(binding: Binding[Any]) -> NoReturn:
-    where = getattr(binding, "_where", None)
-    last = f" (last entered at {where})" if where else ""
-    raise RuntimeError(
-        f"cannot exit {binding!r}{last}: it is not active in this execution. It was "
-        f"exited already, or entered in another thread, greenlet or task (exit it "
-        f"there), as when a generator or coroutine abandoned there is finalized here. "
-        f"Nothing was changed{_exited_at()}"
-    )
-
-
-def _active(frame: dict[Any, Any]) -> Iterator[tuple[Any, dict[Any, Any]]]:
-    """The entries active in an execution, innermost first: ``(record, frame)``."""
-    record = frame[_ENTRY]
-    while record is not None:
-        yield record, frame
-        frame = record[1]
-        record = frame[_ENTRY]
-
-
-def _describe(x: xlocal, names: dict[str, Any]) -> str:
-    """The repr of a binding of *names* on *x*."""
-    shown = ", ".join(f"{name}=..." for name in names)
-    return f"<Binding {_call_form(x)}({shown})>"
-
-
-# -- debug mode: where bindings were entered -------------------------------------------
-
-#: In debug mode, the key under which a frame records ``(record, place)``: where the
-#: entry that made the frame was entered.  Tied to the entry's record, so that the
-#: place a child frame copies from its parent is never taken for the child's own.
-_WHERE: Any = object()
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _caller() -> str:
-    """The place in the user's code that called into xlocal: ``file:line in func``."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame = frame.f_back
-    if frame is None:  # pragma: no cover - some user frame always called us
-        return "(unknown place)"
-    code = frame.f_code
-    return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
-
-
-def _entered(x: xlocal, record: Any, frame: dict[Any, Any]) -> str:
-    """The repr of the entry *record* of *x*, made in *frame*, with the place it was
-    entered when debug mode recorded it."""
-    where = frame.get(_WHERE)
-    shown = _describe(x, record[0])
-    if where is not None and where[0] is record:
-        return f"{shown} (entered at {where[1]})"
-    return shown
-
-
-def _exited_at() -> str:
-    return (
-        f". The exit was at {_caller()}"
-        if _plain_enter is not Binding.__enter__
-        else ""
-    )
-
-
-def _debug_enter(self: Binding[_B]) -> _B:
-    """Binding.__enter__ in debug mode: enter, then record where."""
-    target = _enter_for(self, _getframe(1))
-    _record_where(self)
-    return target
-
-
-def _record_where(binding: Binding[Any]) -> None:
-    """Record where the entry just made was made, for debug mode's messages."""
-    where = _caller()
-    frame = binding._var.get()
-    frame[_WHERE] = (frame[_ENTRY], where)
-    binding._where = where
 
 
 if _cxlocal is not None:
@@ -1102,27 +405,6 @@ def get_debug() -> bool:
     .. versionadded:: 1.0
     """
     return Binding.__enter__ is _debug_enter
-
-
-def _carried(value: Any) -> bool:
-    """Whether a context variable holding *value* is xlocal's own, for spawn helpers.
-
-    A frame of an xlocal, or a value whose type says it is safe to share between
-    executions (it is never changed in place) with ``__xlocal_carried__ = True``.
-    """
-    if type(value) is dict:
-        return _ENTRY in value
-    return getattr(type(value), "__xlocal_carried__", False) is True
-
-
-def _names(frame: dict[Any, Any]) -> dict[str, Any]:
-    """The names bound in a frame: not its private records, nor declared defaults."""
-    bound: set[str] = set()
-    record = frame[_ENTRY]
-    while record is not None:
-        bound.update(record[0])
-        record = record[1][_ENTRY]
-    return {k: v for k, v in frame.items() if k in bound}
 
 
 if _flag_from_environment(

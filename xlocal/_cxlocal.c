@@ -1,4 +1,5 @@
-/* The compiled fast path of xlocal's core (xlocal/_core.py is its specification).
+/* The compiled fast path of xlocal's core (the pure core, xlocal/_core.py and the
+ * rooms it imports, is its specification; docs/architecture.rst describes both).
  *
  * This module implements only the hot paths, and only in their common case: the read
  * of an attribute (hit and miss), the binder (making a Binding), and Binding's
@@ -29,14 +30,14 @@ typedef struct {
     PyTypeObject *method_type;  /* the type of the compiled functions below */
     PyTypeObject *wrapped_type; /* the type of the functions wrap() makes */
     /* Set by install(): objects of the pure core that the fast paths use. */
-    PyObject *entry;            /* _core._ENTRY */
-    PyTypeObject *binding;      /* _core.Binding */
+    PyObject *entry;            /* _frames._ENTRY */
+    PyTypeObject *binding;      /* _binding.Binding */
     PyTypeObject *xlocal;       /* _core.xlocal */
     PyObject *valid_names;      /* _core._valid_names, a set of exact str */
-    PyObject *exit_rest;        /* _core._exit_rest(binding, owner, mine) */
-    PyObject *reset_or_refuse;  /* _core._reset_or_refuse(binding, record, token) */
-    PyObject *unbound;          /* _core._UnboundError */
-    PyObject *undeclared;       /* _core._UndeclaredError */
+    PyObject *exit_rest;        /* _misuse._exit_rest(binding, owner, mine) */
+    PyObject *reset_or_refuse;  /* _misuse._reset_or_refuse(binding, record, token) */
+    PyObject *unbound;          /* _errors._UnboundError */
+    PyObject *undeclared;       /* _errors._UndeclaredError */
     PyObject *str_getattr;      /* "__getattr__" */
     /* Offsets of Binding's slots, read from its member descriptors. */
     Py_ssize_t off_entries, off_names, off_var, off_xlocal;
@@ -1450,8 +1451,8 @@ static PyModuleDef_Slot module_slots[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "xlocal._cxlocal",
-    .m_doc = "The compiled fast path of xlocal's core; xlocal/_core.py is its "
-             "specification and fallback.",
+    .m_doc = "The compiled fast path of xlocal's core; the pure core (xlocal/_core.py "
+             "and the rooms it imports) is its specification and fallback.",
     .m_size = sizeof(State),
     .m_methods = module_methods,
     .m_slots = module_slots,

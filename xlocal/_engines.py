@@ -16,7 +16,7 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
-from ._core import _ENTRY
+from ._frames import _ENTRY
 
 __all__ = ["hidden"]
 

@@ -23,7 +23,8 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._core import _empty_of, _var, xlocal
+from ._core import xlocal
+from ._frames import _empty_of, _var
 from ._steps import ContextGenerator
 
 __all__ = ["clean_start", "end_clean", "outside"]

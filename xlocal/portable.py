@@ -45,17 +45,12 @@ from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
 
+from ._binding import Binding
 from ._codec import Codec
-from ._core import (
-    _ENTRY,
-    Binding,
-    _label,
-    _names,
-    _object_getattribute,
-    _portables,
-    _var,
-    xlocal,
-)
+from ._core import xlocal
+from ._errors import _label
+from ._frames import _ENTRY, _names, _object_getattribute, _var
+from ._registry import _portables
 from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, kind
 
 if TYPE_CHECKING:

@@ -25,7 +25,9 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast, overload
 
-from ._core import _call_form, _label, _var, xlocal
+from ._core import xlocal
+from ._errors import _call_form, _label
+from ._frames import _var
 from ._namespace import invalid_name
 
 __all__ = ["LocalProxy", "proxy"]

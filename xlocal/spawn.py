@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from ._core import _EMPTY, _ENTRY, IMPLEMENTATION, _carried, _names, _var, xlocal
+from ._core import xlocal
+from ._environment import IMPLEMENTATION
+from ._frames import _EMPTY, _ENTRY, _carried, _names, _var
 from ._steps import in_context, lazy, steps_in
 
 if TYPE_CHECKING:
