@@ -385,3 +385,28 @@ def test_a_key_error_from_a_names_eq_is_a_miss() -> None:
         assert not hasattr(x, "user")
         raising[0] = False
         assert x.user == "ann"
+
+
+def test_a_miss_names_the_name_and_the_object() -> None:
+    """The AttributeError of a miss has the name read and the xlocal as ``name`` and
+    ``obj``, however the read is made: by code run often enough to be specialised
+    (which, on 3.12+, calls a ``__getattribute__`` written in Python without setting
+    them), by getattr, or by calling ``__getattribute__``."""
+    x = xlocal.xlocal("x")
+    typed = xlocal.new(_Declares, "typed")
+    for target, attr in ((x, "user"), (typed, "user"), (typed, "other")):
+        reads = [
+            eval(f"lambda x: x.{attr}"),
+            lambda x, attr=attr: getattr(x, attr),
+            lambda x, attr=attr: type(x).__getattribute__(x, attr),
+        ]
+        for read in reads:
+            for _ in range(200):
+                with pytest.raises(AttributeError) as caught:
+                    read(target)
+                assert caught.value.name == attr  # type: ignore[attr-defined]
+                assert caught.value.obj is target  # type: ignore[attr-defined]
+
+
+class _Declares(xlocal.xlocal):
+    user: str

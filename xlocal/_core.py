@@ -33,7 +33,14 @@ from typing import (
 from ._binding import Binding
 from ._debug import _debug_enter
 from ._environment import IMPLEMENTATION, _cxlocal, _flag_from_environment
-from ._errors import _call_form, _kw, _label, _UnboundError, _UndeclaredError
+from ._errors import (
+    _call_form,
+    _kw,
+    _label,
+    _missed,
+    _UnboundError,
+    _UndeclaredError,
+)
 from ._frames import (
     _EMPTY,
     _ENTRY,
@@ -262,7 +269,7 @@ def _reader(
             if attr[:1] == "_":
                 return _object_getattribute(self, attr)
             # Raised outside the except clause, so that no KeyError is chained to it.
-            raise _UnboundError(attr, self)
+            raise _missed(_UnboundError, attr, self)
 
         if _cxlocal is None:
             return read
@@ -279,8 +286,8 @@ def _reader(
         if attr in own or attr[:1] == "_":
             return _object_getattribute(self, attr)
         if declared is not None and attr not in declared:
-            raise _UndeclaredError(attr, self)
-        raise _UnboundError(attr, self)
+            raise _missed(_UndeclaredError, attr, self)
+        raise _missed(_UnboundError, attr, self)
 
     if _cxlocal is None:
         return __getattribute__

@@ -316,15 +316,31 @@ make_method(PyObject *module, vectorcallfunc call, PyObject *fallback, PyObject 
 
 /* -- the read path: xlocal.__getattribute__ ----------------------------------------- */
 
+/* Raise the error of a read of *attr* on *self* that found nothing, with its name and
+ * object set, as the pure core's _errors._missed makes it. */
 static PyObject *
 raise_miss(PyObject *error_type, PyObject *attr, PyObject *self)
 {
     PyObject *args[2] = {attr, self};
     PyObject *error = PyObject_Vectorcall(error_type, args, 2, NULL);
-    if (error != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
-        Py_DECREF(error);
+    if (error == NULL) {
+        return NULL;
     }
+#if PY_VERSION_HEX >= 0x030A0000
+    if (PyObject_TypeCheck(error, (PyTypeObject *)PyExc_AttributeError)) {
+        PyAttributeErrorObject *found = (PyAttributeErrorObject *)error;
+        Py_XSETREF(found->name, Py_NewRef(attr));
+        Py_XSETREF(found->obj, Py_NewRef(self));
+    }
+#else
+    if (PyObject_SetAttrString(error, "name", attr) < 0 ||
+        PyObject_SetAttrString(error, "obj", self) < 0) {
+        Py_DECREF(error);
+        return NULL;
+    }
+#endif
+    PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+    Py_DECREF(error);
     return NULL;
 }
 

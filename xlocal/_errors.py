@@ -54,6 +54,18 @@ class _UndeclaredError(_UnboundError):
         )
 
 
+def _missed(error: type[_UnboundError], attr: str, x: Any) -> _UnboundError:
+    """The error for a read of *attr* on *x* that found nothing, with the name and the
+    object set, as Python's own attribute reads set them.  Set here, not left to
+    Python: it does not set them when its specialised bytecode calls a
+    ``__getattribute__`` written in Python, so the pure core's errors would have them
+    or not depending on how often the read ran.  The compiled core sets them too."""
+    found = error(attr, x)
+    found.name = attr
+    found.obj = x
+    return found
+
+
 for _error in (_UnboundError, _UndeclaredError):
     _error.__module__ = "builtins"
     _error.__name__ = _error.__qualname__ = "AttributeError"
