@@ -40,6 +40,7 @@ import json
 import json.scanner
 import math
 import sys
+import threading
 import weakref
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType, TracebackType
@@ -56,6 +57,7 @@ from ._core import (
     _var,
     xlocal,
 )
+from ._namespace import annotation_text, annotations_of
 from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, kind
 
 if TYPE_CHECKING:
@@ -235,18 +237,20 @@ def _codec(x: xlocal, name: str) -> Codec:
 _declared: weakref.WeakKeyDictionary[type, dict[str, Codec]] = (
     weakref.WeakKeyDictionary()
 )
+_declared_lock = threading.Lock()
 
 
 def _evaluated(klass: type, annotation: Any) -> Any:
     """*annotation*, made by *klass*, evaluated where the class was defined."""
-    if not isinstance(annotation, str):
+    text = annotation_text(annotation)
+    if text is None:
         return annotation
     module = sys.modules.get(klass.__module__)
     try:
-        return eval(annotation, vars(module) if module else {}, dict(vars(klass)))
+        return eval(text, vars(module) if module else {}, dict(vars(klass)))
     except Exception as error:
         raise UnportableError(
-            f"cannot read the declared type {annotation!r} of {klass.__name__} to find "
+            f"cannot read the declared type {text!r} of {klass.__name__} to find "
             f"the codec it chooses: {type(error).__name__}: {error}; make the names it "
             f"uses importable where the class is defined"
         ) from error
@@ -258,17 +262,26 @@ def _declared_codecs(cls: type) -> dict[str, Codec]:
         return _declared[cls]
     except KeyError:
         pass
+    # One thread reads a class: evaluating a declared type may make its codec, and
+    # every carrier must use the same one.
+    with _declared_lock:
+        codecs = _declared.get(cls)
+        if codecs is None:
+            codecs = _declared[cls] = _read_codecs(cls)
+    return codecs
+
+
+def _read_codecs(cls: type) -> dict[str, Codec]:
     codecs: dict[str, Codec] = {}
     names = cls._namespace.declared  # type: ignore[attr-defined]
     for klass in reversed(cls.__mro__):
-        for name, annotation in vars(klass).get("__annotations__", {}).items():
+        for name, annotation in annotations_of(klass).items():
             if names and name in names and "Annotated" in str(annotation):
                 for extra in getattr(_evaluated(klass, annotation), "__metadata__", ()):
                     if callable(getattr(extra, "encode", None)) and callable(
                         getattr(extra, "decode", None)
                     ):
                         codecs[name] = extra
-    _declared[cls] = codecs
     return codecs
 
 
