@@ -476,7 +476,9 @@ del _error
 #: The portable xlocals of this process, by name: the key carriers use.  Weak, so that
 #: a collected xlocal frees its name.
 _portables: dict[str, weakref.ref[xlocal]] = {}
-_portables_lock = threading.Lock()
+#: Taken to change _portables.  Reentrant: the collector may run _unregister in a
+#: thread that holds it already (a collection started inside _register_portable).
+_portables_lock = threading.RLock()
 
 
 def _portable_names(
@@ -539,9 +541,12 @@ def _register_portable(x: xlocal) -> None:
 
 
 def _unregister(name: str, ref: weakref.ref[xlocal]) -> None:
-    # Run by the collector, in any thread: no lock; leave a newer xlocal's entry.
-    if _portables.get(name) is ref:
-        del _portables[name]
+    # Run by the collector, in any thread.  Under the lock: between the check and the
+    # delete another thread could register a newer xlocal of the name, whose entry
+    # must stay (the GIL does not make the two steps one).
+    with _portables_lock:
+        if _portables.get(name) is ref:
+            del _portables[name]
 
 
 def _empty_of(x: xlocal) -> dict[Any, Any]:
