@@ -359,6 +359,23 @@ def test_declared_names_without_future_annotations(user: str) -> None:
         assert isinstance(current.user, module.User)
 
 
+def test_forward_reference_annotations() -> None:
+    """Annotations that are forward references (what Python 3.14's forward-reference
+    format gives for a name not defined yet) are read by their text: a ClassVar
+    declares no name, any other type does."""
+    made = type(
+        "Forward",
+        (xlocal,),
+        {
+            "__annotations__": {
+                "user": typing.ForwardRef("User"),
+                "count": typing.ForwardRef("ClassVar[int]"),
+            }
+        },
+    )
+    assert repr(new(made, "forward")) == "<Forward 'forward' unbound; declared: user>"
+
+
 def test_redeclared_name_without_default_drops_the_base_default() -> None:
     """A subclass that declares a name again without a default has no default for
     it: the base class's default is not inherited by the new declaration."""

@@ -23,7 +23,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Mapping
-from typing import Any, ClassVar, get_origin
+from typing import Any, ClassVar, ForwardRef, get_origin
 
 __all__ = [
     "OPEN",
@@ -175,8 +175,9 @@ def annotation_text(annotation: Any) -> str | None:
     __future__ import annotations``), or a forward reference (3.14+)."""
     if isinstance(annotation, str):
         return annotation
-    text = getattr(annotation, "__forward_arg__", None)
-    return text if isinstance(text, str) else None
+    if isinstance(annotation, ForwardRef):
+        return annotation.__forward_arg__
+    return None
 
 
 def _is_classvar(annotation: Any) -> bool:

@@ -451,7 +451,7 @@ def _payload(carrier: object, limit: int, key: bytes | None) -> dict[str, Any]:
     try:
         payload = _load_carrier(text)
     except (ValueError, RecursionError) as error:
-        raise _fail(f"it is not valid JSON ({error})") from None
+        raise _fail(f"it is not valid JSON ({_reason(error)})") from None
     if type(payload) is not dict:
         raise _fail("it holds no JSON object")
     version = payload.get("v")
@@ -488,9 +488,19 @@ def _decode_group(x: xlocal, values: dict[str, Any], unknown: str) -> dict[str, 
             decoded[name] = _codec(x, name).decode(encoded)
         except Exception as error:
             raise _fail(
-                f"the value of {name!r} on {_label(x)} cannot be decoded ({error})"
+                f"the value of {name!r} on {_label(x)} cannot be decoded "
+                f"({_reason(error)})"
             ) from None
     return decoded
+
+
+def _reason(error: Exception) -> str:
+    """Why decoding failed, in words that do not change with the Python version:
+    running out of stack is "maximum recursion depth exceeded" up to 3.13, "Stack
+    overflow (used ... kB)" from 3.14."""
+    if isinstance(error, RecursionError):
+        return "it is nested too deeply to decode"
+    return str(error)
 
 
 def _decode_all(

@@ -321,31 +321,30 @@ def _run_pickled(task: bytes) -> _Returned:  # pragma: no cover - in worker proc
 
 
 class _Returned:
-    """A process-pool task's result, which pickles as itself or fails saying why.
+    """A process-pool task's result, pickled in the worker, or an error saying why not.
 
-    The pool pickles it in the worker to send it back, and the submitter gets the
-    value itself.  A value that cannot be pickled becomes an error naming the task,
-    instead of the pool's bare pickling traceback.
+    The pool sends it back, and the submitter gets the value itself.  A value that
+    cannot be pickled is an error of the task, raised here, naming it: not the
+    pool's bare pickling traceback (to which Python 3.14+ adds notes naming the
+    pool's own structures).
     """
 
-    __slots__ = ("_task", "_value")
+    __slots__ = ("_data",)
 
-    def __init__(self, value: Any, task: Carried) -> None:
-        self._value = value
-        self._task = task
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pragma: no cover - in worker processes
+    def __init__(self, value: Any, task: Carried) -> None:  # pragma: no cover
         from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
 
         try:
-            data = bytes(ForkingPickler.dumps(self._value))
+            self._data = bytes(ForkingPickler.dumps(value))
         except Exception as error:
             raise TypeError(
-                f"cannot send the result of {self._task._func!r} back from the "
-                f"worker process: it returned a {type(self._value).__name__}, and "
+                f"cannot send the result of {task._func!r} back from the "
+                f"worker process: it returned a {type(value).__name__}, and "
                 f"pickling it failed ({error}). Return values that can be pickled"
             ) from None
-        return pickle.loads, (data,)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pragma: no cover - in worker processes
+        return pickle.loads, (self._data,)
 
 
 def _check_callable(func: object, helper: str) -> None:
