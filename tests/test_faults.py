@@ -466,7 +466,7 @@ def test_hand_written_exit_in_another_thread(xcurrent: xlocal) -> None:
         seen.append(dir(xcurrent))
 
     with manager:
-        t = threading.Thread(target=other)
+        t = threading.Thread(target=contextvars.Context().run, args=(other,))
         t.start()
         t.join(TIMEOUT)
         assert xcurrent.role == "admin"

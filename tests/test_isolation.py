@@ -146,7 +146,9 @@ def test_new_unit_sees_nothing(model: Model, xcurrent: xlocal) -> None:
     with xcurrent(request="creator's"):
         seen = model.spawn_and_get(lambda: dir(xcurrent))
         assert xcurrent.request == "creator's"
-    inherits = model.name == "thread" and getattr(sys.flags, "thread_inherit_context", 0)
+    inherits = model.name == "thread" and getattr(
+        sys.flags, "thread_inherit_context", 0
+    )
     assert seen == (["request"] if inherits else [])
 
 
