@@ -1318,10 +1318,10 @@ def test_inherit_context_thread_starts_empty(xcurrent: xlocal) -> None:
     value = Value()
     ref = weakref.ref(value)
     seen: list[Any] = []
-    with xcurrent(user=value):
+    with xcurrent(user=value):  # started inside: a plain thread would inherit it
         t = Thread(target=lambda: seen.append(xcurrent.user is ref()))
+        t.start()
     del value
-    t.start()
     t.join(TIMEOUT)
     assert seen == [True]
     assert collected(ref)
