@@ -646,7 +646,8 @@ def test_exit_in_another_thread(xcurrent: xlocal) -> None:
             assert not hasattr(xcurrent, "a")
 
     with binding:
-        t = threading.Thread(target=other)
+        # In a context of its own, also where threads inherit their creator's.
+        t = threading.Thread(target=contextvars.Context().run, args=(other,))
         t.start()
         t.join(10)
         assert xcurrent.a == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import re
 import subprocess
@@ -242,7 +243,7 @@ def test_exit_in_another_thread_names_the_entry(
 
     with binding:
         entry_line = line() - 1
-        t = threading.Thread(target=other)
+        t = threading.Thread(target=contextvars.Context().run, args=(other,))
         t.start()
         t.join(60)
     assert (

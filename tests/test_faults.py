@@ -160,7 +160,8 @@ def suspended_generator(xcurrent: xlocal) -> tuple[Iterator[None], weakref.ref[V
 def test_generator_closed_late_in_another_thread(xcurrent: xlocal) -> None:
     """A generator that leaked its binding into one thread and is closed in another
     fails there without touching anything; the first thread keeps the leak until it
-    ends, and then nothing is retained."""
+    ends and its Thread object goes (on 3.14+ a threading.Thread keeps the context
+    its run() ran in), and then nothing is retained."""
     handoff: list[Iterator[None]] = []
     refs: list[weakref.ref[Value]] = []
     started, leaked_seen = threading.Event(), threading.Event()
@@ -195,7 +196,34 @@ def test_generator_closed_late_in_another_thread(xcurrent: xlocal) -> None:
     assert "it is not active in this execution" in str(errors[0])
     handoff.clear()
     errors.clear()  # its traceback holds the generator's frame, and so the value
+    del t1
     assert collected(refs[0])
+
+
+def test_generator_leaked_in_an_xlocal_thread_goes_with_the_run(
+    xcurrent: xlocal,
+) -> None:
+    """A generator that leaked its binding into an xlocal.Thread's run() and is
+    closed in another thread leaves nothing behind once run() has ended, while the
+    thread object lives: run() runs in a copy of the captured bindings, and the
+    thread's own context is empty on every version."""
+    handoff: list[Iterator[None]] = []
+    refs: list[weakref.ref[Value]] = []
+
+    def first() -> None:
+        g, ref = suspended_generator(xcurrent)
+        refs.append(ref)
+        next(g)
+        assert dir(xcurrent) == ["v"]
+        handoff.append(g)
+
+    t1 = xl.Thread(target=first)
+    t1.start()
+    t1.join(TIMEOUT)
+    with pytest.raises(RuntimeError, match="it is not active in this execution"):
+        handoff.pop().close()
+    assert collected(refs[0])
+    assert not t1.is_alive()
 
 
 def test_generator_collected_late_elsewhere(
@@ -438,7 +466,7 @@ def test_hand_written_exit_in_another_thread(xcurrent: xlocal) -> None:
         seen.append(dir(xcurrent))
 
     with manager:
-        t = threading.Thread(target=other)
+        t = threading.Thread(target=contextvars.Context().run, args=(other,))
         t.start()
         t.join(TIMEOUT)
         assert xcurrent.role == "admin"

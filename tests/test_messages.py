@@ -234,7 +234,7 @@ def test_exit_in_another_thread(xcurrent: xlocal) -> None:
             errors.append(error)
 
     with binding:
-        thread = threading.Thread(target=other)
+        thread = threading.Thread(target=contextvars.Context().run, args=(other,))
         thread.start()
         thread.join(60)
     assert [str(error) for error in errors] == [

@@ -238,7 +238,11 @@ class ThreadUnit(Unit):
             self.outbox.put(_outcome(fn))
 
     def start(self, runner: Callable[[], Any]) -> None:
-        self.thread = threading.Thread(target=runner, daemon=True)
+        # In an empty context: the unit is started here, not in its parent, and so
+        # must not inherit this thread's context (-X thread_inherit_context).
+        self.thread = threading.Thread(
+            target=contextvars.Context().run, args=(runner,), daemon=True
+        )
         self.thread.start()
 
     def call(self, fn: Callable[[], Any]) -> Any:

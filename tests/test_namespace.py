@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
+import types
 import typing
 from typing import Annotated, Any, ClassVar
 
@@ -311,6 +313,67 @@ def test_evaluated_classvar_annotations_are_not_names() -> None:
         repr(new(counted_class, "counted"))
         == "<Counted 'counted' unbound; declared: user>"
     )
+
+
+#: A module without ``from __future__ import annotations`` (Python 3.14 defers its
+#: annotations), whose typed namespace names a class defined after it.
+FORWARD = """
+from typing import ClassVar
+
+from xlocal import new, xlocal
+
+
+class Current(xlocal):
+    user: {user}
+    count: ClassVar[{user}]
+    tenant: str = "public"
+
+
+class User:
+    pass
+
+
+current = new(Current, "current")
+"""
+
+FORWARD_CASES = [pytest.param("'User'", id="string")]
+if sys.version_info >= (3, 14):
+    FORWARD_CASES.append(pytest.param("User", id="forward reference"))
+
+
+@pytest.mark.parametrize("user", FORWARD_CASES)
+def test_declared_names_without_future_annotations(user: str) -> None:
+    """A typed namespace in a module that does not make annotations strings reads
+    its declared names, class variables and defaults when it is made, also (3.14+)
+    when a declared type names what the module defines after the class."""
+    module = types.ModuleType("test_namespace_forward")
+    # dont_inherit: not this file's own ``from __future__ import annotations``.
+    code = compile(
+        FORWARD.format(user=user), module.__name__, "exec", dont_inherit=True
+    )
+    exec(code, module.__dict__)
+    current = module.current
+    assert repr(current) == "<Current 'current' unbound; declared: tenant, user>"
+    assert current.tenant == "public"
+    with current(user=module.User()):
+        assert isinstance(current.user, module.User)
+
+
+def test_forward_reference_annotations() -> None:
+    """Annotations that are forward references (what Python 3.14's forward-reference
+    format gives for a name not defined yet) are read by their text: a ClassVar
+    declares no name, any other type does."""
+    made = type(
+        "Forward",
+        (xlocal,),
+        {
+            "__annotations__": {
+                "user": typing.ForwardRef("User"),
+                "count": typing.ForwardRef("ClassVar[int]"),
+            }
+        },
+    )
+    assert repr(new(made, "forward")) == "<Forward 'forward' unbound; declared: user>"
 
 
 def test_redeclared_name_without_default_drops_the_base_default() -> None:

@@ -728,12 +728,14 @@ def test_deeply_nested_carrier_is_refused() -> None:
     """Nesting past the recursion limit is a CarrierError, in the carrier or a value."""
     deep = "[" * 200_000 + "]" * 200_000
     with pytest.raises(
-        CarrierError, match=r"carrier: it is not valid JSON \(.*recursion"
+        CarrierError,
+        match=r"carrier: it is not valid JSON \(it is nested too deeply to decode\)",
     ):
         extract({CARRIER_KEY: deep}, limit=10**6)
     value = json.dumps({"b": {"portable_app.trace": {"a": deep}}, "v": 1})
     with pytest.raises(
-        CarrierError, match=r"'a' on .* cannot be decoded \(.*recursion"
+        CarrierError,
+        match=r"'a' on .* cannot be decoded \(it is nested too deeply to decode\)",
     ):
         extract({CARRIER_KEY: value}, limit=10**6)
 
@@ -896,6 +898,52 @@ def test_declared_codec_of_an_evaluated_type() -> None:
     }
     with extract(carrier):
         assert typed.corner == app.Point(3, 4)
+
+
+#: A module without ``from __future__ import annotations``: Python 3.14 defers its
+#: class annotations (PEP 649), so the class's ``__dict__`` has no
+#: ``__annotations__``; earlier versions evaluate them when the class is made.
+DEFERRED = """
+from typing import Annotated
+
+import _portable_app as app
+from xlocal import xlocal
+
+
+class Deferred(xlocal):
+    corner: Annotated[{corner}, app.PointCodec()]
+    size: int = 3
+
+
+Corner = app.Point
+"""
+
+DEFERRED_CASES = [pytest.param("app.Point", id="defined")]
+if sys.version_info >= (3, 14):
+    DEFERRED_CASES.append(pytest.param("Corner", id="forward reference"))
+
+
+@pytest.mark.parametrize("corner", DEFERRED_CASES)
+def test_declared_codec_without_future_annotations(corner: str) -> None:
+    """A codec declared with Annotated in a module that does not make annotations
+    strings is used on every version, also when (3.14+) the declared type names
+    what the module defines after the class."""
+    module = types.ModuleType(f"test_portable_deferred_{len(corner)}")
+    # dont_inherit: not this file's own ``from __future__ import annotations``.
+    code = compile(
+        DEFERRED.format(corner=corner), module.__name__, "exec", dont_inherit=True
+    )
+    exec(code, module.__dict__)
+    cls = module.Deferred
+    typed = xlocal.new(cls, f"test_portable.deferred.{corner}", portable=True)
+    assert typed.size == 3
+    with typed(corner=app.Point(5, 6)):
+        carrier = inject()
+    assert json.loads(carrier[CARRIER_KEY])["b"] == {
+        f"test_portable.deferred.{corner}": {"corner": '{"x": 5, "y": 6}'}
+    }
+    with extract(carrier):
+        assert typed.corner == app.Point(5, 6)
 
 
 class Unreadable(make):

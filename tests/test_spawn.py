@@ -8,7 +8,10 @@ import decimal
 import functools
 import gc
 import inspect
+import os
 import queue
+import re
+import subprocess
 import sys
 import threading
 import weakref
@@ -17,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import Tagged, collect
+from conftest import Tagged, collect, collected
 
 import xlocal as xl
 from xlocal import ContextExecutor, Snapshot, Thread, capture, isolated, wrap, xlocal
@@ -30,6 +33,11 @@ gevent_threadpool = pytest.importorskip("gevent.threadpool")
 eventlet = pytest.importorskip("eventlet")
 
 TIMEOUT = 60
+
+#: Whether new threads inherit their creator's context (Python 3.14+:
+#: ``-X thread_inherit_context=1``, PYTHON_THREAD_INHERIT_CONTEXT=1, or a
+#: free-threaded build's default).
+INHERITS = bool(getattr(sys.flags, "thread_inherit_context", 0))
 
 #: Starts a callable in a new unit of execution, carrying the caller's bindings the
 #: way its recipe says, and returns a function that waits for the unit's result.
@@ -637,7 +645,9 @@ def test_run_in_executor(xcurrent: xlocal) -> None:
             wrapped = await loop.run_in_executor(pool, wrap(work))
         return plain, carried, wrapped
 
-    assert asyncio.run(main()) == ([], "r", "r")
+    # A plain pool's worker started inside the binding inherits it with the flag.
+    plain = ["request"] if INHERITS else []
+    assert asyncio.run(main()) == (plain, "r", "r")
 
 
 def test_to_thread_copies_bindings(xcurrent: xlocal) -> None:
@@ -1319,3 +1329,99 @@ def test_capture_leaves_out_other_variables_whatever_the_context_holds() -> None
     assert only == ("ann", "(unset)")
     assert mixed == ("ann", "(unset)")
     assert both == ("ann", "(unset)", "ann", "(unset)")
+
+
+# -- thread context inheritance (Python 3.14's -X thread_inherit_context) -------------
+
+
+class Value:
+    """A bindable object that weak references can watch."""
+
+
+def test_inherit_context_executor_worker_keeps_no_binding(xcurrent: xlocal) -> None:
+    """A worker thread that a ContextExecutor's pool starts lazily inside a request's
+    binding keeps nothing of it, whatever the setting: an unwrapped task on that
+    worker sees nothing bound, and the value is freed while the worker lives."""
+    value = Value()
+    ref = weakref.ref(value)
+    with ThreadPoolExecutor(1) as pool:
+        executor = ContextExecutor(pool)
+        with xcurrent(user=value):
+            assert executor.submit(lambda: xcurrent.user).result(TIMEOUT) is value
+        del value
+        with xcurrent(user="bob"):
+            assert executor.submit(lambda: xcurrent.user).result(TIMEOUT) == "bob"
+            assert pool.submit(lambda: dir(xcurrent)).result(TIMEOUT) == []
+        assert collected(ref)
+
+
+def test_inherit_context_plain_pool_worker(xcurrent: xlocal) -> None:
+    """A plain ThreadPoolExecutor whose worker started inside ann's binding runs a
+    task submitted later inside bob's in the worker's own context: unbound, or ann's
+    bindings where new threads inherit their creator's context (the README's
+    Guarantees)."""
+    with ThreadPoolExecutor(1) as pool:
+        with xcurrent(user="ann"):
+            pool.submit(lambda: None).result(TIMEOUT)
+        with xcurrent(user="bob"):
+            seen = pool.submit(lambda: getattr(xcurrent, "user", None)).result(TIMEOUT)
+    assert seen == ("ann" if INHERITS else None)
+
+
+def test_inherit_context_thread_starts_empty(xcurrent: xlocal) -> None:
+    """An xlocal.Thread's run() has the bindings captured when it was made, and its
+    thread keeps none of its creator's context whatever the setting: the captured
+    value is freed when run() ends, while the thread object lives."""
+    value = Value()
+    ref = weakref.ref(value)
+    seen: list[Any] = []
+    with xcurrent(user=value):  # started inside: a plain thread would inherit it
+        t = Thread(target=lambda: seen.append(xcurrent.user is ref()))
+        t.start()
+    del value
+    t.join(TIMEOUT)
+    assert seen == [True]
+    assert collected(ref)
+
+
+INHERIT_CONTEXT_TESTS = " or ".join(
+    [
+        "test_inherit_context_executor_worker_keeps_no_binding",
+        "test_inherit_context_plain_pool_worker",
+        "test_inherit_context_thread_starts_empty",
+        "test_thread_releases_captured_bindings_when_done",
+        "test_run_in_executor",
+    ]
+)
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 14), reason="-X thread_inherit_context is new in 3.14"
+)
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_inherit_context_under_each_setting(setting: str) -> None:
+    """The thread-inheritance tests above pass with threads inheriting their
+    creator's context and without, whatever this run's setting is."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            f"thread_inherit_context={setting}",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            INHERIT_CONTEXT_TESTS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHON_THREAD_INHERIT_CONTEXT": setting},
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"\b5 passed", done.stdout), done.stdout

@@ -41,6 +41,10 @@ TIMEOUT = 120
 DEPTH = 3
 ROUNDS = {"thread": 30, "gevent": 5, "asyncio": 3, "patched": 5}
 
+#: What a new thread inherits from the runner: its bindings where threads inherit
+#: their creator's context (Python 3.14's -X thread_inherit_context=1), else nothing.
+THREADS = ["runner"] if getattr(sys.flags, "thread_inherit_context", 0) else []
+
 
 class Value:
     """A unit's bound value, watched by a weak reference."""
@@ -118,7 +122,7 @@ def test_threads(make_xlocal: Any) -> None:
 
     def run(i: int) -> None:
         try:
-            for _ in unit(x, y, i, refs, rounds=ROUNDS["thread"], inherited=[]):
+            for _ in unit(x, y, i, refs, rounds=ROUNDS["thread"], inherited=THREADS):
                 barrier.wait()
                 pauses[i] += 1
         except BaseException as e:
@@ -199,7 +203,7 @@ def patched_main() -> None:
     def run_thread(i: int) -> None:
         os_threads.add(os_ident())
         try:
-            for _ in unit(x, y, i, refs, rounds=rounds, inherited=[]):
+            for _ in unit(x, y, i, refs, rounds=rounds, inherited=THREADS):
                 barrier.wait()
         except BaseException as e:
             errors.append(e)

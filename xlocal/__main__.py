@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import sys
 import threading
 from collections.abc import Callable
 
@@ -90,7 +91,12 @@ def main() -> None:
         plain = threading.Thread(target=lambda: seen.extend(dir(xcurrent)))
         plain.start()
         plain.join()
-        print(f"\na plain threading.Thread starts with {seen or 'nothing bound'};")
+        print(
+            f"\na plain threading.Thread starts with {seen or 'nothing bound'}", end=""
+        )
+        if getattr(sys.flags, "thread_inherit_context", 0):
+            print(" (-X thread_inherit_context: it inherits its creator's)", end="")
+        print(";")
         print(f"the server still reads server={xcurrent.server!r};")
     print(f"after its with-block: {xcurrent!r}")
 

@@ -23,9 +23,17 @@ import re
 import sys
 import unicodedata
 from collections.abc import Mapping
-from typing import Any, ClassVar, get_origin
+from typing import Any, ClassVar, ForwardRef, get_origin
 
-__all__ = ["OPEN", "Namespace", "describe_attribute", "invalid_name", "read_namespace"]
+__all__ = [
+    "OPEN",
+    "Namespace",
+    "annotation_text",
+    "annotations_of",
+    "describe_attribute",
+    "invalid_name",
+    "read_namespace",
+]
 
 #: An annotation that declares a class variable, not a name to bind, when the
 #: annotation is a string (``from __future__ import annotations``).
@@ -94,7 +102,7 @@ def read_namespace(cls: type, base: type) -> Namespace:
     declared: set[str] = set()
     defaults: dict[str, Any] = {}
     for klass in classes:
-        for name, annotation in _annotations(klass).items():
+        for name, annotation in annotations_of(klass).items():
             if name[:1] == "_" or _is_classvar(annotation):
                 continue
             why = invalid_name(name, f"{cls.__name__}.{name}")
@@ -135,19 +143,45 @@ def describe_attribute(value: Any) -> str:
     return "class attribute"
 
 
-if sys.version_info >= (3, 10):
+if sys.version_info >= (3, 14):  # pragma: no cover - coverage is measured on 3.11
+    import annotationlib
 
-    def _annotations(klass: type) -> dict[str, Any]:
+    def annotations_of(klass: type) -> dict[str, Any]:
+        """The annotations *klass* makes itself, evaluated as far as they can be.
+
+        Python 3.14 defers a class's annotations (PEP 649/749): its ``__dict__``
+        holds no ``__annotations__`` unless ``from __future__ import annotations``
+        made them strings.  The forward-reference format evaluates them now, and a
+        name not defined yet becomes a ``ForwardRef`` instead of an error.
+        """
+        return dict(
+            annotationlib.get_annotations(klass, format=annotationlib.Format.FORWARDREF)
+        )
+
+elif sys.version_info >= (3, 10):
+
+    def annotations_of(klass: type) -> dict[str, Any]:
         """The annotations *klass* makes itself, without evaluating them."""
         return dict(inspect.get_annotations(klass))
 
 else:  # pragma: no cover - Python 3.9
 
-    def _annotations(klass: type) -> dict[str, Any]:
+    def annotations_of(klass: type) -> dict[str, Any]:
         return dict(klass.__dict__.get("__annotations__", {}))  # noqa: RUF063
 
 
-def _is_classvar(annotation: Any) -> bool:
+def annotation_text(annotation: Any) -> str | None:
+    """The source text of *annotation* if it was not evaluated: a string (``from
+    __future__ import annotations``), or a forward reference (3.14+)."""
     if isinstance(annotation, str):
-        return bool(_CLASSVAR.match(annotation))
+        return annotation
+    if isinstance(annotation, ForwardRef):
+        return annotation.__forward_arg__
+    return None
+
+
+def _is_classvar(annotation: Any) -> bool:
+    text = annotation_text(annotation)
+    if text is not None:
+        return bool(_CLASSVAR.match(text))
     return annotation is ClassVar or get_origin(annotation) is ClassVar

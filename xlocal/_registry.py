@@ -18,7 +18,9 @@ from ._frames import _object_getattribute
 #: The portable xlocals of this process, by name: the key carriers use.  Weak, so that
 #: a collected xlocal frees its name.
 _portables: dict[str, weakref.ref[Any]] = {}
-_portables_lock = threading.Lock()
+#: Taken to change _portables.  Reentrant: the collector may run _unregister in a
+#: thread that holds it already (a collection started inside _register_portable).
+_portables_lock = threading.RLock()
 
 
 def _portable_names(
@@ -81,6 +83,9 @@ def _register_portable(x: object) -> None:
 
 
 def _unregister(name: str, ref: weakref.ref[Any]) -> None:
-    # Run by the collector, in any thread: no lock; leave a newer xlocal's entry.
-    if _portables.get(name) is ref:
-        del _portables[name]
+    # Run by the collector, in any thread.  Under the lock: between the check and the
+    # delete another thread could register a newer xlocal of the name, whose entry
+    # must stay (the GIL does not make the two steps one).
+    with _portables_lock:
+        if _portables.get(name) is ref:
+            del _portables[name]

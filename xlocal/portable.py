@@ -40,6 +40,7 @@ import json
 import json.scanner
 import math
 import sys
+import threading
 import weakref
 from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType, TracebackType
@@ -50,6 +51,7 @@ from ._codec import Codec
 from ._core import xlocal
 from ._errors import _label
 from ._frames import _ENTRY, _names, _object_getattribute, _var
+from ._namespace import annotation_text, annotations_of
 from ._registry import _portables
 from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, kind
 
@@ -230,18 +232,20 @@ def _codec(x: xlocal, name: str) -> Codec:
 _declared: weakref.WeakKeyDictionary[type, dict[str, Codec]] = (
     weakref.WeakKeyDictionary()
 )
+_declared_lock = threading.Lock()
 
 
 def _evaluated(klass: type, annotation: Any) -> Any:
     """*annotation*, made by *klass*, evaluated where the class was defined."""
-    if not isinstance(annotation, str):
+    text = annotation_text(annotation)
+    if text is None:
         return annotation
     module = sys.modules.get(klass.__module__)
     try:
-        return eval(annotation, vars(module) if module else {}, dict(vars(klass)))
+        return eval(text, vars(module) if module else {}, dict(vars(klass)))
     except Exception as error:
         raise UnportableError(
-            f"cannot read the declared type {annotation!r} of {klass.__name__} to find "
+            f"cannot read the declared type {text!r} of {klass.__name__} to find "
             f"the codec it chooses: {type(error).__name__}: {error}; make the names it "
             f"uses importable where the class is defined"
         ) from error
@@ -253,17 +257,26 @@ def _declared_codecs(cls: type) -> dict[str, Codec]:
         return _declared[cls]
     except KeyError:
         pass
+    # One thread reads a class: evaluating a declared type may make its codec, and
+    # every carrier must use the same one.
+    with _declared_lock:
+        codecs = _declared.get(cls)
+        if codecs is None:
+            codecs = _declared[cls] = _read_codecs(cls)
+    return codecs
+
+
+def _read_codecs(cls: type) -> dict[str, Codec]:
     codecs: dict[str, Codec] = {}
     names = cls._namespace.declared  # type: ignore[attr-defined]
     for klass in reversed(cls.__mro__):
-        for name, annotation in vars(klass).get("__annotations__", {}).items():
+        for name, annotation in annotations_of(klass).items():
             if names and name in names and "Annotated" in str(annotation):
                 for extra in getattr(_evaluated(klass, annotation), "__metadata__", ()):
                     if callable(getattr(extra, "encode", None)) and callable(
                         getattr(extra, "decode", None)
                     ):
                         codecs[name] = extra
-    _declared[cls] = codecs
     return codecs
 
 
@@ -433,7 +446,7 @@ def _payload(carrier: object, limit: int, key: bytes | None) -> dict[str, Any]:
     try:
         payload = _load_carrier(text)
     except (ValueError, RecursionError) as error:
-        raise _fail(f"it is not valid JSON ({error})") from None
+        raise _fail(f"it is not valid JSON ({_reason(error)})") from None
     if type(payload) is not dict:
         raise _fail("it holds no JSON object")
     version = payload.get("v")
@@ -470,9 +483,19 @@ def _decode_group(x: xlocal, values: dict[str, Any], unknown: str) -> dict[str, 
             decoded[name] = _codec(x, name).decode(encoded)
         except Exception as error:
             raise _fail(
-                f"the value of {name!r} on {_label(x)} cannot be decoded ({error})"
+                f"the value of {name!r} on {_label(x)} cannot be decoded "
+                f"({_reason(error)})"
             ) from None
     return decoded
+
+
+def _reason(error: Exception) -> str:
+    """Why decoding failed, in words that do not change with the Python version:
+    running out of stack is "maximum recursion depth exceeded" up to 3.13, "Stack
+    overflow (used ... kB)" from 3.14."""
+    if isinstance(error, RecursionError):
+        return "it is nested too deeply to decode"
+    return str(error)
 
 
 def _decode_all(

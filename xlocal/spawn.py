@@ -163,6 +163,11 @@ def isolated(func: _F) -> _F:
     return in_context(func, contextvars.copy_context)
 
 
+#: Whether threading.Thread takes ``context=`` (Python 3.14+), and so may inherit the
+#: context of the code that makes the thread (``-X thread_inherit_context``).
+_INHERITS = sys.version_info >= (3, 14)
+
+
 class Thread(threading.Thread):
     """A ``threading.Thread`` whose ``run()`` has the bindings of the code that made it.
 
@@ -171,10 +176,17 @@ class Thread(threading.Thread):
     made, not when it starts, and let go of as soon as ``run()`` starts: a thread that
     never starts holds them only as long as the thread object lives.
 
+    On Python 3.14+ the thread's own context is a new, empty one unless ``context=``
+    is given, whatever ``sys.flags.thread_inherit_context`` says: a thread that
+    inherited its creator's context would keep the creator's bindings alive as long
+    as the thread object lives.  ``run()`` runs in the captured bindings either way.
+
     .. versionadded:: 1.0
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _INHERITS and "context" not in kwargs:
+            kwargs["context"] = contextvars.Context()
         super().__init__(*args, **kwargs)
         self._xlocal_snapshot: Snapshot | None = capture()
 
@@ -220,6 +232,12 @@ class ContextExecutor(concurrent.futures.Executor):
     ``submit``, ``map`` and ``loop.run_in_executor(executor, ...)`` all carry bindings.
     Shutting it down shuts down the wrapped executor.
 
+    The wrapped executor's ``submit`` runs in an empty context, so that a worker
+    thread or process it starts there holds no bindings, whatever
+    ``sys.flags.thread_inherit_context`` (Python 3.14+) says: a worker started
+    lazily inside one request's binding would otherwise keep that request's values
+    alive for as long as it lives.
+
     Around a ``ProcessPoolExecutor`` the task gets the submitter's *portable*
     bindings only (see :mod:`xlocal.portable`), encoded at ``submit``: an unencodable
     value, or a function or argument that cannot be pickled, raises there.  The
@@ -239,11 +257,15 @@ class ContextExecutor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> concurrent.futures.Future[_R]:
+        # In a new, empty context: a worker that submit starts inherits nothing.
+        start = contextvars.Context().run
+        submit: Callable[..., concurrent.futures.Future[Any]] = self._executor.submit
         if _is_process_pool(self._executor):
             task = _pickled(self._executor, fn, args, kwargs)
-            future = self._executor.submit(_run_pickled, task)
-            return cast("concurrent.futures.Future[_R]", future)
-        return self._executor.submit(capture().run, fn, *args, **kwargs)
+            future = start(submit, _run_pickled, task)
+        else:
+            future = start(submit, capture().run, fn, *args, **kwargs)
+        return cast("concurrent.futures.Future[_R]", future)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
@@ -310,31 +332,30 @@ def _run_pickled(task: bytes) -> _Returned:  # pragma: no cover - in worker proc
 
 
 class _Returned:
-    """A process-pool task's result, which pickles as itself or fails saying why.
+    """A process-pool task's result, pickled in the worker, or an error saying why not.
 
-    The pool pickles it in the worker to send it back, and the submitter gets the
-    value itself.  A value that cannot be pickled becomes an error naming the task,
-    instead of the pool's bare pickling traceback.
+    The pool sends it back, and the submitter gets the value itself.  A value that
+    cannot be pickled is an error of the task, raised here, naming it: not the
+    pool's bare pickling traceback (to which Python 3.14+ adds notes naming the
+    pool's own structures).
     """
 
-    __slots__ = ("_task", "_value")
+    __slots__ = ("_data",)
 
-    def __init__(self, value: Any, task: Carried) -> None:
-        self._value = value
-        self._task = task
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pragma: no cover - in worker processes
+    def __init__(self, value: Any, task: Carried) -> None:  # pragma: no cover
         from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
 
         try:
-            data = bytes(ForkingPickler.dumps(self._value))
+            self._data = bytes(ForkingPickler.dumps(value))
         except Exception as error:
             raise TypeError(
-                f"cannot send the result of {self._task._func!r} back from the "
-                f"worker process: it returned a {type(self._value).__name__}, and "
+                f"cannot send the result of {task._func!r} back from the "
+                f"worker process: it returned a {type(value).__name__}, and "
                 f"pickling it failed ({error}). Return values that can be pickled"
             ) from None
-        return pickle.loads, (data,)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pragma: no cover - in worker processes
+        return pickle.loads, (self._data,)
 
 
 def _check_callable(func: object, helper: str) -> None:
