@@ -134,9 +134,13 @@ def python(
     code: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run *code* in a fresh interpreter (this one, with *env* added to the
-    environment), for what one process cannot undo, such as an import."""
+    environment), for what one process cannot undo, such as an import.  It runs in
+    the tests' folder, so that ``import xlocal`` finds the installed package, not the
+    source tree a run from the checkout's top would put first on the path (with no
+    compiled core built in it)."""
     return subprocess.run(
         [sys.executable, "-c", code],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,

@@ -412,6 +412,7 @@ def test_the_import_warns_where_the_extension_is_missing() -> None:
     def run(**changes: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-c", code],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
             env={**env, **changes},
             capture_output=True,
             text=True,

@@ -62,6 +62,7 @@ def test_environment_variable(value: str, expected: str) -> None:
     leaves it off for 0/false/no/off and empty."""
     result = subprocess.run(
         [sys.executable, "-c", "import xlocal; print(xlocal.get_debug())"],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         env={**os.environ, "XLOCAL_DEBUG": value},
         capture_output=True,
         text=True,
@@ -76,6 +77,7 @@ def test_environment_variable_not_understood(value: str) -> None:
     """Any other XLOCAL_DEBUG value makes the import fail, saying what is accepted."""
     result = subprocess.run(
         [sys.executable, "-c", "import xlocal"],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         env={**os.environ, "XLOCAL_DEBUG": value},
         capture_output=True,
         text=True,

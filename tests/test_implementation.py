@@ -65,6 +65,7 @@ def test_no_extensions_selects_the_pure_core(value: str, expected: str) -> None:
     """XLOCAL_NO_EXTENSIONS set to a true value at import selects the pure core."""
     out = subprocess.run(
         [sys.executable, "-c", "import xlocal; print(xlocal.IMPLEMENTATION)"],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         env={**os.environ, "XLOCAL_NO_EXTENSIONS": value},
         capture_output=True,
         text=True,
@@ -78,6 +79,7 @@ def test_no_extensions_refuses_unclear_values() -> None:
     """An XLOCAL_NO_EXTENSIONS value that is neither on nor off fails the import."""
     out = subprocess.run(
         [sys.executable, "-c", "import xlocal"],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         env={**os.environ, "XLOCAL_NO_EXTENSIONS": "pure"},
         capture_output=True,
         text=True,

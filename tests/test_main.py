@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def test_demonstration_runs_only_as_a_script() -> None:
     """Importing xlocal.__main__ prints nothing; only ``python -m xlocal`` runs it."""
     result = subprocess.run(
         [sys.executable, "-c", "import xlocal.__main__"],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gc
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -1163,6 +1164,7 @@ def test_import_xlocal_loads_no_coder() -> None:
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         capture_output=True,
         text=True,
         timeout=60,

@@ -249,6 +249,7 @@ def test_gevent_monkey_patched() -> None:
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     result = subprocess.run(
         [sys.executable, "-c", script],
+        cwd=os.path.dirname(os.path.abspath(__file__)),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
