@@ -231,7 +231,7 @@ def test_a_failed_compile_makes_a_pure_wheel(pure_build: tuple[Path, str]) -> No
     note = types.ModuleType("note")
     exec(contents["xlocal/_build_note.py"], note.__dict__)
     assert note.REASON.startswith("compiling it failed: ")
-    assert "'false'" in note.REASON
+    assert "false" in note.REASON  # the compiler named: 'false', or /usr/bin/false
     assert len(note.REASON) <= len("compiling it failed: ") + 200
 
 
