@@ -1421,7 +1421,7 @@ def test_inherit_context_under_each_setting(setting: str) -> None:
         timeout=120,
         check=False,
         env={**os.environ, "PYTHON_THREAD_INHERIT_CONTEXT": setting},
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=os.path.dirname(os.path.abspath(__file__)),  # the installed xlocal
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"\b5 passed", done.stdout), done.stdout
