@@ -224,6 +224,25 @@ def test_carrier_is_printable_ascii_and_deterministic() -> None:
         assert app.trace.b == text
 
 
+def test_dict_values_are_canonical_at_every_depth() -> None:
+    """Dicts equal but filled in another order, at any depth, give the same carrier
+    (and so the same signature and the same Dask key); they arrive with sorted keys."""
+    first = {"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 0}
+    second = {"a": 0, "b": {"x": [{"p": 2, "q": 1}], "y": 1}}
+    assert JSON.encode(first) == JSON.encode(second) == (
+        '{"a":0,"b":{"x":[{"p":2,"q":1}],"y":1}}'
+    )
+    with app.trace(v=first):
+        one = inject(key=b"k")
+    with app.trace(v=second):
+        two = inject(key=b"k")
+    assert one == two
+    with extract(one):
+        assert app.trace.v == first
+        assert list(app.trace.v) == ["a", "b"]
+        assert list(app.trace.v["b"]["x"][0]) == ["p", "q"]
+
+
 def test_json_values_are_compact_and_keep_their_text() -> None:
     """The JSON codec writes compact JSON (no spaces) that keeps non-ASCII text as it
     is, in lists and dicts as in a str; the carrier escapes it once, six characters

@@ -144,8 +144,10 @@ def _check_json(value: object) -> None:
 
 
 # Made once: json.dumps and json.loads with options build a new coder at every call.
+# Keys sorted at every depth: equal values give equal text, whatever order a dict's
+# keys were inserted in (Dask's keys and signatures depend on it).
 _dump_value = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True
 ).encode
 _dump_str: Callable[[str], str] = json.encoder.encode_basestring
 _dump_carrier = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
@@ -186,7 +188,8 @@ class JSONCodec:
 
     ``str``, ``int``, ``float`` (finite), ``bool``, ``None``, and lists and dicts with
     ``str`` keys of those.  Anything else, subclasses and tuples included, is refused
-    rather than changed on the way.
+    rather than changed on the way.  A dict's keys are sorted at every depth, so equal
+    values give equal text.
 
     .. versionadded:: 1.0
     """
