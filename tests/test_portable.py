@@ -229,8 +229,10 @@ def test_dict_values_are_canonical_at_every_depth() -> None:
     (and so the same signature and the same Dask key); they arrive with sorted keys."""
     first = {"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 0}
     second = {"a": 0, "b": {"x": [{"p": 2, "q": 1}], "y": 1}}
-    assert JSON.encode(first) == JSON.encode(second) == (
-        '{"a":0,"b":{"x":[{"p":2,"q":1}],"y":1}}'
+    assert (
+        JSON.encode(first)
+        == JSON.encode(second)
+        == ('{"a":0,"b":{"x":[{"p":2,"q":1}],"y":1}}')
     )
     with app.trace(v=first):
         one = inject(key=b"k")
@@ -584,7 +586,36 @@ BROKEN: list[tuple[str, Any, str]] = [
     (
         "pickle as text",
         {CARRIER_KEY: pickle.dumps({"b": {}, "v": 1}).decode("latin-1")},
-        r"it is not valid JSON",
+        r"it holds '\\x80' at character 0, and a carrier is printable ASCII",
+    ),
+    (
+        "non-ASCII text",
+        {CARRIER_KEY: '{"b": {"portable_app.trace": {"a": "\\"é\\""}}, "v": 1}'},
+        r"it holds '\\xe9' at character \d+, and a carrier is printable ASCII "
+        r"\(' ' to '~'; JSON escapes anything else\)",
+    ),
+    (
+        "four-byte characters within the limit",
+        {
+            CARRIER_KEY: '{"b": {"portable_app.trace": {"a": "\\"%s\\""}}, "v": 1}'
+            % ("\U0001f600" * 7900)
+        },
+        r"it holds '\\U0001f600' at character \d+",
+    ),
+    (
+        "newline between tokens",
+        {CARRIER_KEY: '{"b": {},\n"v": 1}'},
+        r"it holds '\\n' at character 9",
+    ),
+    (
+        "DEL",
+        {CARRIER_KEY: '{"b": {}, "v": 1}\x7f'},
+        r"it holds '\\x7f' at character 17",
+    ),
+    (
+        "infinite version",
+        {CARRIER_KEY: '{"b": {}, "v": 1e999}'},
+        r"it is not valid JSON \(1e999 is not a finite number\)",
     ),
     (
         "pickle bytes",
@@ -684,6 +715,18 @@ BROKEN: list[tuple[str, Any, str]] = [
         carrier_of({"b": {"portable_app.trace": {"a": "[1,-Infinity]"}}, "v": 1}),
         r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
         r"\(-Infinity is not a JSON value\)",
+    ),
+    (
+        "overflowing number value",
+        carrier_of({"b": {"portable_app.trace": {"a": "1e999"}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(1e999 is not a finite number\)",
+    ),
+    (
+        "overflowing number in a dict",
+        carrier_of({"b": {"portable_app.trace": {"a": '{"x":[-2E+400]}'}}, "v": 1}),
+        r"the value of 'a' on <xlocal 'portable_app.trace'> cannot be decoded "
+        r"\(-2E\+400 is not a finite number\)",
     ),
     (
         "value with extra data",

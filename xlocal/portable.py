@@ -39,6 +39,7 @@ import hmac
 import json
 import json.scanner
 import math
+import re
 import sys
 import threading
 import weakref
@@ -90,8 +91,9 @@ CARRIER_KEY = "xlocal"
 SIGNATURE_KEY = "xlocal-signature"
 #: The version of the carrier format; a carrier of another version is refused.
 FORMAT_VERSION = 1
-#: The largest carrier value, in characters (ASCII, so bytes too), that ``inject``
-#: makes and ``extract`` reads unless given another ``limit``: it fits the 8 KiB that
+#: The largest carrier value, in characters, that ``inject`` makes and ``extract``
+#: reads unless given another ``limit``: a carrier is printable ASCII (``extract``
+#: refuses any other character), so these are bytes too.  It fits the 8 KiB that
 #: common HTTP servers accept for one header.
 MAX_CARRIER_SIZE = 8000
 
@@ -154,11 +156,45 @@ _dump_carrier = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _SCALARS = {True: "true", False: "false", None: "null"}
 
 
-def _scanner(decoder: json.JSONDecoder) -> Callable[[str], Any]:
-    """A strict JSON reader: one value, no surrounding space, no NaN."""
-    scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused unless finite (``1e999``
+    would read as inf, which no sender can encode) and written in ASCII digits."""
+    if not text.isascii():
+        raise ValueError(f"{text} is not a JSON number")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _ascii_int(text: str) -> int:
+    if not text.isascii():
+        raise ValueError(f"{text} is not a JSON number")
+    return int(text)
+
+
+#: A ``\u`` escape without four hex digits after it (the backslashes of an even run
+#: before it escape each other).
+_lenient_escape = re.compile(r"(?<!\\)(?:\\\\)*\\u(?![0-9A-Fa-f]{4})").search
+
+
+def _scanner(
+    decoder: json.JSONDecoder, make_scanner: Callable[[Any], Any], lenient: bool
+) -> Callable[[str], Any]:
+    """A strict JSON reader: one value, no surrounding space, no NaN.
+
+    Python's own scanner (PyPy's; CPython's is in C) is *lenient*: it reads any
+    Unicode digit as a digit, which the decoder's number hooks refuse, and in older
+    versions any ``\\u`` escape that ``int(..., 16)`` takes, such as ``\\u+041``,
+    which is checked here first.
+    """
+    scan = make_scanner(decoder)
 
     def load(text: str) -> Any:
+        if lenient:
+            bad = _lenient_escape(text)
+            if bad is not None:
+                raise ValueError(f"Invalid \\uXXXX escape at character {bad.end() - 2}")
         try:
             value, end = scan(text, 0)
         except StopIteration:
@@ -177,10 +213,28 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-_load_value = _scanner(json.JSONDecoder(parse_constant=_reject_constant))
-_load_carrier = _scanner(
-    json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-)
+def _loaders(
+    make_scanner: Callable[[Any], Any],
+) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
+    """The readers of a value's JSON text and of a carrier's, made with
+    *make_scanner* (the tests make them with Python's own scanner on CPython too)."""
+    lenient = make_scanner is not getattr(json.scanner, "c_make_scanner", None)
+    hooks: dict[str, Any] = {
+        "parse_float": _finite,
+        "parse_constant": _reject_constant,
+    }
+    if lenient:  # the C scanner reads ASCII digits only, and passes ints fastest
+        hooks["parse_int"] = _ascii_int
+    carrier = json.JSONDecoder(object_pairs_hook=_unique_keys, **hooks)
+    return (
+        _scanner(json.JSONDecoder(**hooks), make_scanner, lenient),
+        _scanner(carrier, make_scanner, lenient),
+    )
+
+
+_load_value, _load_carrier = _loaders(json.scanner.make_scanner)
+#: A character outside the carrier's alphabet, printable ASCII (" " to "~").
+_outside_alphabet = re.compile(r"[^ -~]").search
 
 
 class JSONCodec:
@@ -446,6 +500,14 @@ def _payload(carrier: object, limit: int, key: bytes | None) -> dict[str, Any]:
                 "its signature is missing or does not match: it was changed, or "
                 "signed with another key"
             )
+    # Printable ASCII only, as inject writes it: so a character is a byte, and the
+    # limit bounds the bytes read too.
+    outside = _outside_alphabet(text)
+    if outside is not None:
+        raise _fail(
+            f"it holds {outside.group()!a} at character {outside.start()}, and a "
+            f"carrier is printable ASCII (' ' to '~'; JSON escapes anything else)"
+        )
     try:
         payload = _load_carrier(text)
     except (ValueError, RecursionError) as error:
@@ -606,8 +668,9 @@ def extract(
 
     ``with extract(headers):`` binds, for the block, the portable names the carrier
     holds on the xlocals this process knows.  The carrier is checked whole before
-    anything is bound; a carrier that is not a mapping, not valid, too large (over
-    *limit* characters) or of another format version raises :class:`CarrierError`.
+    anything is bound; a carrier that is not a mapping, not valid (strict JSON in
+    printable ASCII, every number finite), too large (over *limit* characters) or of
+    another format version raises :class:`CarrierError`.
     A mapping without the carrier key binds nothing.
 
     Nothing is ever unpickled or imported.  An xlocal name that is not a portable
