@@ -21,6 +21,7 @@ import greenlet
 import pytest
 from conftest import Tagged, python
 from executions import MODELS, Model
+from raised import every_error
 
 from xlocal import ContextExecutor, xlocal
 from xlocal.local import (
@@ -1083,19 +1084,36 @@ class _FailingStore:
             raise OSError(f"{self.name} failed")
 
 
-def test_manager_raises_the_first_release_error() -> None:
-    """When several stores fail to release, every one is tried and the first error is
-    the one raised: by cleanup(), release_local() and the WSGI middleware."""
+def test_manager_raises_every_release_error() -> None:
+    """When several stores fail to release, every one is tried and every error is
+    raised together: by cleanup(), release_local() and the WSGI middleware, where an
+    error of the app comes first."""
     stores = [_FailingStore("first"), _FailingStore("second")]
     manager = LocalManager(stores)  # type: ignore[arg-type]
-    with pytest.raises(OSError, match=r"^first failed$"):
+    both = ["OSError: first failed", "OSError: second failed"]
+    with pytest.raises(BaseException) as raised:
         manager.cleanup()
-    with pytest.raises(OSError, match=r"^first failed$"):
+    assert every_error(raised.value) == both
+    with pytest.raises(BaseException) as raised:
         release_local(manager)
+    assert every_error(raised.value) == both
     response = manager.make_middleware(lambda environ, start: [b"ok"])({}, print)
-    with pytest.raises(OSError, match=r"^first failed$"):
+    with pytest.raises(BaseException) as raised:
         response.close()  # type: ignore[attr-defined]
+    assert every_error(raised.value) == both
     assert [store.released for store in stores] == [3, 3]
+
+    def failing_app(environ: Any, start_response: Any) -> list[bytes]:
+        raise LookupError("app failed")
+
+    with pytest.raises(BaseException) as raised:
+        manager.make_middleware(failing_app)({}, print)
+    assert every_error(raised.value) == ["LookupError: app failed", *both]
+    assert [store.released for store in stores] == [4, 4]
+    for store in stores:
+        store.armed = False
+    with pytest.raises(LookupError, match=r"^app failed$"):
+        manager.make_middleware(failing_app)({}, print)
 
 
 def _wsgi_app(local: Local) -> Callable[..., Iterable[bytes]]:

@@ -19,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import _wsgi_app
 import pytest
+from raised import every_error
 
 from xlocal import xlocal
 from xlocal.local import Local, LocalManager, LocalStack
@@ -415,9 +416,10 @@ class _FailingStore:
             raise OSError(f"{self.name} failed")
 
 
-def test_closing_raises_the_first_error() -> None:
-    """When the response's close and callbacks fail, all run and the first error, the
-    response's, is raised; for ClosingIterable and werkzeug's ClosingIterator."""
+def test_closing_raises_every_error() -> None:
+    """When the response's close and callbacks fail, all run and every error is
+    raised together, the response's first; one error is raised as it is; for
+    ClosingIterable and werkzeug's ClosingIterator."""
     from xlocal.local import ClosingIterator  # noqa: PLC0415 - werkzeug's place
 
     calls: list[str] = []
@@ -429,42 +431,73 @@ def test_closing_raises_the_first_error() -> None:
 
     def failing() -> None:
         calls.append("callback")
-        raise LookupError("callback failed")
+        raise LookupError(f"callback {calls.count('callback')} failed")
 
     for closing in (
         ClosingIterable(Response([b"x"]), failing, failing),
         ClosingIterator(Response([b"x"]), [failing, failing]),
     ):
         calls.clear()
-        with pytest.raises(OSError, match=r"^response failed$"):
+        with pytest.raises(BaseException) as raised:
             closing.close()
+        assert every_error(raised.value) == [
+            "OSError: response failed",
+            "LookupError: callback 1 failed",
+            "LookupError: callback 2 failed",
+        ]
         assert calls == ["response", "callback", "callback"]
-    with pytest.raises(LookupError, match=r"^callback failed$"):
+    calls.clear()
+    with pytest.raises(LookupError, match=r"^callback 1 failed$"):
         ClosingIterable([b"x"], failing, lambda: calls.append("last")).close()
+    assert calls == ["callback", "last"]
 
 
-def test_middleware_raises_the_first_release_error(xcurrent: xlocal) -> None:
-    """When several stores fail to release after a request, each is tried and the
-    first one's error is raised, once the response is closed or the app has raised."""
+def test_middleware_raises_every_release_error_after_the_apps(
+    xcurrent: xlocal,
+) -> None:
+    """When the app raises and releasing the request's stores raises too, every error
+    comes out, the app's first; when only the stores fail, all of theirs do.  Each
+    store is tried, once the response is closed or the app has raised."""
     stores = [_FailingStore("first"), _FailingStore("second")]
 
     def app(environ: Environ, start_response: Any) -> list[bytes]:
         for store in stores:
-            store.armed = True
+            store.armed = environ.get("armed", True)
         if environ.get("fail"):
             raise LookupError("app failed")
         return [b"ok"]
 
     wrapped = XlocalMiddleware(app, xcurrent, locals=stores)  # type: ignore[arg-type]
     response = wrapped({}, _start_response)
-    with pytest.raises(OSError, match=r"^first failed$"):
+    with pytest.raises(BaseException) as raised:
         response.close()  # type: ignore[attr-defined]
+    assert every_error(raised.value) == [
+        "OSError: first failed",
+        "OSError: second failed",
+    ]
     assert [store.released for store in stores] == [2, 2]
     for store in stores:
         store.armed = False
-    with pytest.raises(OSError, match=r"^first failed$"):
+    with pytest.raises(BaseException) as raised:
         wrapped({"fail": True}, _start_response)
+    assert every_error(raised.value) == [
+        "LookupError: app failed",
+        "OSError: first failed",
+        "OSError: second failed",
+    ]
     assert [store.released for store in stores] == [4, 4]
+    for store in stores:
+        store.armed = False
+    with pytest.raises(BaseException) as raised:
+        wrapped({"fail": True, "armed": False}, _start_response)
+    assert isinstance(raised.value, LookupError)  # the app's alone, as it raised it
+    wrapped_one = XlocalMiddleware(app, xcurrent, locals=stores[1:])  # type: ignore[arg-type]
+    with pytest.raises(BaseException) as raised:
+        wrapped_one({"fail": True}, _start_response)
+    assert every_error(raised.value) == [
+        "LookupError: app failed",
+        "OSError: second failed",
+    ]
 
 
 def test_repr(xcurrent: xlocal) -> None:

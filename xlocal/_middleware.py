@@ -8,9 +8,10 @@ anything whose type has ``__release_local__`` (werkzeug's protocol): ``Local``,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 from ._core import xlocal
 from ._errors import _hints
@@ -26,17 +27,50 @@ class Releasable(Protocol):
     def __release_local__(self) -> None: ...
 
 
-def run_all(callbacks: Iterable[Callable[[], Any]]) -> None:
-    """Call each of *callbacks*; re-raise the first error once all have run."""
-    error: BaseException | None = None
+def run_all(
+    callbacks: Iterable[Callable[[], Any]], first: BaseException | None = None
+) -> None:
+    """Call each of *callbacks*, even after one raised; then raise what they raised.
+
+    *first* is an error raised before them (the app's), which the caller re-raises
+    when no callback fails.  One error is raised as it is; several together, *first*
+    first (see :func:`raise_all`).
+    """
+    errors = [] if first is None else [first]
     for callback in callbacks:
         try:
             callback()
-        except BaseException as exc:  # re-raised below
-            if error is None:
-                error = exc
-    if error is not None:
-        raise error
+        except BaseException as exc:  # raised below, with the others
+            errors.append(exc)
+    if len(errors) > (first is not None):
+        raise_all(errors)
+
+
+def raise_all(errors: list[BaseException]) -> NoReturn:
+    """Raise every one of *errors*, in their order: none is lost.
+
+    One is raised as it is.  Several make a ``BaseExceptionGroup`` (an
+    ``ExceptionGroup`` when all are Exceptions); before Python 3.11, which has no
+    groups, the last is raised with the others chained before it as its context, the
+    first at the root, so that a traceback shows them all in order.
+    """
+    if len(errors) == 1:
+        raise errors[0]
+    if sys.version_info >= (3, 11):
+        raise BaseExceptionGroup(  # noqa: F821 - a builtin from 3.11
+            f"{len(errors)} errors, in the order they were raised", errors
+        ) from None
+    _raise_chained(errors)  # pragma: no cover - coverage is measured on 3.11
+
+
+def _raise_chained(errors: list[BaseException]) -> NoReturn:  # pragma: no cover
+    """Raise the last of *errors* while handling the one before it, and so on."""
+    try:
+        if len(errors) > 2:
+            _raise_chained(errors[:-1])
+        raise errors[0]  # noqa: TRY301 - raised to be handled just below
+    except BaseException:
+        raise errors[-1]  # noqa: B904 - its context is the one before it, on purpose
 
 
 class ClosingIterable:
@@ -139,14 +173,10 @@ def _describe(obj: object) -> str:
     return name + _HINTS.get(name, "")
 
 
-def releaser(locals: Iterable[Releasable]) -> Callable[[], None]:
-    """Return a function that releases each of *locals* (a manager: all it holds)."""
-    calls = [type(local).__release_local__.__get__(local) for local in locals]
-
-    def release() -> None:
-        run_all(calls)
-
-    return release
+def releaser(locals: Iterable[Releasable]) -> tuple[Callable[[], None], ...]:
+    """The calls that release each of *locals* (a manager: all it holds), to make
+    with :func:`run_all`, so that every error of theirs is raised."""
+    return tuple(type(local).__release_local__.__get__(local) for local in locals)
 
 
 def setup(
@@ -158,12 +188,12 @@ def setup(
     what: str,
     factories: Mapping[str, Callable[..., Any]] | None,
     locals: Releasable | Iterable[Releasable],
-) -> tuple[dict[str, Callable[..., Any]], Callable[[], None]]:
+) -> tuple[dict[str, Callable[..., Any]], tuple[Callable[[], None], ...]]:
     """Check the arguments of a WSGI or ASGI middleware, once, when it is made.
 
     *kind* is the protocol (WSGI, ASGI); *own* is the name the middleware binds the
-    *what* (environ, scope) under.  Returns the factories and the function that
-    releases *locals* after each request.
+    *what* (environ, scope) under.  Returns the factories and the calls that
+    release *locals* after each request (see :func:`releaser`).
     """
     if not callable(app):
         raise TypeError(

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from ._core import xlocal
-from ._middleware import Releasable, setup
+from ._middleware import Releasable, run_all, setup
 from ._request import clean_start, end_clean, outside
 
 __all__ = ["ASGIApplication", "Receive", "Scope", "Send", "XlocalMiddleware"]
@@ -59,7 +59,7 @@ class XlocalMiddleware:
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("_app", "_factories", "_release", "_scope", "_x")
+    __slots__ = ("_app", "_factories", "_releases", "_scope", "_x")
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class XlocalMiddleware:
         self._app = app
         self._x = x
         self._scope = scope
-        self._factories, self._release = setup(
+        self._factories, self._releases = setup(
             app,
             x,
             kind="ASGI",
@@ -92,12 +92,13 @@ class XlocalMiddleware:
         # and keep the server's send and receive out of the request's bindings.
         clean = clean_start(self._x)
         try:
-            self._release()
+            run_all(self._releases)
             outer = contextvars.copy_context()
             receive = outside(receive, outer)
             send = outside(send, outer)
             # The request may run in its caller's task (test clients await the app
-            # directly), so the locals are released even if a factory fails.
+            # directly), so the locals are released even if a factory fails; an
+            # error releasing them is raised with the app's, not in its place.
             try:
                 values = {
                     name: make(scope, receive, send)
@@ -107,8 +108,10 @@ class XlocalMiddleware:
                     values[self._scope] = scope
                 with self._x(**values):
                     await self._app(scope, receive, send)
-            finally:
-                self._release()
+            except BaseException as error:
+                run_all(self._releases, error)
+                raise
+            run_all(self._releases)
         finally:
             end_clean(self._x, clean)
 

@@ -458,10 +458,14 @@ class LocalManager:
     def cleanup(self) -> None:
         """Release the current execution's data in all managed locals.
 
-        Each is released even if releasing one before it raised; the first error is
-        raised once all have been tried.
+        Each is released even if releasing one before it raised; once all have been
+        tried, an error is raised as it is, and several together: an
+        ``ExceptionGroup`` (before Python 3.11, chained, the first at the root).
         """
-        run_all([partial(release_local, local) for local in self.locals])
+        run_all(self._releases())
+
+    def _releases(self) -> list[Callable[[], None]]:
+        return [partial(release_local, local) for local in self.locals]
 
     def __release_local__(self) -> None:
         """Release all managed locals: a manager is released as its locals are."""
@@ -480,10 +484,10 @@ class LocalManager:
         ) -> Iterable[bytes]:
             try:
                 response = app(environ, start_response)
-            except BaseException:
-                self.cleanup()
+            except BaseException as error:
+                run_all(self._releases(), error)
                 raise
-            return ClosingIterable(response, self.cleanup)
+            return ClosingIterable(response, *self._releases())
 
         return application
 

@@ -69,7 +69,7 @@ class XlocalMiddleware:
     .. versionadded:: 1.0
     """
 
-    __slots__ = ("_app", "_environ", "_factories", "_release", "_x")
+    __slots__ = ("_app", "_environ", "_factories", "_releases", "_x")
 
     def __init__(
         self,
@@ -83,7 +83,7 @@ class XlocalMiddleware:
         self._app = app
         self._x = x
         self._environ = environ
-        self._factories, self._release = setup(
+        self._factories, self._releases = setup(
             app,
             x,
             kind="WSGI",
@@ -108,7 +108,7 @@ class XlocalMiddleware:
         # Start from nothing on this xlocal and these stores, whatever the server's
         # context holds; the Context is the request's own, so nothing needs undoing.
         clean_start(self._x)
-        self._release()
+        run_all(self._releases)
         values = {name: make(environ) for name, make in self._factories.items()}
         if self._environ is not None:
             values[self._environ] = environ
@@ -120,13 +120,15 @@ class XlocalMiddleware:
 
         try:
             response = self._app(environ, start_response)
-        except BaseException:
-            run_all([finish, self._release])
+        except BaseException as error:
+            run_all([finish, *self._releases], error)
             raise
         wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(wrapper, type) and isinstance(response, wrapper):
-            return _hand_back(response, context, finish, self._release)
-        return _BoundResponse(context, ClosingIterable(response, finish, self._release))
+            return _hand_back(response, context, finish, *self._releases)
+        return _BoundResponse(
+            context, ClosingIterable(response, finish, *self._releases)
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"
