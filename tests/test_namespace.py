@@ -227,6 +227,47 @@ def test_declared_name_that_is_a_method_of_a_base() -> None:
             describe: str  # type: ignore[assignment]
 
 
+def test_init_subclass_hooks_run_once_per_class() -> None:
+    """A user's __init_subclass__, on an xlocal subclass or on a mixin beside it, runs
+    once for each class made from it, with the class's keyword arguments, and not for
+    the class of its own that each xlocal gets."""
+    made: list[tuple[str, dict[str, Any]]] = []
+
+    class Registered:
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            made.append((f"mixin: {cls.__name__}", kwargs))
+            super().__init_subclass__()
+
+    class Base(xlocal):
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            made.append((f"base: {cls.__name__}", kwargs))
+            super().__init_subclass__()
+
+    class Request(Base, tag="request"):
+        user: str = "nobody"
+
+    class Mixed(Registered, xlocal, flag=True):
+        pass
+
+    assert made == [
+        ("base: Request", {"tag": "request"}),
+        ("mixin: Mixed", {"flag": True}),
+    ]
+    made.clear()
+    request, mixed = Request("request"), new(Mixed, "mixed")
+    Request("another"), Mixed("another")
+    assert made == []
+    with request(user="ann"), mixed(anything=1):
+        assert (request.user, mixed.anything) == ("ann", 1)
+    assert isinstance(request, Request)
+    assert type(request).__base__ is Request
+
+    class Later(Request):
+        pass
+
+    assert made == [("base: Later", {})]
+
+
 def test_open_subclass_with_methods(make_xlocal: Any) -> None:
     """A subclass that declares no names stays open, and its methods work and cannot
     be bound."""
@@ -395,7 +436,7 @@ def test_redeclared_name_without_default_drops_the_base_default() -> None:
 def test_class_call_makes_the_same(current: Current) -> None:
     """Calling the class, as for any xlocal, makes the same kind of object as new()."""
     other = Current("other")
-    assert type(other).__mro__[1] is Current
+    assert type(other).__base__ is Current
     with other(user=ann):
         assert other.describe() == "ann@public"
 

@@ -118,6 +118,21 @@ else:
         return lambda cls: cls
 
 
+class _Own:
+    """The first base of each xlocal's own class (see ``xlocal.__new__``).
+
+    Its ``__init_subclass__`` is the one that making the own class calls, and it
+    calls no other: the hooks of the user's classes ran when their classes were made,
+    and do not run again for each xlocal made of them.  It holds nothing, so the own
+    class's layout and everything else it finds in its bases are the user's class's.
+    """
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        pass
+
+
 @dataclass_transform(kw_only_default=True)
 class xlocal:  # noqa: N801 - the lowercase name is the library's identity
     """A global-looking object whose attributes are bound only by a with-statement.
@@ -153,9 +168,6 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
     _namespace: ClassVar[Namespace] = OPEN
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        if "__xlocal_own__" in cls.__dict__:
-            # An xlocal's own class (see __new__): its bases' hooks ran for its class.
-            return
         super().__init_subclass__(**kwargs)
         cls._namespace = read_namespace(cls, xlocal)
 
@@ -181,7 +193,7 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
         # fewer instructions (docs/architecture.rst).
         own = type(
             cls.__name__,
-            (cls,),
+            (_Own, cls),
             {
                 "__slots__": (),
                 "__module__": cls.__module__,
@@ -189,7 +201,6 @@ class xlocal:  # noqa: N801 - the lowercase name is the library's identity
                 "__doc__": cls.__doc__,
                 "__getattribute__": _reader(var, namespace),
                 "__call__": _binder(var, namespace),
-                "__xlocal_own__": True,
             },
         )
         if _cxlocal is not None:
