@@ -465,7 +465,7 @@ def test_an_honest_carrier_binds_what_was_bound(chosen: dict[str, Any]) -> None:
         assert seen() == expected
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(edited())
 @example('{"b":{"portable_app.trace":{"a":"1e999"}},"v":1}')
 @example('{"b":{"portable_app.trace":{"a":"1\u0663"}},"v":1}')
@@ -476,7 +476,7 @@ def test_an_edited_carrier_binds_what_it_says_or_nothing(text: str) -> None:
     check(text)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(forged())
 def test_a_forged_carrier_binds_what_it_says_or_nothing(text: str) -> None:
     """Built from forged parts, a carrier binds what the format reads, or nothing."""
