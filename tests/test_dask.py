@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -169,13 +170,15 @@ def test_an_unencodable_value_fails_at_submit(client: Any) -> None:
 
 
 def test_carried_keeps_the_name_and_runs_locally() -> None:
-    """A carried function keeps its name, and runs in place seeing the carried view."""
+    """A carried function keeps its name (a partial's function's, as Dask's keys do),
+    and runs in place seeing the carried view."""
     with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
         job = xdask.carried(dt.seen)
         assert sees(job("here")) == ({"user_id": 1}, NOTHING)
         assert dt.request.db == "conn"
     assert job.__name__ == "seen"
     assert job.__doc__ == dt.seen.__doc__
+    assert xdask.carried(functools.partial(dt.seen, 1)).__name__ == "seen"
     carried = json.loads(job.carrier[CARRIER_KEY])["b"]
     assert carried == {"tests.dask.request": {"user_id": "1"}}
     assert sees(job()) == ({"user_id": 1}, NOTHING)

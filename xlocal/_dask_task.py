@@ -25,13 +25,22 @@ class Carried:
     Calling it runs the function in a copy of the worker's context (Dask keeps the
     worker there) where every xlocal binding is hidden and the carried ones are bound
     by a with-block; nothing it binds outlives the call.  It keeps the function's name
-    and docstring, and tokenizes as the function and the carrier.
+    (a partial's function's) and docstring, and tokenizes as the function and the
+    carrier.
 
     .. versionadded:: 1.0
     """
 
     def __init__(self, func: Callable[..., Any], carrier: Mapping[str, str]) -> None:
         functools.update_wrapper(self, func)
+        if "__name__" not in vars(self):
+            # Dask names a partial's task by its function; so does this.
+            inner = func
+            while isinstance(inner, functools.partial):
+                inner = inner.func
+            name = getattr(inner, "__name__", None)
+            if isinstance(name, str):
+                self.__name__ = name
         self._func = func
         self._carrier = dict(carrier)
 
