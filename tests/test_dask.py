@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -48,6 +51,14 @@ def client(cluster: Any) -> Iterator[Any]:
 
 def sees(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return result["request"], result["local_only"]
+
+
+def sees_async(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a coroutine task (``aseen``) saw, having checked its views agree: the
+    same before and after its awaits, and its own binding inside."""
+    assert result["first"] == result["request"], result
+    assert result["inside"] == {**result["request"], "trace": f"{result['tag']}-inside"}
+    return sees(result)
 
 
 def test_each_task_sees_exactly_its_own_bindings(client: Any) -> None:
@@ -130,11 +141,12 @@ def test_pure_delayed_calls_get_keys_per_binding(client: Any) -> None:
     assert dask.compute(a, b) == ((10, 1), (10, 2))
 
 
-def test_raising_task_leaves_nothing_bound(client: Any) -> None:
-    """A task that raises leaves nothing bound on its worker for the next tasks."""
+@pytest.mark.parametrize("fails", [dt.fails, dt.afails])
+def test_raising_task_leaves_nothing_bound(client: Any, fails: Any) -> None:
+    """A task (or coroutine) that raises leaves nothing bound on its worker."""
     for i in range(4):
         with dt.request(user_id=i):
-            failing = client.submit(dt.fails, i, pure=False)
+            failing = client.submit(fails, i, pure=False)
         with pytest.raises(ValueError, match=f"task failed on purpose: {i}"):
             failing.result(timeout=TIMEOUT)
     after = client.map(dt.seen, range(8), pure=False)
@@ -217,7 +229,8 @@ def test_the_readme_example_runs(tmp_path: Any) -> None:
 
 
 def test_workers_in_this_process_see_only_what_they_carry() -> None:
-    """With worker threads in the submitting process, tasks see only what they carry."""
+    """With worker threads in the submitting process, tasks see only what they carry,
+    coroutines that interleave on the worker's loop too."""
     cluster = distributed.LocalCluster(
         processes=False, n_workers=1, threads_per_worker=4, dashboard_address=":0"
     )
@@ -236,6 +249,145 @@ def test_workers_in_this_process_see_only_what_they_carry() -> None:
             ({"user_id": 1, "trace": "in-nested"}, NOTHING),
             ({"user_id": 1}, NOTHING),
         ]
+        meeting = []
+        for i in range(4):
+            with dt.request(user_id=i), dt.local_only(x=i):
+                meeting.append(client.submit(dt.meets, "in", 4, i, pure=False))
+        for i, met in enumerate(client.gather(meeting)):
+            assert sees(met) == ({"user_id": i}, NOTHING)
+            assert met["inside"] == {"user_id": i, "trace": f"{i}-inside"}
         wrapped = xdask._Carrying(client)
         assert repr(wrapped) == f"<carrying {client!r}>"
         assert wrapped.scheduler_info() == client.scheduler_info()
+
+
+# -- coroutine functions ---------------------------------------------------------------
+
+
+class AsyncCall:
+    """An object whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, tag: Any = None) -> dict[str, Any]:
+        return dt.view()
+
+
+async def agen(tag: Any = None) -> AsyncIterator[Any]:
+    yield tag
+
+
+def gen(tag: Any = None) -> Iterator[Any]:
+    yield tag
+
+
+def test_coroutine_functions_are_awaited_in_their_bindings(client: Any) -> None:
+    """submit, map, a partial and delayed of a coroutine function: the worker awaits
+    it with the carried bindings, and what it binds stays in it."""
+    with dt.request(user_id=5, tenant="acme", db="conn"), dt.local_only(x=1):
+        one = client.submit(dt.aseen, "one")
+        mapped = client.map(dt.aseen, ["m1", "m2"])
+        partial = client.submit(functools.partial(dt.aseen, "partial"))
+        later = xdask.delayed(dt.aseen)("later")
+    with dt.request(user_id=6):
+        other = client.submit(dt.aseen, "one")
+    unbound = client.submit(dt.aseen, "unbound")
+    carried = {"user_id": 5, "tenant": "acme"}
+    for future in (one, *mapped, partial):
+        assert sees_async(future.result(timeout=TIMEOUT)) == (carried, NOTHING)
+    assert sees_async(dask.compute(later)[0]) == (carried, NOTHING)
+    assert sees_async(other.result(timeout=TIMEOUT)) == ({"user_id": 6}, NOTHING)
+    assert sees_async(unbound.result(timeout=TIMEOUT)) == (NOTHING, NOTHING)
+    assert one.key != other.key
+    for key in (one.key, partial.key, later.key):
+        assert key.startswith("aseen-")
+
+
+def test_coroutine_functions_submitted_from_tasks_are_awaited(client: Any) -> None:
+    """get_client() and worker_client() inside a task submit coroutine functions that
+    the worker awaits with the task's bindings."""
+    with dt.request(user_id=3, tenant="acme"), dt.local_only(x=1):
+        spawned = client.submit(dt.spawns, "a", dt.aseen, pure=False)
+        outer = spawned.result(timeout=TIMEOUT)
+    carried = {"user_id": 3, "tenant": "acme"}
+    assert sees(outer) == (carried, NOTHING)
+    plain, nested, mapped = outer["children"]
+    assert sees_async(plain) == (carried, NOTHING)
+    assert sees_async(nested) == ({**carried, "trace": "a-nested"}, NOTHING)
+    assert sees_async(mapped) == (carried, NOTHING)
+
+
+def test_a_carried_coroutine_function_is_one_to_dask() -> None:
+    """What carried() makes of a coroutine function is one by Dask's test (and by
+    inspect's from Python 3.12); a call gives a coroutine that runs in the bindings,
+    and only inside them, however it is stepped."""
+    from distributed.utils import iscoroutinefunction  # noqa: PLC0415
+
+    with dt.request(user_id=1, db="conn"), dt.local_only(x=1):
+        jobs = [
+            xdask.carried(dt.aseen),
+            xdask.carried(functools.partial(dt.aseen, "p")),
+            xdask.carried(AsyncCall().__call__),
+        ]
+    for job in jobs:
+        assert iscoroutinefunction(job), job
+        assert inspect.iscoroutinefunction(job) is (sys.version_info >= (3, 12))
+    assert not iscoroutinefunction(xdask.carried(dt.seen))
+    assert jobs[0].__name__ == jobs[1].__name__ == "aseen"
+    with dt.request(user_id=2, tenant="other"), dt.local_only(x=2):
+        assert sees_async(asyncio.run(jobs[0]("here"))) == ({"user_id": 1}, NOTHING)
+        assert sees_async(asyncio.run(jobs[1]())) == ({"user_id": 1}, NOTHING)
+        assert sees(asyncio.run(jobs[2]())) == ({"user_id": 1}, NOTHING)
+        # Stepped by hand to its first await and left there, it is bound only inside.
+        stepped = jobs[0]("stepped")
+        assert stepped.send(None) is None
+        assert sees(dt.view()) == ({"user_id": 2, "tenant": "other"}, {"x": 2})
+        stepped.close()
+
+
+def test_dask_s_local_schedulers_return_the_coroutine() -> None:
+    """Without distributed, Dask does not await a coroutine function's task: the
+    result is the coroutine, as with plain dask.delayed, and it runs in the bindings."""
+    with dt.request(user_id=2):
+        later = xdask.delayed(dt.aseen)("local")
+    (coroutine,) = dask.compute(later, scheduler="sync")
+    assert inspect.iscoroutine(coroutine)
+    assert sees_async(asyncio.run(coroutine)) == ({"user_id": 2}, NOTHING)
+
+
+@pytest.mark.parametrize(
+    ("func", "match"),
+    [
+        (
+            AsyncCall(),
+            r"^xlocal.dask cannot run <test_dask.AsyncCall object at 0x[0-9a-f]+> "
+            r"as a task: its `async def __call__` makes a coroutine that Dask does not "
+            r"await \(it awaits coroutine functions only\); submit its bound method "
+            r"\(obj\.__call__\) or an async def function$",
+        ),
+        (
+            agen,
+            r"^xlocal.dask cannot run <function agen at 0x[0-9a-f]+> as a task: it is "
+            r"an async generator function, and a task gives what its function returns:"
+            r" its body would run after the task ended, outside the task's bindings; "
+            r"submit a function that consumes it$",
+        ),
+        (
+            gen,
+            r"^xlocal.dask cannot run <function gen at 0x[0-9a-f]+> as a task: it is "
+            r"a generator function, ",
+        ),
+        (functools.partial(agen, 1), r"^xlocal.dask cannot run functools.partial"),
+    ],
+)
+def test_what_dask_would_not_await_is_refused(
+    client: Any, func: Any, match: str
+) -> None:
+    """An async __call__, a generator or async generator function is refused by
+    submit, map, delayed and carried, where plain Dask fails to send its result."""
+    with pytest.raises(TypeError, match=match):
+        client.submit(func)
+    with pytest.raises(TypeError, match=match):
+        client.map(func, [1])
+    with pytest.raises(TypeError, match=match):
+        xdask.delayed(func)
+    with pytest.raises(TypeError, match=match):
+        xdask.carried(func)

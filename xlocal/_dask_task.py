@@ -9,14 +9,72 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Callable
 
 from ._engines import hidden
+from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, ContextGenerator, kind
 from .portable import CARRIER_KEY, extract, inject
 
-__all__ = ["Carried", "carried"]
+__all__ = ["Carried", "carried", "runnable"]
+
+
+def awaited(func: Callable[..., Any]) -> bool:
+    """Whether distributed awaits what *func* returns, by its own test.
+
+    distributed.utils.iscoroutinefunction: ``inspect.iscoroutinefunction`` (which
+    unwraps partials and methods, and from Python 3.12 sees the mark of
+    ``inspect.markcoroutinefunction``), or tornado's mark of its coroutines.
+    """
+    return inspect.iscoroutinefunction(func) or bool(
+        getattr(func, "__tornado_coroutine__", False)
+    )
+
+
+_REFUSED = {
+    GENERATOR: "a generator function",
+    ASYNC_GENERATOR: "an async generator function",
+}
+
+
+def runnable(func: Callable[..., Any]) -> None:
+    """Refuse what a task could not run in its bindings, as Dask does not await it.
+
+    A task gives what its function returns.  Dask awaits it only if the function is
+    a coroutine function by distributed's test (see ``awaited``).  An object with an
+    ``async def __call__`` is not one, so Dask would hand back an unawaited coroutine;
+    a generator or an async generator would run its body after the task ended.  Plain
+    Dask fails to send such a result back; this refuses it at once.
+    """
+    if awaited(func):
+        return
+    made = kind(func)
+    if made == COROUTINE:
+        raise TypeError(
+            f"xlocal.dask cannot run {func!r} as a task: its `async def __call__` "
+            f"makes a coroutine that Dask does not await (it awaits coroutine "
+            f"functions only); submit its bound method (obj.__call__) or an async def "
+            f"function"
+        )
+    if made in _REFUSED:
+        raise TypeError(
+            f"xlocal.dask cannot run {func!r} as a task: it is {_REFUSED[made]}, and a "
+            f"task gives what its function returns: its body would run after the task "
+            f"ended, outside the task's bindings; submit a function that consumes it"
+        )
+
+
+def _mark_coroutine_function(carried: Carried) -> None:
+    """Make *carried* a coroutine function to distributed on every Python."""
+    # Before 3.12 inspect.iscoroutinefunction is true of functions only, never of an
+    # instance; distributed also believes tornado's mark (it has since 2019, and awaits
+    # tasks since 2021).
+    carried.__tornado_coroutine__ = True  # type: ignore[attr-defined]
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    if mark is not None:
+        mark(carried)
 
 
 class Carried:
@@ -24,7 +82,10 @@ class Carried:
 
     Calling it runs the function in a copy of the worker's context (Dask keeps the
     worker there) where every xlocal binding is hidden and the carried ones are bound
-    by a with-block; nothing it binds outlives the call.  It keeps the function's name
+    by a with-block; nothing it binds outlives the call.  A coroutine function stays
+    one (by distributed's test, so that the worker awaits it): the call returns a
+    coroutine that awaits the function's coroutine inside such a with-block, every
+    step in one copy of the awaiting task's context.  It keeps the function's name
     (a partial's function's) and docstring, and tokenizes as the function and the
     carrier.
 
@@ -32,6 +93,7 @@ class Carried:
     """
 
     def __init__(self, func: Callable[..., Any], carrier: Mapping[str, str]) -> None:
+        runnable(func)
         functools.update_wrapper(self, func)
         if "__name__" not in vars(self):
             # Dask names a partial's task by its function; so does this.
@@ -43,6 +105,9 @@ class Carried:
                 self.__name__ = name
         self._func = func
         self._carrier = dict(carrier)
+        self._awaits = awaited(func)
+        if self._awaits:
+            _mark_coroutine_function(self)
 
     @property
     def carrier(self) -> Mapping[str, str]:
@@ -50,11 +115,28 @@ class Carried:
         return MappingProxyType(self._carrier)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._awaits:
+            return self._await_in_context(args, kwargs)
         return contextvars.copy_context().run(self._run, args, kwargs)
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with hidden(), extract(self._carrier):
             return self._func(*args, **kwargs)
+
+    async def _await_in_context(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # Every step in one copy of the context of the task that awaits it, so that
+        # its bindings stay with it across awaits and never reach that task.
+        steps = ContextGenerator(
+            self._await(args, kwargs),  # type: ignore[arg-type]
+            contextvars.copy_context(),
+        )
+        return await steps
+
+    async def _await(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with hidden(), extract(self._carrier):
+            return await self._func(*args, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Carried, (self._func, self._carrier)
@@ -76,7 +158,10 @@ def carried(func: Callable[..., Any]) -> Carried:
     """Return *func* with the portable bindings in force now, for Dask to run.
 
     An unencodable value raises :class:`~xlocal.portable.UnportableError` here.  A
-    function that is already carried is carried again with the bindings of now.
+    function that is already carried is carried again with the bindings of now.  A
+    coroutine function stays one, for the worker to await; an object with an
+    ``async def __call__``, a generator function and an async generator function
+    raise ``TypeError``, as Dask would not await them.
 
     .. versionadded:: 1.0
     """

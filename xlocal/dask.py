@@ -15,6 +15,11 @@ of the first), while the key keeps the function's name.
   with ``submit`` and ``map`` that carry (``distributed.get_client()`` gives a plain
   one, which does not).
 
+A coroutine function stays one to distributed, whose worker awaits it: each of its
+steps runs in the carried bindings, in a context of its own.  What Dask would not
+await (an object with an ``async def __call__``, a generator or async generator
+function) is refused with ``TypeError`` when it is submitted.
+
 Dask and distributed are imported only when these are used.
 """
 
@@ -25,7 +30,7 @@ import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, overload
 
-from ._dask_task import Carried, carried
+from ._dask_task import Carried, carried, runnable
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -56,7 +61,9 @@ def delayed(func: Any = None, /, **options: Any) -> Any:
     was called.  It decorates too, with or without options (``@delayed``,
     ``@delayed(pure=True)``).  *options* are ``dask.delayed``'s (``name``, ``pure``,
     ``nout``, ``traverse``).  The graph computes with ``client.compute``,
-    ``dask.compute`` or ``.compute()`` alike.
+    ``dask.compute`` or ``.compute()`` alike.  A coroutine function is awaited by
+    distributed's workers; Dask's local schedulers give the coroutine, as they do for
+    plain ``dask.delayed``.
 
     .. versionadded:: 1.0
     """
@@ -67,6 +74,7 @@ def delayed(func: Any = None, /, **options: Any) -> Any:
             f"xlocal.dask.delayed() takes a function, not {type(func).__name__}: "
             f"use dask.delayed for other objects"
         )
+    runnable(func)
 
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
