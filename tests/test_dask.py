@@ -391,3 +391,28 @@ def test_what_dask_would_not_await_is_refused(
         xdask.delayed(func)
     with pytest.raises(TypeError, match=match):
         xdask.carried(func)
+
+
+# -- keys: equal bindings, one task ----------------------------------------------------
+
+
+def test_equal_bindings_give_one_key_whatever_the_order(client: Any) -> None:
+    """A pure call under bindings whose dicts were built in another order is the same
+    task, computed once; under other bindings it is another."""
+    with dt.request(user_id=1, tenant={"a": 1, "b": {"x": [1], "y": 2}}):
+        a = client.submit(dt.once, 1, pure=True)
+        a_later = xdask.delayed(dt.once, pure=True)(1)
+    with dt.request(tenant={"b": {"y": 2, "x": [1]}, "a": 1}, user_id=1):
+        b = client.submit(dt.once, 1, pure=True)
+        b_later = xdask.delayed(dt.once, pure=True)(1)
+    with dt.request(user_id=1, tenant={"a": 1, "b": {"x": [1], "y": 3}}):
+        c = client.submit(dt.once, 1, pure=True)
+        c_later = xdask.delayed(dt.once, pure=True)(1)
+    assert a.key == b.key != c.key
+    assert a_later.key == b_later.key != c_later.key
+    ra, rb, rc = client.gather([a, b, c])
+    assert ra == rb != rc
+    assert ra[:2] == (1, {"a": 1, "b": {"x": [1], "y": 2}})
+    la, lb, lc = dask.compute(a_later, b_later, c_later)
+    assert la == lb != lc
+    assert lc[:2] == (1, {"a": 1, "b": {"x": [1], "y": 3}})
