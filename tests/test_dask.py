@@ -6,6 +6,8 @@ import asyncio
 import functools
 import inspect
 import json
+import pickle
+import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,10 +25,19 @@ import dask_tasks as dt  # noqa: E402
 from engines import readme_example, run_script  # noqa: E402
 
 import xlocal.dask as xdask  # noqa: E402
-from xlocal.portable import CARRIER_KEY, UnportableError  # noqa: E402
+from xlocal.portable import (  # noqa: E402
+    CARRIER_KEY,
+    SIGNATURE_KEY,
+    CarrierError,
+    UnportableError,
+)
 
 TIMEOUT = 60
 NOTHING: dict[str, Any] = {}
+#: The workers' signing key, as their environment gives it, and as bytes.
+KEY_VARIABLE = "XLOCAL_DASK_SIGNING_KEY"
+KEY_TEXT = "the secret the tests' signed cluster shares"
+KEY = KEY_TEXT.encode()
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +57,29 @@ def cluster() -> Iterator[Any]:
 def client(cluster: Any) -> Iterator[Any]:
     """An xlocal.dask.Client connected to the cluster."""
     with xdask.Client(cluster, timeout=TIMEOUT) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def signed_cluster() -> Iterator[Any]:
+    """A real LocalCluster of 1 worker process whose environment gives it a key."""
+    with distributed.LocalCluster(
+        processes=True,
+        n_workers=1,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        env={KEY_VARIABLE: KEY_TEXT},
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def signed_client(signed_cluster: Any) -> Iterator[Any]:
+    """An xlocal.dask.Client of the signed cluster that signs with its key."""
+    with xdask.Client(
+        signed_cluster, timeout=TIMEOUT, set_as_default=False, signing_key=KEY
+    ) as connected:
         yield connected
 
 
@@ -416,3 +450,131 @@ def test_equal_bindings_give_one_key_whatever_the_order(client: Any) -> None:
     la, lb, lc = dask.compute(a_later, b_later, c_later)
     assert la == lb != lc
     assert lc[:2] == (1, {"a": 1, "b": {"x": [1], "y": 3}})
+
+
+# -- signed carriers -------------------------------------------------------------------
+
+
+def test_signed_carriers_run(signed_client: Any) -> None:
+    """On workers that have a key, tasks signed with it run in their bindings:
+    submit, map, delayed, coroutines, and tasks submitted by tasks."""
+    with dt.request(user_id=7, tenant="acme"), dt.local_only(x=1):
+        one = signed_client.submit(dt.seen, "one")
+        mapped = signed_client.map(dt.seen, ["m1", "m2"])
+        coroutine = signed_client.submit(dt.aseen, "c")
+        later = xdask.delayed(dt.seen, signing_key=KEY)("later")
+        spawned = signed_client.submit(dt.spawns, "s", pure=False)
+    carried = {"user_id": 7, "tenant": "acme"}
+    for value in signed_client.gather([one, *mapped]):
+        assert sees(value) == (carried, NOTHING)
+    assert sees_async(coroutine.result(timeout=TIMEOUT)) == (carried, NOTHING)
+    assert sees(signed_client.compute(later).result(timeout=TIMEOUT)) == (
+        carried,
+        NOTHING,
+    )
+    outer = spawned.result(timeout=TIMEOUT)
+    assert [sees(child) for child in outer["children"]] == [
+        (carried, NOTHING),
+        ({**carried, "trace": "s-nested"}, NOTHING),
+        (carried, NOTHING),
+    ]
+
+
+def _forged(job: Any) -> Any:
+    """*job* with user_id 1 changed to 0 in its carrier, the signature kept."""
+    text = job.carrier[CARRIER_KEY]
+    assert '"user_id":"1"' in text
+    return xdask.Carried(
+        job.__wrapped__,
+        {**job.carrier, CARRIER_KEY: text.replace('"user_id":"1"', '"user_id":"0"')},
+    )
+
+
+def test_the_worker_refuses_carriers_not_signed_with_its_key(
+    signed_client: Any,
+) -> None:
+    """A worker with a key fails a task whose carrier was changed, is unsigned or was
+    signed with another key, naming the task, and never runs its function."""
+    submit = functools.partial(distributed.Client.submit, signed_client, pure=False)
+    with dt.request(user_id=1):
+        tampered = submit(_forged(xdask.carried(dt.seen, signing_key=KEY)))
+        tampered_async = submit(_forged(xdask.carried(dt.aseen, signing_key=KEY)))
+        unsigned = submit(xdask.carried(dt.seen))
+        unsigned_async = submit(xdask.carried(dt.aseen))
+        wrong = submit(xdask.carried(dt.seen, signing_key=b"another secret"))
+    refused = (
+        r"cannot extract bindings from the carrier: its signature is missing or does "
+        r"not match: it was changed, or signed with another key; nothing was bound\. "
+        r"Tasks run here must be signed with this process's XLOCAL_DASK_SIGNING_KEY: "
+        r"sign them with the same key where they are submitted \(set the variable "
+        r"there too, or pass signing_key=\)$"
+    )
+    for future in (tampered, unsigned, wrong):
+        task = rf"task '{re.escape(future.key)}' \(dask_tasks.seen\)"
+        with pytest.raises(
+            CarrierError, match=rf"^xlocal.dask refused to run {task}: "
+        ):
+            future.result(timeout=TIMEOUT)
+        with pytest.raises(CarrierError, match=refused):
+            future.result(timeout=TIMEOUT)
+    for future in (tampered_async, unsigned_async):
+        task = r"a task of dask_tasks.aseen"
+        with pytest.raises(
+            CarrierError, match=rf"^xlocal.dask refused to run {task}: "
+        ):
+            future.result(timeout=TIMEOUT)
+        with pytest.raises(CarrierError, match=refused):
+            future.result(timeout=TIMEOUT)
+    with dt.request(user_id=1):
+        after = signed_client.submit(dt.seen, pure=False)
+    assert sees(after.result(timeout=TIMEOUT)) == ({"user_id": 1}, NOTHING)
+
+
+def test_the_signing_key_never_travels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signed task pickles without its key, and tokenizes apart from an unsigned
+    one; the process's key comes from its environment, and is checked where used."""
+    from dask.base import tokenize  # noqa: PLC0415
+
+    with dt.request(user_id=1):
+        signed = xdask.carried(dt.seen, signing_key=KEY)
+        unsigned = xdask.carried(dt.seen)
+        monkeypatch.setenv(KEY_VARIABLE, KEY_TEXT)
+        from_environment = xdask.carried(dt.seen)
+        forged = _forged(signed)
+    assert KEY not in pickle.dumps(signed)
+    assert SIGNATURE_KEY in signed.carrier
+    assert SIGNATURE_KEY not in unsigned.carrier
+    assert from_environment.carrier == signed.carrier
+    assert tokenize(signed) != tokenize(unsigned)
+    # Called here, a carried function checks with this process's key.
+    assert sees(signed()) == ({"user_id": 1}, NOTHING)
+    with pytest.raises(CarrierError, match=r"^xlocal.dask refused to run a task of "):
+        unsigned()
+    with pytest.raises(CarrierError, match=r"^xlocal.dask refused to run a task of "):
+        forged()
+    monkeypatch.setenv(KEY_VARIABLE, "")
+    empty = (
+        r"^XLOCAL_DASK_SIGNING_KEY is set but empty in this process: set it to the "
+        r"secret that the clients and workers share, or unset it$"
+    )
+    with pytest.raises(ValueError, match=empty):
+        xdask.carried(dt.seen)
+    with pytest.raises(ValueError, match=empty):
+        signed()
+
+
+@pytest.mark.parametrize("key", ["text", b"", 3])
+def test_a_signing_key_must_be_bytes(key: Any) -> None:
+    """Every entry point refuses a signing key that is not non-empty bytes, before it
+    does anything."""
+    match = r"^signing_key= must be a secret of non-empty bytes, the same where tasks "
+    with pytest.raises(TypeError, match=match):
+        xdask.Client(signing_key=key)
+    with pytest.raises(TypeError, match=match):
+        xdask.carried(dt.seen, signing_key=key)
+    with pytest.raises(TypeError, match=match):
+        xdask.delayed(dt.seen, signing_key=key)
+    with pytest.raises(TypeError, match=match):
+        xdask.get_client(signing_key=key)
+    with pytest.raises(TypeError, match=match), xdask.worker_client(signing_key=key):
+        pass

@@ -10,15 +10,52 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Callable
 
 from ._engines import hidden
 from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, ContextGenerator, kind
-from .portable import CARRIER_KEY, extract, inject
+from .portable import (
+    CARRIER_KEY,
+    SIGNATURE_KEY,
+    CarrierError,
+    Extracted,
+    extract,
+    inject,
+)
 
-__all__ = ["Carried", "carried", "runnable"]
+__all__ = ["KEY_VARIABLE", "Carried", "carried", "check_key", "runnable"]
+
+#: The environment variable that holds a process's signing key, as text: the key is
+#: its UTF-8 bytes.  Read at each use, where tasks are submitted and where they run.
+KEY_VARIABLE = "XLOCAL_DASK_SIGNING_KEY"
+
+
+def check_key(signing_key: object) -> None:
+    """Refuse a ``signing_key=`` that is not a secret of non-empty bytes."""
+    if type(signing_key) is not bytes or not signing_key:
+        given = "empty bytes" if signing_key == b"" else type(signing_key).__name__
+        raise TypeError(
+            f"signing_key= must be a secret of non-empty bytes, the same where tasks "
+            f"are submitted and on the workers (their {KEY_VARIABLE}), not {given}"
+        )
+
+
+def process_key() -> bytes | None:
+    """This process's signing key, from its environment: None if it has none."""
+    text = os.environ.get(KEY_VARIABLE)
+    if text is None:
+        return None
+    if not text:
+        raise ValueError(
+            f"{KEY_VARIABLE} is set but empty in this process: set it to the secret "
+            f"that the clients and workers share, or unset it"
+        )
+    # os.environ decoded the bytes with surrogateescape: these are the same bytes.
+    return text.encode("utf-8", "surrogateescape")
 
 
 def awaited(func: Callable[..., Any]) -> bool:
@@ -77,6 +114,21 @@ def _mark_coroutine_function(carried: Carried) -> None:
         mark(carried)
 
 
+def _name(func: Callable[..., Any]) -> str:
+    """*func*'s dotted name, or its repr."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str):
+        return f"{module}.{qualname}"
+    return repr(func)
+
+
+def _running_key() -> object:
+    """The key of the Dask task running in this thread, where distributed says it."""
+    state = getattr(sys.modules.get("distributed.worker"), "thread_state", None)
+    return getattr(state, "key", None)
+
+
 class Carried:
     """A function and the portable bindings of its submitter, to run on a worker.
 
@@ -88,6 +140,11 @@ class Carried:
     step in one copy of the awaiting task's context.  It keeps the function's name
     (a partial's function's) and docstring, and tokenizes as the function and the
     carrier.
+
+    Where it runs, the carrier is read with the process's key, its
+    ``XLOCAL_DASK_SIGNING_KEY``, if it has one: a carrier that is not signed with it,
+    or cannot be read, fails the task with :class:`~xlocal.portable.CarrierError`
+    before the function runs.
 
     .. versionadded:: 1.0
     """
@@ -120,7 +177,8 @@ class Carried:
         return contextvars.copy_context().run(self._run, args, kwargs)
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with hidden(), extract(self._carrier):
+        extracted = self._extracted()
+        with hidden(), extracted:
             return self._func(*args, **kwargs)
 
     async def _await_in_context(
@@ -135,8 +193,31 @@ class Carried:
         return await steps
 
     async def _await(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with hidden(), extract(self._carrier):
+        extracted = self._extracted()
+        with hidden(), extracted:
             return await self._func(*args, **kwargs)
+
+    def _extracted(self) -> Extracted:
+        """The carried bindings, read with this process's key, or the task's error."""
+        key = process_key()
+        try:
+            return extract(self._carrier, key=key)
+        except CarrierError as error:
+            running = _running_key()
+            name = _name(self._func)
+            task = (
+                f"a task of {name}" if running is None else f"task {running!r} ({name})"
+            )
+            fix = (
+                ""
+                if key is None
+                else f". Tasks run here must be signed with this process's "
+                f"{KEY_VARIABLE}: sign them with the same key where they are "
+                f"submitted (set the variable there too, or pass signing_key=)"
+            )
+            raise CarrierError(
+                f"xlocal.dask refused to run {task}: {error}{fix}"
+            ) from None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Carried, (self._func, self._carrier)
@@ -148,13 +229,14 @@ class Carried:
             "xlocal.dask.Carried",
             normalize_token(self._func),
             self._carrier.get(CARRIER_KEY),
+            self._carrier.get(SIGNATURE_KEY),
         )
 
     def __repr__(self) -> str:
         return f"<Carried {self._func!r}>"
 
 
-def carried(func: Callable[..., Any]) -> Carried:
+def carried(func: Callable[..., Any], *, signing_key: bytes | None = None) -> Carried:
     """Return *func* with the portable bindings in force now, for Dask to run.
 
     An unencodable value raises :class:`~xlocal.portable.UnportableError` here.  A
@@ -163,12 +245,20 @@ def carried(func: Callable[..., Any]) -> Carried:
     ``async def __call__``, a generator function and an async generator function
     raise ``TypeError``, as Dask would not await them.
 
+    The carrier is signed with *signing_key*, or else with the process's key, its
+    ``XLOCAL_DASK_SIGNING_KEY`` environment variable (its UTF-8 bytes), if set.  A
+    worker whose environment has the variable refuses carriers not signed with it.
+
     .. versionadded:: 1.0
     """
     if not callable(func):
         raise TypeError(
             f"xlocal.dask needs a callable to submit, not {type(func).__name__}"
         )
+    if signing_key is None:
+        signing_key = process_key()
+    else:
+        check_key(signing_key)
     if isinstance(func, Carried):
         func = func._func
-    return Carried(func, inject())
+    return Carried(func, inject(key=signing_key))
