@@ -4,8 +4,10 @@ a task, by the real worker processes of the cluster.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Any
+import uuid
+from typing import Any, Callable
 
 import xlocal.dask as xdask
 from xlocal import xlocal
@@ -39,13 +41,56 @@ def fails(tag: Any = None) -> None:
         raise ValueError(f"task failed on purpose: {tag}")
 
 
-def spawns(tag: Any = None) -> dict[str, Any]:
-    """Submit ``seen`` from inside a task, plainly and under a nested binding."""
+def spawns(tag: Any = None, child: Callable[..., Any] = seen) -> dict[str, Any]:
+    """Submit *child* from inside a task, plainly and under a nested binding."""
     client = xdask.get_client()
-    plain = client.submit(seen, f"{tag}-plain", pure=False)
+    plain = client.submit(child, f"{tag}-plain", pure=False)
     with request(trace=f"{tag}-nested"):
-        nested = client.submit(seen, f"{tag}-nested", pure=False)
+        nested = client.submit(child, f"{tag}-nested", pure=False)
     with xdask.worker_client() as inner:
-        mapped = inner.map(seen, [f"{tag}-map"], pure=False)
+        mapped = inner.map(child, [f"{tag}-map"], pure=False)
         children = inner.gather([plain, nested, *mapped])
     return {**view(), "tag": tag, "children": children}
+
+
+def once(x: int) -> Any:
+    """A call said to be pure, whose result tells one computation from another."""
+    return (x, getattr(request, "tenant", None), uuid.uuid4().hex)
+
+
+async def aseen(tag: Any = None) -> dict[str, Any]:
+    """Report what this coroutine sees across awaits, and inside a binding of its own
+    that spans one; what it sees last is after that binding."""
+    first = view()["request"]
+    await asyncio.sleep(0)
+    with request(trace=f"{tag}-inside"):
+        await asyncio.sleep(0)
+        inside = view()["request"]
+    await asyncio.sleep(0)
+    return {**view(), "tag": tag, "first": first, "inside": inside}
+
+
+async def afails(tag: Any = None) -> None:
+    """Bind more on top of the carried bindings, await, then raise."""
+    with request(trace="inside"), local_only(leak="yes"):
+        await asyncio.sleep(0)
+        raise ValueError(f"task failed on purpose: {tag}")
+
+
+#: The groups of ``meets``, each its arrived tags and the event that all arrived.
+_groups: dict[str, tuple[list[Any], asyncio.Event]] = {}
+
+
+async def meets(group: str, size: int, tag: Any) -> dict[str, Any]:
+    """Bind, then wait there until *size* coroutines of *group* are waiting on this
+    worker's loop (so that they interleave); report what it sees then and after."""
+    if group not in _groups:
+        _groups[group] = ([], asyncio.Event())
+    arrived, everyone = _groups[group]
+    with request(trace=f"{tag}-inside"):
+        arrived.append(tag)
+        if len(arrived) == size:
+            everyone.set()
+        await asyncio.wait_for(everyone.wait(), 60)
+        inside = view()["request"]
+    return {**view(), "tag": tag, "inside": inside}

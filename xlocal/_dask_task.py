@@ -9,14 +9,124 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
+import os
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Callable
 
 from ._engines import hidden
-from .portable import CARRIER_KEY, extract, inject
+from ._steps import ASYNC_GENERATOR, COROUTINE, GENERATOR, ContextGenerator, kind
+from .portable import (
+    CARRIER_KEY,
+    SIGNATURE_KEY,
+    CarrierError,
+    Extracted,
+    extract,
+    inject,
+)
 
-__all__ = ["Carried", "carried"]
+__all__ = ["KEY_VARIABLE", "Carried", "carried", "check_key", "runnable"]
+
+#: The environment variable that holds a process's signing key, as text: the key is
+#: its UTF-8 bytes.  Read at each use, where tasks are submitted and where they run.
+KEY_VARIABLE = "XLOCAL_DASK_SIGNING_KEY"
+
+
+def check_key(signing_key: object) -> None:
+    """Refuse a ``signing_key=`` that is not a secret of non-empty bytes."""
+    if type(signing_key) is not bytes or not signing_key:
+        given = "empty bytes" if signing_key == b"" else type(signing_key).__name__
+        raise TypeError(
+            f"signing_key= must be a secret of non-empty bytes, the same where tasks "
+            f"are submitted and on the workers (their {KEY_VARIABLE}), not {given}"
+        )
+
+
+def process_key() -> bytes | None:
+    """This process's signing key, from its environment: None if it has none."""
+    text = os.environ.get(KEY_VARIABLE)
+    if text is None:
+        return None
+    if not text:
+        raise ValueError(
+            f"{KEY_VARIABLE} is set but empty in this process: set it to the secret "
+            f"that the clients and workers share, or unset it"
+        )
+    # os.environ decoded the bytes with surrogateescape: these are the same bytes.
+    return text.encode("utf-8", "surrogateescape")
+
+
+def awaited(func: Callable[..., Any]) -> bool:
+    """Whether distributed awaits what *func* returns, by its own test.
+
+    distributed.utils.iscoroutinefunction: ``inspect.iscoroutinefunction`` (which
+    unwraps partials and methods, and from Python 3.12 sees the mark of
+    ``inspect.markcoroutinefunction``), or tornado's mark of its coroutines.
+    """
+    return inspect.iscoroutinefunction(func) or bool(
+        getattr(func, "__tornado_coroutine__", False)
+    )
+
+
+_REFUSED = {
+    GENERATOR: "a generator function",
+    ASYNC_GENERATOR: "an async generator function",
+}
+
+
+def runnable(func: Callable[..., Any]) -> None:
+    """Refuse what a task could not run in its bindings, as Dask does not await it.
+
+    A task gives what its function returns.  Dask awaits it only if the function is
+    a coroutine function by distributed's test (see ``awaited``).  An object with an
+    ``async def __call__`` is not one, so Dask would hand back an unawaited coroutine;
+    a generator or an async generator would run its body after the task ended.  Plain
+    Dask fails to send such a result back; this refuses it at once.
+    """
+    if awaited(func):
+        return
+    made = kind(func)
+    if made == COROUTINE:
+        raise TypeError(
+            f"xlocal.dask cannot run {func!r} as a task: its `async def __call__` "
+            f"makes a coroutine that Dask does not await (it awaits coroutine "
+            f"functions only); submit its bound method (obj.__call__) or an async def "
+            f"function"
+        )
+    if made in _REFUSED:
+        raise TypeError(
+            f"xlocal.dask cannot run {func!r} as a task: it is {_REFUSED[made]}, and a "
+            f"task gives what its function returns: its body would run after the task "
+            f"ended, outside the task's bindings; submit a function that consumes it"
+        )
+
+
+def _mark_coroutine_function(carried: Carried) -> None:
+    """Make *carried* a coroutine function to distributed on every Python."""
+    # Before 3.12 inspect.iscoroutinefunction is true of functions only, never of an
+    # instance; distributed also believes tornado's mark (it has since 2019, and awaits
+    # tasks since 2021).
+    carried.__tornado_coroutine__ = True  # type: ignore[attr-defined]
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    if mark is not None:
+        mark(carried)
+
+
+def _name(func: Callable[..., Any]) -> str:
+    """*func*'s dotted name, or its repr."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str):
+        return f"{module}.{qualname}"
+    return repr(func)
+
+
+def _running_key() -> object:
+    """The key of the Dask task running in this thread, where distributed says it."""
+    state = getattr(sys.modules.get("distributed.worker"), "thread_state", None)
+    return getattr(state, "key", None)
 
 
 class Carried:
@@ -24,16 +134,37 @@ class Carried:
 
     Calling it runs the function in a copy of the worker's context (Dask keeps the
     worker there) where every xlocal binding is hidden and the carried ones are bound
-    by a with-block; nothing it binds outlives the call.  It keeps the function's name
-    and docstring, and tokenizes as the function and the carrier.
+    by a with-block; nothing it binds outlives the call.  A coroutine function stays
+    one (by distributed's test, so that the worker awaits it): the call returns a
+    coroutine that awaits the function's coroutine inside such a with-block, every
+    step in one copy of the awaiting task's context.  It keeps the function's name
+    (a partial's function's) and docstring, and tokenizes as the function and the
+    carrier.
+
+    Where it runs, the carrier is read with the process's key, its
+    ``XLOCAL_DASK_SIGNING_KEY``, if it has one: a carrier that is not signed with it,
+    or cannot be read, fails the task with :class:`~xlocal.portable.CarrierError`
+    before the function runs.
 
     .. versionadded:: 1.0
     """
 
     def __init__(self, func: Callable[..., Any], carrier: Mapping[str, str]) -> None:
+        runnable(func)
         functools.update_wrapper(self, func)
+        if "__name__" not in vars(self):
+            # Dask names a partial's task by its function; so does this.
+            inner = func
+            while isinstance(inner, functools.partial):
+                inner = inner.func
+            name = getattr(inner, "__name__", None)
+            if isinstance(name, str):
+                self.__name__ = name
         self._func = func
         self._carrier = dict(carrier)
+        self._awaits = awaited(func)
+        if self._awaits:
+            _mark_coroutine_function(self)
 
     @property
     def carrier(self) -> Mapping[str, str]:
@@ -41,11 +172,52 @@ class Carried:
         return MappingProxyType(self._carrier)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._awaits:
+            return self._await_in_context(args, kwargs)
         return contextvars.copy_context().run(self._run, args, kwargs)
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with hidden(), extract(self._carrier):
+        extracted = self._extracted()
+        with hidden(), extracted:
             return self._func(*args, **kwargs)
+
+    async def _await_in_context(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # Every step in one copy of the context of the task that awaits it, so that
+        # its bindings stay with it across awaits and never reach that task.
+        steps = ContextGenerator(
+            self._await(args, kwargs),  # type: ignore[arg-type]
+            contextvars.copy_context(),
+        )
+        return await steps
+
+    async def _await(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        extracted = self._extracted()
+        with hidden(), extracted:
+            return await self._func(*args, **kwargs)
+
+    def _extracted(self) -> Extracted:
+        """The carried bindings, read with this process's key, or the task's error."""
+        key = process_key()
+        try:
+            return extract(self._carrier, key=key)
+        except CarrierError as error:
+            running = _running_key()
+            name = _name(self._func)
+            task = (
+                f"a task of {name}" if running is None else f"task {running!r} ({name})"
+            )
+            fix = (
+                ""
+                if key is None
+                else f". Tasks run here must be signed with this process's "
+                f"{KEY_VARIABLE}: sign them with the same key where they are "
+                f"submitted (set the variable there too, or pass signing_key=)"
+            )
+            raise CarrierError(
+                f"xlocal.dask refused to run {task}: {error}{fix}"
+            ) from None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Carried, (self._func, self._carrier)
@@ -57,17 +229,25 @@ class Carried:
             "xlocal.dask.Carried",
             normalize_token(self._func),
             self._carrier.get(CARRIER_KEY),
+            self._carrier.get(SIGNATURE_KEY),
         )
 
     def __repr__(self) -> str:
         return f"<Carried {self._func!r}>"
 
 
-def carried(func: Callable[..., Any]) -> Carried:
+def carried(func: Callable[..., Any], *, signing_key: bytes | None = None) -> Carried:
     """Return *func* with the portable bindings in force now, for Dask to run.
 
     An unencodable value raises :class:`~xlocal.portable.UnportableError` here.  A
-    function that is already carried is carried again with the bindings of now.
+    function that is already carried is carried again with the bindings of now.  A
+    coroutine function stays one, for the worker to await; an object with an
+    ``async def __call__``, a generator function and an async generator function
+    raise ``TypeError``, as Dask would not await them.
+
+    The carrier is signed with *signing_key*, or else with the process's key, its
+    ``XLOCAL_DASK_SIGNING_KEY`` environment variable (its UTF-8 bytes), if set.  A
+    worker whose environment has the variable refuses carriers not signed with it.
 
     .. versionadded:: 1.0
     """
@@ -75,6 +255,10 @@ def carried(func: Callable[..., Any]) -> Carried:
         raise TypeError(
             f"xlocal.dask needs a callable to submit, not {type(func).__name__}"
         )
+    if signing_key is None:
+        signing_key = process_key()
+    else:
+        check_key(signing_key)
     if isinstance(func, Carried):
         func = func._func
-    return Carried(func, inject())
+    return Carried(func, inject(key=signing_key))

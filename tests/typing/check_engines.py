@@ -30,3 +30,7 @@ assert_type(xdask.carried(double).carrier, Mapping[str, str])
 assert_type(xdask.delayed(double), Callable[..., Delayed])
 assert_type(xdask.delayed(pure=True)(double), Callable[..., Delayed])
 client_class: type[xdask.Client] = xdask.Client
+assert_type(xdask.carried(double, signing_key=b"secret"), xdask.Carried)
+assert_type(xdask.delayed(double, signing_key=b"secret"), Callable[..., Delayed])
+assert_type(xdask.delayed(signing_key=b"secret")(double), Callable[..., Delayed])
+assert_type(xdask.get_client(signing_key=b"secret"), Any)
