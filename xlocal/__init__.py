@@ -14,6 +14,7 @@ See README.txt for the manual.
 """
 
 from ._core import IMPLEMENTATION, Binding, get_debug, new, set_debug, xlocal
+from .scopes import ScopeClosedError, scope
 from .spawn import ContextExecutor, Snapshot, Thread, capture, isolated, wrap
 
 __version__ = "1.0.0a1"
@@ -22,6 +23,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as tests/test_core.py checks
     "Binding",
     "ContextExecutor",
     "IMPLEMENTATION",
+    "ScopeClosedError",
     "Snapshot",
     "Thread",
     "__version__",
@@ -29,6 +31,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as tests/test_core.py checks
     "get_debug",
     "isolated",
     "new",
+    "scope",
     "set_debug",
     "wrap",
     "xlocal",

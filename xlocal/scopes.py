@@ -1,0 +1,457 @@
+"""Structured scopes: children that run with the bindings and never outlive the block.
+
+``with xlocal.scope() as s:`` (or ``async with``) starts children with ``s.spawn(fn,
+...)``, each in a capture of the bindings in force at the spawn, as :func:`xlocal.wrap`
+does.  Leaving the block waits for every child; if the body or a child raised, the
+children not yet started never start, the running ones are cancelled (tasks and
+greenlets) or told to stop (threads: ``s.cancelled``, ``s.cancel_event``), and every
+error comes out together in one exception group.  So no thread, greenlet or task that a
+scope made outlives it, and none can see the scope's bindings after it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextvars
+import sys
+import threading
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar
+
+from .spawn import _INHERITS, capture
+
+if sys.version_info < (3, 11):  # pragma: no cover - coverage is measured on 3.11+
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import ParamSpec
+
+    _P = ParamSpec("_P")
+
+__all__ = ["FutureScope", "ScopeClosedError", "TaskScope", "scope"]
+
+_R = TypeVar("_R")
+
+#: The innermost scope of the running execution: its body, or one of its children.
+_current: contextvars.ContextVar[scope | None] = contextvars.ContextVar(
+    "xlocal.scope", default=None
+)
+
+_NEW, _OPEN, _CLOSING, _CLOSED = "not entered", "open", "exiting", "ended"
+
+
+class ScopeClosedError(RuntimeError):
+    """``spawn`` was called on a scope that is not open.
+
+    A scope takes children only between entering and leaving its block (and, while it
+    waits at the end of the block, from its own children), so that none outlives it.
+
+    .. versionadded:: 1.0
+    """
+
+
+class FutureScope(Protocol):
+    """What ``with scope() as s`` gives: ``s.spawn`` returns a Future (for typing).
+
+    .. versionadded:: 1.0
+    """
+
+    cancel_event: threading.Event
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def spawn(
+        self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> concurrent.futures.Future[_R]: ...
+
+
+class TaskScope(Protocol):
+    """What ``async with scope() as s`` gives: ``s.spawn`` returns a Task (for typing).
+
+    .. versionadded:: 1.0
+    """
+
+    cancel_event: threading.Event
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def spawn(
+        self, fn: Callable[_P, Awaitable[_R]], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> asyncio.Task[_R]: ...
+
+
+class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
+    """A block whose children run with its bindings and end before it does.
+
+    ``with scope() as s:`` starts each child of ``s.spawn(fn, *args, **kwargs)`` in a
+    new thread (a greenlet where gevent or eventlet has patched threading), or, with
+    ``kind="greenlet"``, in a gevent greenlet; ``async with scope() as s:`` starts each
+    in an asyncio task.  *limit* runs at most that many children at once: the others
+    wait their turn, in the order they were spawned.
+
+    Leaving the block waits for every child.  If the body or a child raised, children
+    not yet started never start, tasks are cancelled, greenlets are killed
+    (``GreenletExit``), threads see ``cancelled`` become true, and the errors are
+    raised together as an ``ExceptionGroup`` (a ``BaseExceptionGroup`` if one is not an
+    ``Exception``): the body's first, then the children's in the order they were raised.
+    A ``KeyboardInterrupt``, ``SystemExit`` or (async) ``CancelledError`` of the body
+    is raised as it is, after the children have ended.
+
+    .. versionadded:: 1.0
+    """
+
+    __slots__ = (
+        "_errors",
+        "_handles",
+        "_kind",
+        "_limit",
+        "_lock",
+        "_loop",
+        "_pending",
+        "_running",
+        "_semaphore",
+        "_state",
+        "_token",
+        "cancel_event",
+    )
+
+    def __init__(
+        self,
+        *,
+        limit: int | None = None,
+        kind: Literal["thread", "greenlet"] = "thread",
+    ) -> None:
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(
+                f"scope(limit=...) takes a positive int or None, not {limit!r}"
+            )
+        if kind not in ("thread", "greenlet"):
+            raise ValueError(f"scope(kind=...) is 'thread' or 'greenlet', not {kind!r}")
+        self._limit = limit
+        self._kind = kind
+        self._state = _NEW
+        self._lock = threading.Lock()
+        self._errors: list[BaseException] = []
+        #: Set when the scope is cancelled: thread children check or wait on it.
+        self.cancel_event = threading.Event()
+        self._handles: collections.deque[Any] = collections.deque()
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._running = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._token: contextvars.Token[scope | None] | None = None
+
+    @staticmethod
+    def current() -> scope | None:
+        """The innermost scope whose body or child is running here, or None."""
+        return _current.get()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the scope was cancelled (the body or a child raised).
+
+        A thread child should check it between units of work and return when it is
+        true, or wait on ``cancel_event`` instead of sleeping.
+        """
+        return self.cancel_event.is_set()
+
+    def __repr__(self) -> str:
+        mode = "task" if self._loop is not None else self._kind
+        limit = "" if self._limit is None else f", limit={self._limit}"
+        cancelled = ", cancelled" if self.cancelled else ""
+        return f"<xlocal.scope of {mode}s, {self._state}{limit}{cancelled}>"
+
+    # --- entering and leaving -------------------------------------------------------
+
+    def _enter(self, how: str) -> None:
+        if self._state is not _NEW:
+            raise RuntimeError(
+                f"cannot enter {self!r} with `{how}`: a scope is entered once; "
+                f"make a new xlocal.scope() for each block"
+            )
+        self._state = _OPEN
+        self._token = _current.set(self)
+
+    def __enter__(self) -> FutureScope:
+        if self._kind == "greenlet":
+            _gevent()
+        self._enter("with")
+        return self
+
+    async def __aenter__(self) -> TaskScope:
+        if self._kind != "thread":
+            raise ValueError(
+                f"`async with` runs asyncio tasks: drop kind={self._kind!r}, or enter "
+                f"the scope with a plain `with`"
+            )
+        loop = asyncio.get_running_loop()
+        self._enter("async with")
+        self._loop = loop
+        if self._limit is not None:
+            self._semaphore = asyncio.Semaphore(self._limit)
+        self._handles = collections.deque()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._closing(error)
+        self._join()
+        self._finish(error)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._closing(error)
+        interrupted: BaseException | None = None
+        while True:
+            waiting = [task for task in self._handles if not task.done()]
+            if not waiting:
+                break
+            try:
+                await asyncio.wait(waiting)
+            except asyncio.CancelledError as cancelled:
+                # The task running the block is cancelled: cancel the children, and
+                # keep waiting for them, then let the cancellation through.
+                interrupted = interrupted or cancelled
+                self._cancel()
+        for task in self._handles:
+            if not task.cancelled():
+                task.exception()  # retrieved: its error is in the group raised below
+        self._handles.clear()
+        self._finish(interrupted or error)
+
+    def _closing(self, error: BaseException | None) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        with self._lock:
+            self._state = _CLOSING
+        if error is not None:
+            self._cancel()
+
+    def _finish(self, error: BaseException | None) -> None:
+        with self._lock:
+            self._state = _CLOSED
+            errors, self._errors = self._errors, []
+        if isinstance(error, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
+            if errors:
+                error.__context__ = BaseExceptionGroup(_message(errors), errors)
+            raise error
+        if error is not None:
+            errors.insert(0, error)
+        if errors:
+            raise BaseExceptionGroup(_message(errors), errors) from None
+
+    # --- children -------------------------------------------------------------------
+
+    def spawn(
+        self, fn: Callable[_P, Any], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Any:
+        """Start ``fn(*args, **kwargs)`` as a child, with the bindings in force here.
+
+        In a ``with`` block it returns a ``concurrent.futures.Future`` of the result;
+        in an ``async with`` block *fn* returns an awaitable (a coroutine function,
+        most often), awaited in a new ``asyncio.Task``, which it returns.  What the
+        child binds stays in the child.  Raises :class:`ScopeClosedError` when the
+        scope is not open.  (Typed precisely by the overloads below.)
+        """
+        _check_spawnable(fn)
+        self._check_open()
+        context = capture()._context.copy()
+        if self._loop is not None:
+            return self._spawn_task(context, fn, args, kwargs)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            self._check_open()
+            if self.cancel_event.is_set():
+                future.cancel()
+                future.set_running_or_notify_cancel()
+                return future
+            child = (future, context, fn, args, kwargs)
+            if self._limit is not None and self._running >= self._limit:
+                self._pending.append(child)
+                return future
+            self._running += 1
+            self._start(child)
+        return future
+
+    def _check_open(self) -> None:
+        state = self._state
+        if state is _OPEN or (state is _CLOSING and _current.get() is self):
+            return
+        if state is _NEW:
+            raise ScopeClosedError(
+                f"cannot spawn in {self!r}: it has not been entered. Spawn inside "
+                f"`with xlocal.scope() as s:` (or `async with`)"
+            )
+        what = "is exiting" if state is _CLOSING else "has ended"
+        raise ScopeClosedError(
+            f"cannot spawn in {self!r}: it {what}, and a child must not outlive its "
+            f"scope. Spawn inside the scope's block (or from one of its children), or "
+            f"open a new scope"
+        )
+
+    def _start(self, child: tuple[Any, ...]) -> None:
+        """Start a thread or greenlet for *child*; called with the lock held."""
+        if self._kind == "greenlet":
+            handle = _gevent().Greenlet(self._run, child)
+            handle.start()
+        else:
+            options: dict[str, Any] = (
+                {"context": contextvars.Context()} if _INHERITS else {}
+            )
+            handle = threading.Thread(
+                target=self._run, args=(child,), daemon=True, **options
+            )
+            handle.start()
+        self._handles.append((handle, child[0]))
+
+    def _run(self, child: tuple[Any, ...]) -> None:
+        """Run one child in its thread or greenlet, then start the next in line."""
+        future, context, fn, args, kwargs = child
+        try:
+            if self.cancel_event.is_set():
+                future.cancel()
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = context.run(self._call, fn, args, kwargs)
+            except BaseException as error:
+                if self._kind == "greenlet" and _is_greenlet_exit(error):
+                    future.set_exception(concurrent.futures.CancelledError())
+                else:
+                    self._failed(error)
+                    future.set_exception(error)
+            else:
+                future.set_result(result)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._pending and not self.cancel_event.is_set():
+                    self._running += 1
+                    self._start(self._pending.popleft())
+
+    def _call(self, fn: Callable[..., _R], args: Any, kwargs: Any) -> _R:
+        _current.set(self)
+        return fn(*args, **kwargs)
+
+    def _failed(self, error: BaseException) -> None:
+        with self._lock:
+            self._errors.append(error)
+        self._cancel()
+
+    def _cancel(self) -> None:
+        """Stop what has not started, and cancel what runs where the model allows."""
+        with self._lock:
+            if self.cancel_event.is_set():
+                return
+            self.cancel_event.set()
+            pending, self._pending = self._pending, collections.deque()
+            handles = list(self._handles)
+        for future, *_ in pending:
+            future.cancel()
+            future.set_running_or_notify_cancel()
+        if self._loop is not None:
+            for task in handles:
+                task.cancel()
+        elif self._kind == "greenlet":
+            me = _gevent().getcurrent()
+            for handle, future in handles:
+                # A greenlet not yet running sees cancel_event when it starts.
+                if handle is not me and future.running():
+                    handle.kill(block=False)
+
+    def _join(self) -> None:
+        """Wait for every thread or greenlet of the scope to end."""
+        while True:
+            with self._lock:
+                if not self._handles:
+                    return
+                handle, _ = self._handles.popleft()
+            handle.join()
+
+    # --- tasks ----------------------------------------------------------------------
+
+    def _spawn_task(
+        self,
+        context: contextvars.Context,
+        fn: Callable[..., Awaitable[Any]],
+        args: Any,
+        kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        loop = self._loop
+        assert loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            raise RuntimeError(
+                f"cannot spawn in {self!r} from outside its event loop: call spawn "
+                f"from the loop's thread (or use loop.call_soon_threadsafe)"
+            )
+        task = context.run(loop.create_task, self._task(fn, args, kwargs))
+        self._handles.append(task)
+        if self.cancel_event.is_set():
+            task.cancel()
+        return task
+
+    async def _task(
+        self, fn: Callable[..., Awaitable[_R]], args: Any, kwargs: Any
+    ) -> _R:
+        _current.set(self)
+        try:
+            if self._semaphore is None:
+                return await fn(*args, **kwargs)
+            async with self._semaphore:
+                return await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            # Recorded as it is raised, so that the errors keep their order.
+            self._failed(error)
+            raise
+
+
+def _message(errors: list[BaseException]) -> str:
+    return f"{len(errors)} error{'s' * (len(errors) > 1)} in an xlocal.scope"
+
+
+def _gevent() -> Any:
+    """gevent, imported only by scopes of greenlets."""
+    try:
+        import gevent  # noqa: PLC0415 - only when a scope of greenlets is used
+    except ImportError:
+        raise RuntimeError(
+            "xlocal.scope(kind='greenlet') runs gevent greenlets, and gevent is not "
+            "installed: pip install gevent"
+        ) from None
+    return gevent
+
+
+def _is_greenlet_exit(error: BaseException) -> bool:
+    return type(error).__name__ == "GreenletExit"
+
+
+def _check_spawnable(fn: object) -> None:
+    if callable(fn):
+        return
+    hint = (
+        ": pass the function and its arguments, s.spawn(f, x), not s.spawn(f(x))"
+        if isinstance(fn, Awaitable)
+        else ""
+    )
+    raise TypeError(f"spawn() takes a callable, not {type(fn).__name__}{hint}")
