@@ -138,9 +138,13 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._state = _NEW
         self._lock = threading.Lock()
         self._errors: list[BaseException] = []
-        #: Set when the scope is cancelled: thread children check or wait on it.
-        self.cancel_event = threading.Event()
-        self._handles: collections.deque[Any] = collections.deque()
+        #: Set when the scope is cancelled: thread children check or wait on it (a
+        #: gevent Event in a scope of greenlets, so that waiting lets others run).
+        self.cancel_event: threading.Event = (
+            _gevent().event.Event() if kind == "greenlet" else threading.Event()
+        )
+        #: The threads or greenlets (with their futures), or the tasks, made so far.
+        self._handles: list[Any] = []
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._running = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,8 +183,6 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._token = _current.set(self)
 
     def __enter__(self) -> FutureScope:
-        if self._kind == "greenlet":
-            _gevent()
         self._enter("with")
         return self
 
@@ -195,7 +197,6 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._loop = loop
         if self._limit is not None:
             self._semaphore = asyncio.Semaphore(self._limit)
-        self._handles = collections.deque()
         return self
 
     def __exit__(
@@ -375,13 +376,20 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
                     handle.kill(block=False)
 
     def _join(self) -> None:
-        """Wait for every thread or greenlet of the scope to end."""
+        """Wait for every thread or greenlet of the scope to end, in the order made.
+
+        Each stays in the list until it is joined, so that cancelling can reach it;
+        children may add more (their own spawns, or the next in line) meanwhile.
+        """
+        joined = 0
         while True:
             with self._lock:
-                if not self._handles:
+                if joined == len(self._handles):
+                    self._handles.clear()
                     return
-                handle, _ = self._handles.popleft()
+                handle, _ = self._handles[joined]
             handle.join()
+            joined += 1
 
     # --- tasks ----------------------------------------------------------------------
 
@@ -434,6 +442,7 @@ def _gevent() -> Any:
     """gevent, imported only by scopes of greenlets."""
     try:
         import gevent  # noqa: PLC0415 - only when a scope of greenlets is used
+        import gevent.event  # noqa: PLC0415
     except ImportError:
         raise RuntimeError(
             "xlocal.scope(kind='greenlet') runs gevent greenlets, and gevent is not "
