@@ -271,7 +271,7 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         """
         _check_spawnable(fn)
         self._check_open()
-        context = capture()._context.copy()
+        context = capture()._context
         if self._loop is not None:
             return self._spawn_task(context, fn, args, kwargs)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
