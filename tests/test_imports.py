@@ -84,6 +84,9 @@ def test_layers_point_down() -> None:
     assert graph["wsgi"] == {"_core", "_middleware", "_request"}
     assert graph["asgi"] == {"_core", "_middleware", "_request"}
     assert graph["local"] == {"_middleware", "proxy"}
+    # Scopes stand on spawn's capture, and nothing imports them but the face.
+    assert graph["scopes"] == {"spawn"}
+    assert {name for name, found in graph.items() if "scopes" in found} == {"__init__"}
     assert "local" not in graph["_core"] | graph["spawn"] | graph["_steps"]
 
 
@@ -121,6 +124,7 @@ PUBLIC_MODULES = [
     "xlocal.local",
     "xlocal.portable",
     "xlocal.proxy",
+    "xlocal.scopes",
     "xlocal.spawn",
     "xlocal.wsgi",
 ]
