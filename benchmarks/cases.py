@@ -20,7 +20,7 @@ from typing import Any
 import xlocal as xlocal_package
 from xlocal import xlocal
 
-from .peers import optional, pure_core, xlocal05
+from .peers import Unavailable, optional, pure_core, xlocal05
 
 __all__ = ["CASES", "Case", "Setup"]
 
@@ -250,6 +250,52 @@ def _task_reads(peer: str) -> Setup:
     return setup
 
 
+#: How many children one statement of the scope cases starts (threads at once).
+SCOPE_CHILDREN = 100
+
+
+@contextlib.contextmanager
+def _scope_threads(n: int) -> Iterator[Namespace]:
+    """SCOPE_CHILDREN threads, started then joined: plain, or through a scope."""
+    yield {
+        "Thread": threading.Thread,
+        "scope": xlocal_package.scope,
+        "f": _units()["no local"],
+        "r": range(SCOPE_CHILDREN),
+    }
+
+
+def _scope_tasks(peer: str) -> Setup:
+    """SCOPE_CHILDREN asyncio tasks in an asyncio.TaskGroup or an xlocal scope."""
+
+    @contextlib.contextmanager
+    def setup(n: int) -> Iterator[Namespace]:
+        if not hasattr(asyncio, "TaskGroup"):
+            raise Unavailable("asyncio.TaskGroup is new in Python 3.11")
+        unit = _units()["no local"]
+
+        async def one() -> object:
+            return unit()
+
+        async def task_group() -> None:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(SCOPE_CHILDREN):
+                    group.create_task(one())
+
+        async def scope() -> None:
+            async with xlocal_package.scope() as s:
+                for _ in range(SCOPE_CHILDREN):
+                    s.spawn(one)
+
+        loop = asyncio.new_event_loop()
+        try:
+            yield {"loop": loop, "main": scope if peer == "xlocal" else task_group}
+        finally:
+            loop.close()
+
+    return setup
+
+
 # --- the cases ----------------------------------------------------------------------
 
 READ = "read bound name"
@@ -261,6 +307,8 @@ CAPTURE = "capture"
 TASK_READS = "asyncio task reading"
 GREENLETS = "spawn gevent greenlet"
 TASKS = "spawn asyncio task"
+SCOPE_THREADS = f"{SCOPE_CHILDREN} threads, started+joined"
+SCOPE_TASKS = f"{SCOPE_CHILDREN} asyncio tasks in a group"
 TYPED = "xlocal typed namespace"
 TYPED_DEFAULT = "xlocal typed, default"
 
@@ -337,6 +385,16 @@ def _cases() -> Iterator[Case]:
     for peer in ("contextvars", "xlocal"):
         tasks = "loop.run_until_complete(main())"
         yield Case(TASK_READS, peer, _task_reads(peer), tasks, unroll=1, batch=True)
+
+    # Structured scopes (issue 27): a scope's children against the plain way.
+    plain = "ts = [Thread(target=f) for _ in r]; [t.start() for t in ts]; "
+    plain += "[t.join() for t in ts]"
+    scoped = "with scope() as s: [s.spawn(f) for _ in r]"
+    yield Case(SCOPE_THREADS, "threading.Thread", _scope_threads, plain, unroll=1)
+    yield Case(SCOPE_THREADS, "xlocal", _scope_threads, scoped, unroll=1)
+    tasks = "loop.run_until_complete(main())"
+    yield Case(SCOPE_TASKS, "TaskGroup", _scope_tasks("TaskGroup"), tasks, unroll=1)
+    yield Case(SCOPE_TASKS, "xlocal", _scope_tasks("xlocal"), tasks, unroll=1)
 
 
 CASES: tuple[Case, ...] = tuple(_cases())

@@ -154,6 +154,13 @@ _RATIOS = (
     _Ratio("read: depth 100 / depth 1 (xlocal)",
            (cases.depth_group(100), "xlocal"), (cases.depth_group(1), "xlocal"),
            1.2, most=True),
+    # Structured scopes (issue 27); the tasks' target is n/a before Python 3.11.
+    _Ratio("scope child / threading.Thread start+join",
+           (cases.SCOPE_THREADS, "xlocal"), (cases.SCOPE_THREADS, "threading.Thread"),
+           1.1, most=True),
+    _Ratio("scope child / TaskGroup.create_task",
+           (cases.SCOPE_TASKS, "xlocal"), (cases.SCOPE_TASKS, "TaskGroup"),
+           1.1, most=True),
 )  # fmt: skip
 
 _PURE = cases.PURE

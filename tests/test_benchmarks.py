@@ -92,7 +92,7 @@ def test_report_states_every_target(results: Results) -> None:
         assert heading in text
     found = targets(results)
     # 14, the pure core's two, and the compiled core's eight when it is in use.
-    assert len(found) == (24 if xlocal.IMPLEMENTATION == "c" else 16)
+    assert len(found) == (26 if xlocal.IMPLEMENTATION == "c" else 18)
     assert f"xlocal core: {xlocal.IMPLEMENTATION}" in text
     for target in found:
         assert target.what in text
@@ -114,7 +114,7 @@ def test_memory_without_tracemalloc(monkeypatch: pytest.MonkeyPatch) -> None:
         "asyncio tasks",
     }
     found = targets(results)
-    assert len(found) == (24 if xlocal.IMPLEMENTATION == "c" else 16)
+    assert len(found) == (26 if xlocal.IMPLEMENTATION == "c" else 18)
     unavailable = [t for t in found if t.verdict == f"n/a ({memory.NO_TRACEMALLOC})"]
     assert len(unavailable) == 3
     text = format_report(results)
