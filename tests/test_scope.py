@@ -162,10 +162,8 @@ def _raise(error: BaseException) -> None:
 def test_child_error_is_raised_as_group(kind: Kind) -> None:
     """One failing child makes an ExceptionGroup of its error; its future has it too."""
     error = ValueError("bad")
-    with (
-        pytest.raises(ExceptionGroup, match=r"^1 error in an xlocal\.scope") as info,
-        scope(kind=kind) as s,
-    ):
+    one = r"^1 error in an xlocal\.scope"
+    with pytest.raises(ExceptionGroup, match=one) as info, scope(kind=kind) as s:
         future = s.spawn(_raise, error)
     assert info.value.exceptions == (error,)
     assert future.exception() is error
@@ -180,10 +178,8 @@ def test_errors_in_order_body_first(kind: Kind) -> None:
         _wait(s.cancel_event)  # the first child has failed
         raise second
 
-    with (
-        pytest.raises(ExceptionGroup, match=r"^3 errors in an xlocal\.scope") as info,
-        scope(kind=kind) as s,
-    ):
+    three = r"^3 errors in an xlocal\.scope"
+    with pytest.raises(ExceptionGroup, match=three) as info, scope(kind=kind) as s:
         s.spawn(later, s)
         s.spawn(_raise, first)
         _wait(s.cancel_event)
@@ -214,6 +210,19 @@ def test_interrupt_in_body_cancels_waits_and_is_raised_bare(
         s.spawn(child, s)
         raise interrupt
     assert saw == [True]
+
+
+def test_interrupt_keeps_the_childrens_errors_as_context() -> None:
+    """The children's errors under an interrupt of the body are not lost: they are
+    the interrupt's __context__, as a group."""
+    child_error = ValueError("child")
+    with pytest.raises(KeyboardInterrupt) as info, scope() as s:
+        s.spawn(_raise, child_error)
+        _wait(s.cancel_event)
+        raise KeyboardInterrupt
+    context = info.value.__context__
+    assert isinstance(context, ExceptionGroup)
+    assert context.exceptions == (child_error,)
 
 
 def test_nested_scope_error_is_one_error_of_the_outer() -> None:
@@ -303,7 +312,7 @@ def test_greenlets_are_killed() -> None:
 # -- limit ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "children"), [("thread", 10_000), ("greenlet", 2000)])
+@pytest.mark.parametrize(("kind", "children"), [("thread", 2000), ("greenlet", 10_000)])
 def test_limit_caps_concurrency(
     kind: Kind, children: int, no_new_threads: None
 ) -> None:
@@ -514,10 +523,8 @@ def test_spawn_before_enter_and_after_end(xcurrent: xlocal) -> None:
 def test_enter_twice() -> None:
     """A scope is entered once, with or without async."""
     s = scope()
-    with (
-        s,
-        pytest.raises(RuntimeError, match=r"^cannot enter .* a scope is entered once"),
-    ):
+    twice = r"^cannot enter .* a scope is entered once"
+    with s, pytest.raises(RuntimeError, match=twice):
         s.__enter__()
 
     async def again() -> None:
