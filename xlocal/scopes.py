@@ -18,7 +18,7 @@ import contextvars
 import sys
 import threading
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Protocol, TypeVar
 
 from .spawn import _INHERITS, capture
 
@@ -116,8 +116,12 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         "_pending",
         "_running",
         "_semaphore",
+        "_started",
+        "_starting",
         "_state",
         "_token",
+        "_unfinished",
+        "_waiter",
         "cancel_event",
     )
 
@@ -147,9 +151,19 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._handles: list[Any] = []
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._running = 0
+        #: Tasks whose done-callback has not run yet, and what the exit awaits.
+        self._unfinished = 0
+        self._waiter: asyncio.Future[None] | None = None
+        #: Children being started outside the lock, and the exit's wait for them.
+        self._starting = 0
+        self._started = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._token: contextvars.Token[scope | None] | None = None
+
+    #: Carried by capture() and so by every spawn helper, with the bindings: a child
+    #: sees its scope (``current()``), and a capture in a scope stays on the fast path.
+    __xlocal_carried__ = True
 
     @staticmethod
     def current() -> scope | None:
@@ -217,20 +231,19 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
     ) -> None:
         self._closing(error)
         interrupted: BaseException | None = None
-        while True:
-            waiting = [task for task in self._handles if not task.done()]
-            if not waiting:
-                break
+        loop = self._loop
+        assert loop is not None
+        while self._unfinished:
+            # Resolved by the last task's done-callback, once every callback has run.
+            self._waiter = loop.create_future()
             try:
-                await asyncio.wait(waiting)
+                await self._waiter
             except asyncio.CancelledError as cancelled:
                 # The task running the block is cancelled: cancel the children, and
                 # keep waiting for them, then let the cancellation through.
                 interrupted = interrupted or cancelled
                 self._cancel()
-        for task in self._handles:
-            if not task.cancelled():
-                task.exception()  # retrieved: its error is in the group raised below
+        self._state = _CLOSED
         self._handles.clear()
         self._finish(interrupted or error)
 
@@ -267,10 +280,13 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         in an ``async with`` block *fn* returns an awaitable (a coroutine function,
         most often), awaited in a new ``asyncio.Task``, which it returns.  What the
         child binds stays in the child.  Raises :class:`ScopeClosedError` when the
-        scope is not open.  (Typed precisely by the overloads below.)
+        scope is not open.  (Typed by :class:`FutureScope` and :class:`TaskScope`,
+        what entering the scope returns.)
         """
-        _check_spawnable(fn)
-        self._check_open()
+        if not callable(fn):
+            _refuse(fn)
+        if self._state is not _OPEN:
+            self._check_open()
         context = capture()._context
         if self._loop is not None:
             return self._spawn_task(context, fn, args, kwargs)
@@ -286,7 +302,8 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
                 self._pending.append(child)
                 return future
             self._running += 1
-            self._start(child)
+            self._starting += 1
+        self._start(child)
         return future
 
     def _check_open(self) -> None:
@@ -306,19 +323,35 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         )
 
     def _start(self, child: tuple[Any, ...]) -> None:
-        """Start a thread or greenlet for *child*; called with the lock held."""
-        if self._kind == "greenlet":
-            handle = _gevent().Greenlet(self._run, child)
+        """Start a thread or greenlet for *child*, counted in ``_starting``.
+
+        Not under the lock: ``Thread.start()`` waits for the new thread, which would
+        wait for the lock in turn.  The exit waits until nothing is starting.
+        """
+        handle: Any = None
+        try:
+            if self._kind == "greenlet":
+                handle = _gevent().Greenlet(self._run, child)
+            else:
+                options: dict[str, Any] = (
+                    {"context": contextvars.Context()} if _INHERITS else {}
+                )
+                handle = threading.Thread(
+                    target=self._run, args=(child,), daemon=True, **options
+                )
             handle.start()
-        else:
-            options: dict[str, Any] = (
-                {"context": contextvars.Context()} if _INHERITS else {}
-            )
-            handle = threading.Thread(
-                target=self._run, args=(child,), daemon=True, **options
-            )
-            handle.start()
-        self._handles.append((handle, child[0]))
+        except BaseException:
+            handle = None
+            with self._lock:
+                self._running -= 1
+            raise
+        finally:
+            with self._lock:
+                if handle is not None:
+                    self._handles.append((handle, child[0]))
+                self._starting -= 1
+                if not self._starting:
+                    self._started.notify_all()
 
     def _run(self, child: tuple[Any, ...]) -> None:
         """Run one child in its thread or greenlet, then start the next in line."""
@@ -339,11 +372,15 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
             else:
                 future.set_result(result)
         finally:
+            following = None
             with self._lock:
                 self._running -= 1
                 if self._pending and not self.cancel_event.is_set():
                     self._running += 1
-                    self._start(self._pending.popleft())
+                    self._starting += 1
+                    following = self._pending.popleft()
+            if following is not None:
+                self._start(following)
 
     def _call(self, fn: Callable[..., _R], args: Any, kwargs: Any) -> _R:
         _current.set(self)
@@ -384,7 +421,11 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         joined = 0
         while True:
             with self._lock:
+                while self._starting:  # never so for greenlets: starting one is instant
+                    self._started.wait()
                 if joined == len(self._handles):
+                    # Ended in the same hold of the lock: nothing can spawn in between.
+                    self._state = _CLOSED
                     self._handles.clear()
                     return
                 handle, _ = self._handles[joined]
@@ -411,27 +452,56 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
                 f"cannot spawn in {self!r} from outside its event loop: call spawn "
                 f"from the loop's thread (or use loop.call_soon_threadsafe)"
             )
-        task = context.run(loop.create_task, self._task(fn, args, kwargs))
+        if self._semaphore is None:
+            task = context.run(self._new_task, loop, fn, args, kwargs)
+        else:
+            task = context.run(loop.create_task, self._limited(fn, args, kwargs))
         self._handles.append(task)
+        self._unfinished += 1
+        task.add_done_callback(self._task_done)
         if self.cancel_event.is_set():
             task.cancel()
         return task
 
-    async def _task(
+    def _new_task(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[..., Awaitable[_R]],
+        args: Any,
+        kwargs: Any,
+    ) -> asyncio.Task[_R]:
+        """Call *fn* in the capture, as ``create_task(fn(*args))`` would, and make
+        its task, which copies the capture."""
+        if _current.get() is not self:
+            _current.set(self)
+        awaitable = fn(*args, **kwargs)
+        if not asyncio.iscoroutine(awaitable):
+            awaitable = _awaited(awaitable)
+        return loop.create_task(awaitable)
+
+    async def _limited(
         self, fn: Callable[..., Awaitable[_R]], args: Any, kwargs: Any
     ) -> _R:
+        """Wait for a turn under ``limit``, then call and await *fn*."""
         _current.set(self)
-        try:
-            if self._semaphore is None:
-                return await fn(*args, **kwargs)
-            async with self._semaphore:
-                return await fn(*args, **kwargs)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as error:
-            # Recorded as it is raised, so that the errors keep their order.
-            self._failed(error)
-            raise
+        assert self._semaphore is not None
+        async with self._semaphore:
+            return await fn(*args, **kwargs)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """Record a task's error (callbacks run in the order tasks end)."""
+        self._unfinished -= 1
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                self._failed(error)
+        waiter = self._waiter
+        if not self._unfinished and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def _awaited(awaitable: Awaitable[_R]) -> _R:
+    return await awaitable
 
 
 def _message(errors: list[BaseException]) -> str:
@@ -455,9 +525,7 @@ def _is_greenlet_exit(error: BaseException) -> bool:
     return type(error).__name__ == "GreenletExit"
 
 
-def _check_spawnable(fn: object) -> None:
-    if callable(fn):
-        return
+def _refuse(fn: object) -> NoReturn:
     hint = (
         ": pass the function and its arguments, s.spawn(f, x), not s.spawn(f(x))"
         if isinstance(fn, Awaitable)
