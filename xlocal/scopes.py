@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Protocol, Ty
 
 from .spawn import _INHERITS, capture
 
+_get_running_loop = asyncio._get_running_loop
+
 if sys.version_info < (3, 11):  # pragma: no cover - coverage is measured on 3.11+
     from exceptiongroup import BaseExceptionGroup
 
@@ -40,6 +42,9 @@ _R = TypeVar("_R")
 _current: contextvars.ContextVar[scope | None] = contextvars.ContextVar(
     "xlocal.scope", default=None
 )
+
+#: Whether create_task takes context= (Python 3.11+).
+_TASK_CONTEXT = sys.version_info >= (3, 11)
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "not entered", "open", "exiting", "ended"
 
@@ -107,6 +112,7 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
     """
 
     __slots__ = (
+        "_cancelled",
         "_errors",
         "_handles",
         "_kind",
@@ -151,6 +157,7 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._handles: list[Any] = []
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
         self._running = 0
+        self._cancelled = False
         #: Tasks whose done-callback has not run yet, and what the exit awaits.
         self._unfinished = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -177,7 +184,7 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         A thread child should check it between units of work and return when it is
         true, or wait on ``cancel_event`` instead of sleeping.
         """
-        return self.cancel_event.is_set()
+        return self._cancelled
 
     def __repr__(self) -> str:
         mode = "task" if self._loop is not None else self._kind
@@ -288,12 +295,30 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         if self._state is not _OPEN:
             self._check_open()
         context = capture()._context
-        if self._loop is not None:
-            return self._spawn_task(context, fn, args, kwargs)
+        loop = self._loop
+        if loop is not None:
+            if _get_running_loop() is not loop:
+                self._foreign()
+            if self._semaphore is None and _TASK_CONTEXT:
+                # The common case, inline: the capture is the task's own context (no
+                # copy of it), and the task runs no frame of ours.
+                if context.get(_current) is not self:
+                    context.run(_current.set, self)
+                awaitable = context.run(fn, *args, **kwargs)
+                if not asyncio.iscoroutine(awaitable):
+                    awaitable = _awaited(awaitable)
+                task = loop.create_task(awaitable, context=context)  # type: ignore[call-arg,unused-ignore]
+                self._handles.append(task)
+                self._unfinished += 1
+                task.add_done_callback(self._task_done)
+                if self._cancelled:
+                    task.cancel()
+                return task
+            return self._spawn_task(loop, context, fn, args, kwargs)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             self._check_open()
-            if self.cancel_event.is_set():
+            if self._cancelled:
                 future.cancel()
                 future.set_running_or_notify_cancel()
                 return future
@@ -357,12 +382,15 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         """Run one child in its thread or greenlet, then start the next in line."""
         future, context, fn, args, kwargs = child
         try:
-            if self.cancel_event.is_set():
+            if self._cancelled:
                 future.cancel()
             if not future.set_running_or_notify_cancel():
                 return
             try:
-                result = context.run(self._call, fn, args, kwargs)
+                if context.get(_current) is self:  # spawned from the body, mostly
+                    result = context.run(fn, *args, **kwargs)
+                else:
+                    result = context.run(self._call, fn, args, kwargs)
             except BaseException as error:
                 if self._kind == "greenlet" and _is_greenlet_exit(error):
                     future.set_exception(concurrent.futures.CancelledError())
@@ -372,15 +400,20 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
             else:
                 future.set_result(result)
         finally:
-            following = None
-            with self._lock:
-                self._running -= 1
-                if self._pending and not self.cancel_event.is_set():
-                    self._running += 1
-                    self._starting += 1
-                    following = self._pending.popleft()
-            if following is not None:
-                self._start(following)
+            if self._limit is not None:  # without a limit, no one waits for a turn
+                self._next()
+
+    def _next(self) -> None:
+        """One child under ``limit`` has ended: start the next in line."""
+        following = None
+        with self._lock:
+            self._running -= 1
+            if self._pending and not self._cancelled:
+                self._running += 1
+                self._starting += 1
+                following = self._pending.popleft()
+        if following is not None:
+            self._start(following)
 
     def _call(self, fn: Callable[..., _R], args: Any, kwargs: Any) -> _R:
         _current.set(self)
@@ -394,8 +427,9 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
     def _cancel(self) -> None:
         """Stop what has not started, and cancel what runs where the model allows."""
         with self._lock:
-            if self.cancel_event.is_set():
+            if self._cancelled:
                 return
+            self._cancelled = True
             self.cancel_event.set()
             pending, self._pending = self._pending, collections.deque()
             handles = list(self._handles)
@@ -434,24 +468,21 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
 
     # --- tasks ----------------------------------------------------------------------
 
+    def _foreign(self) -> NoReturn:
+        raise RuntimeError(
+            f"cannot spawn in {self!r} from outside its event loop: call spawn "
+            f"from the loop's thread (or use loop.call_soon_threadsafe)"
+        )
+
     def _spawn_task(
         self,
+        loop: asyncio.AbstractEventLoop,
         context: contextvars.Context,
         fn: Callable[..., Awaitable[Any]],
         args: Any,
         kwargs: Any,
     ) -> asyncio.Task[Any]:
-        loop = self._loop
-        assert loop is not None
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not loop:
-            raise RuntimeError(
-                f"cannot spawn in {self!r} from outside its event loop: call spawn "
-                f"from the loop's thread (or use loop.call_soon_threadsafe)"
-            )
+        """Spawn a task with a limit, or before Python 3.11 (no ``context=``)."""
         if self._semaphore is None:
             task = context.run(self._new_task, loop, fn, args, kwargs)
         else:
@@ -459,7 +490,7 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._handles.append(task)
         self._unfinished += 1
         task.add_done_callback(self._task_done)
-        if self.cancel_event.is_set():
+        if self._cancelled:
             task.cancel()
         return task
 
