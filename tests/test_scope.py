@@ -537,13 +537,31 @@ def test_enter_twice() -> None:
         asyncio.run(again())
 
 
-def test_child_spawning_after_the_end_fails(xcurrent: xlocal) -> None:
-    """A child cannot leave work behind: it can only spawn while its scope lives."""
-    box: list[FutureScope] = []
+def test_thread_made_by_a_child_cannot_spawn_after_the_end(xcurrent: xlocal) -> None:
+    """A child that hands its scope to a thread of its own (which carries the
+    bindings, and so the scope) cannot use it to start work after the scope ended."""
+    ended = threading.Event()
+    seen: list[Any] = []
+
+    def late(s: FutureScope) -> None:
+        _wait(ended)
+        seen.append(scope.current() is s)
+        try:
+            s.spawn(lambda: xcurrent.user)
+        except ScopeClosedError as error:
+            seen.append(str(error))
+
+    def child(s: FutureScope) -> threading.Thread:
+        thread = xl.Thread(target=late, args=(s,))
+        thread.start()
+        return thread
+
     with xcurrent(user="ann"), scope() as s:
-        box.append(s)
-    with pytest.raises(ScopeClosedError):
-        box[0].spawn(lambda: xcurrent.user)
+        made = s.spawn(child, s)
+    ended.set()
+    made.result().join(TIMEOUT)
+    assert seen[0] is True
+    assert "it has ended, and a child must not outlive its scope" in seen[1]
 
 
 class _Watched(scope):
@@ -628,6 +646,10 @@ _PATCHED = """
 from gevent import monkey; monkey.patch_all()
 import gc, threading, gevent, greenlet
 import xlocal as xl
+try:
+    ExceptionGroup
+except NameError:  # before 3.11
+    from exceptiongroup import ExceptionGroup
 x = xl.xlocal("x")
 gate = threading.Event()
 def child(i):
@@ -657,7 +679,6 @@ print("ok")
 """
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="the script uses ExceptionGroup")
 def test_threads_under_gevent_patching_are_greenlets() -> None:
     """Under gevent's monkey patching a scope's threads are greenlets: they carry the
     bindings, keep what they bind, raise in a group and are all joined."""

@@ -285,7 +285,8 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
 
         In a ``with`` block it returns a ``concurrent.futures.Future`` of the result;
         in an ``async with`` block *fn* returns an awaitable (a coroutine function,
-        most often), awaited in a new ``asyncio.Task``, which it returns.  What the
+        most often), awaited in a new ``asyncio.Task``, which it returns; *fn* is
+        called at once, or, with a limit, in the task when its turn comes.  What the
         child binds stays in the child.  Raises :class:`ScopeClosedError` when the
         scope is not open.  (Typed by :class:`FutureScope` and :class:`TaskScope`,
         what entering the scope returns.)
