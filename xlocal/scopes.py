@@ -174,7 +174,12 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
 
     @staticmethod
     def current() -> scope | None:
-        """The innermost scope whose body or child is running here, or None."""
+        """The innermost scope whose body or child is running here, or None.
+
+        Spawn helpers carry it with the bindings: a thread that a child starts with
+        ``xlocal.Thread`` sees the child's scope too (which it may use until the
+        scope ends).
+        """
         return _current.get()
 
     @property
