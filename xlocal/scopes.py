@@ -11,7 +11,6 @@ scope made outlives it, and none can see the scope's bindings after it ended.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import contextvars
@@ -22,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, NoReturn, Protocol, Ty
 
 from .spawn import _INHERITS, capture
 
-_get_running_loop = asyncio._get_running_loop
-
 if sys.version_info < (3, 11):  # pragma: no cover - coverage is measured on 3.11+
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
+    # asyncio is imported at run time only by the methods of `async with`, so that
+    # `import xlocal` does not import it (tests/test_local.py checks).
+    import asyncio
     from types import TracebackType
 
     from typing_extensions import ParamSpec
@@ -218,6 +218,8 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
                 f"`async with` runs asyncio tasks: drop kind={self._kind!r}, or enter "
                 f"the scope with a plain `with`"
             )
+        import asyncio  # noqa: PLC0415 - already imported: a loop is running
+
         loop = asyncio.get_running_loop()
         self._enter("async with")
         self._loop = loop
@@ -241,6 +243,8 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        import asyncio  # noqa: PLC0415 - already imported: a loop is running
+
         self._closing(error)
         interrupted: BaseException | None = None
         loop = self._loop
@@ -272,7 +276,10 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         with self._lock:
             self._state = _CLOSED
             errors, self._errors = self._errors, []
-        if isinstance(error, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
+        if error is not None and (
+            isinstance(error, (KeyboardInterrupt, SystemExit))
+            or (self._loop is not None and _is_cancelled_error(error))
+        ):
             if errors:
                 error.__context__ = BaseExceptionGroup(_message(errors), errors)
             raise error
@@ -303,7 +310,9 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         context = capture()._context
         loop = self._loop
         if loop is not None:
-            if _get_running_loop() is not loop:
+            import asyncio  # noqa: PLC0415 - already imported: a loop is running
+
+            if asyncio._get_running_loop() is not loop:
                 self._foreign()
             if self._semaphore is None and _TASK_CONTEXT:
                 # The common case, inline: the capture is the task's own context (no
@@ -509,6 +518,8 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
     ) -> asyncio.Task[_R]:
         """Call *fn* in the capture, as ``create_task(fn(*args))`` would, and make
         its task, which copies the capture."""
+        import asyncio  # noqa: PLC0415 - already imported: a loop is running
+
         if _current.get() is not self:
             _current.set(self)
         awaitable = fn(*args, **kwargs)
@@ -556,6 +567,12 @@ def _gevent() -> Any:
             "installed: pip install gevent"
         ) from None
     return gevent
+
+
+def _is_cancelled_error(error: BaseException) -> bool:
+    import asyncio  # noqa: PLC0415 - already imported: a loop is running
+
+    return isinstance(error, asyncio.CancelledError)
 
 
 def _is_greenlet_exit(error: BaseException) -> bool:
