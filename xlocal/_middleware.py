@@ -16,6 +16,9 @@ from typing import Any, NoReturn, Protocol, cast
 from ._core import xlocal
 from ._errors import _hints
 
+if sys.version_info < (3, 11):  # pragma: no cover - coverage is measured on 3.11+
+    from exceptiongroup import BaseExceptionGroup
+
 WSGIEnvironment = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
@@ -50,27 +53,14 @@ def raise_all(errors: list[BaseException]) -> NoReturn:
     """Raise every one of *errors*, in their order: none is lost.
 
     One is raised as it is.  Several make a ``BaseExceptionGroup`` (an
-    ``ExceptionGroup`` when all are Exceptions); before Python 3.11, which has no
-    groups, the last is raised with the others chained before it as its context, the
-    first at the root, so that a traceback shows them all in order.
+    ``ExceptionGroup`` when all are Exceptions; the ``exceptiongroup`` backport's
+    before Python 3.11), as an ``xlocal.scope`` raises its errors.
     """
     if len(errors) == 1:
         raise errors[0]
-    if sys.version_info >= (3, 11):
-        raise BaseExceptionGroup(  # noqa: F821 - a builtin from 3.11
-            f"{len(errors)} errors, in the order they were raised", errors
-        ) from None
-    _raise_chained(errors)  # pragma: no cover - coverage is measured on 3.11
-
-
-def _raise_chained(errors: list[BaseException]) -> NoReturn:  # pragma: no cover
-    """Raise the last of *errors* while handling the one before it, and so on."""
-    try:
-        if len(errors) > 2:
-            _raise_chained(errors[:-1])
-        raise errors[0]  # noqa: TRY301 - raised to be handled just below
-    except BaseException:
-        raise errors[-1]  # noqa: B904 - its context is the one before it, on purpose
+    raise BaseExceptionGroup(
+        f"{len(errors)} errors, in the order they were raised", errors
+    ) from None
 
 
 class ClosingIterable:

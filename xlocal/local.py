@@ -459,8 +459,8 @@ class LocalManager:
         """Release the current execution's data in all managed locals.
 
         Each is released even if releasing one before it raised; once all have been
-        tried, an error is raised as it is, and several together: an
-        ``ExceptionGroup`` (before Python 3.11, chained, the first at the root).
+        tried, an error is raised as it is, and several together, in an
+        ``ExceptionGroup``.
         """
         run_all(self._releases())
 
