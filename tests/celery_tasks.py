@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, current_task
 from celery.signals import task_postrun
 
 from xlocal import xlocal
@@ -49,6 +49,10 @@ def _record_leftovers(task: Task, **_: Any) -> None:
         after_last_task[threading.get_ident()] = [dir(request), dir(local_only)]
 
 
+#: A message header the tests publish beside the carrier, as a tracing system would.
+TRACE_HEADER = "trace-id"
+
+
 def view() -> dict[str, Any]:
     """What the running task sees on both test xlocals, and where it runs."""
     return {
@@ -56,7 +60,19 @@ def view() -> dict[str, Any]:
         "local_only": {name: getattr(local_only, name) for name in dir(local_only)},
         "pid": os.getpid(),
         "left": after_last_task.get(threading.get_ident(), [[], []]),
+        "trace_id": _header(TRACE_HEADER),
     }
+
+
+def _header(name: str) -> Any:
+    """A custom message header of the running task: on a worker an attribute of the
+    request (Celery merges custom headers into the message's), in eager mode an item
+    of ``request.headers``."""
+    task_request = current_task.request
+    value = vars(task_request).get(name)
+    if value is None:
+        value = (task_request.headers or {}).get(name)
+    return value
 
 
 @app.task

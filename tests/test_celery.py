@@ -205,6 +205,85 @@ def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
     assert sees(get(given.delay()))[0] == {"user_id": 1}
 
 
+TRACE = {ct.TRACE_HEADER: "t-1"}
+
+
+def as_json(value: Any) -> Any:
+    """*value* after a round trip through JSON, as a message carries it."""
+    return json.loads(json.dumps(value))
+
+
+def test_a_signature_applied_with_headers_keeps_its_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """headers= given when a signature is applied, set, cloned or sent again from its
+    JSON form replaces Celery's whole headers option; the signature still runs with
+    the bindings it was made under, and the applier's header arrives too."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        made = ct.seen.s("made")
+    options = as_json(made.options)
+    with ct.request(user_id=2, tenant="other"):
+        results = [
+            made.apply_async(headers=TRACE),
+            made.clone().set(headers=TRACE).delay(),
+            made.clone(headers=TRACE).delay(),
+            made.replace(args=("replaced",)).apply_async(headers=TRACE),
+            celery.signature(as_json(made), app=ct.app).apply_async(headers=TRACE),
+            ct.app.signature(as_json(made)).set(headers=TRACE).apply_async(),
+        ]
+        eager = [made.apply(headers=TRACE).get(), made.clone(headers=TRACE).apply()]
+    for value in [get(r) for r in results] + [eager[0], eager[1].get()]:
+        assert (sees(value), value["trace_id"]) == (({"user_id": 1}, NOTHING), "t-1")
+    assert made.options == options  # applying it left it as it was made
+
+
+def test_chains_applied_with_headers_keep_each_link_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """A chain (chain() or |) applied with headers= runs each link with its own
+    bindings; the next links, sent by the workers from their JSON form, too."""
+    links = []
+    for tag in (1, 2, 3):
+        with ct.request(user_id=tag):
+            links.append(ct.step.s(tag=tag))
+    with ct.request(user_id=9, tenant="applier"):
+        results = [
+            chain(*links).apply_async(headers=TRACE),
+            (links[0] | links[1] | links[2]).apply_async(headers=TRACE),
+        ]
+        eager = (links[0] | links[1] | links[2]).apply(headers=TRACE).get()
+    for value in [get(r) for r in results] + [eager]:
+        seen, link = [], value
+        while link is not None:
+            seen.append((link["tag"], sees(link)))
+            first = link
+            link = link["previous"]
+        assert seen == [(tag, ({"user_id": tag}, NOTHING)) for tag in (3, 2, 1)]
+        assert first["trace_id"] == "t-1"  # the others get it in eager mode only
+
+
+def test_groups_and_chords_applied_with_headers_keep_each_member_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """headers= given to a group or chord reaches every member, which still runs with
+    the bindings it was made under; so does the chord's body."""
+    members = []
+    for i in range(3):
+        with ct.request(user_id=i):
+            members.append(ct.seen.s(i))
+    with ct.request(tenant="body"):
+        body = ct.collect.s(tag="body")
+    with ct.request(user_id=9):
+        done = get(group(members).apply_async(headers=TRACE))
+        eager = group(members).apply(headers=TRACE).get()
+        result = get(chord(members)(body, headers=TRACE))
+    expected = [(({"user_id": i}, NOTHING), "t-1") for i in range(3)]
+    assert [(sees(m), m["trace_id"]) for m in done] == expected
+    assert [(sees(m), m["trace_id"]) for m in eager] == expected
+    assert [(sees(m), m["trace_id"]) for m in result["results"]] == expected
+    assert sees(result) == ({"tenant": "body"}, NOTHING)
+
+
 @pytest.fixture
 def raw_app(redis_server: Redis, workers: dict[str, CeleryWorker]) -> Any:
     """Another app on the same broker, without install(): it sends headers as given."""
@@ -309,9 +388,11 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
         xcelery.uninstall(one)
         assert not handle.installed
         assert repr(handle) == f"<xlocal.celery.Installed on {one!r}: uninstalled>"
-        assert "signature" not in vars(one.Task)
-        assert "headers" not in task_one.s().options
-        assert CARRIER_KEY in task_two.s().options["headers"]
+        assert not {"signature", "subtask", "apply"} & set(vars(one.Task))
+        assert "signature" not in vars(one)
+        assert xcelery.OPTION not in task_one.s().options
+        assert xcelery.OPTION not in one.signature("one.t").options
+        assert CARRIER_KEY in task_two.s().options[xcelery.OPTION]
         assert other.installed
         assert ct.installed.installed
         with published_headers() as sent, ct.request(user_id=1):
@@ -710,7 +791,7 @@ def test_eager_tasks_check_signatures_too(redis_server: Redis) -> None:
             unsigned = inject()
             assert sees(look.apply(headers=unsigned).get()) == (NOTHING, NOTHING)
             made = look.s()
-        assert SIGNATURE_KEY in made.options["headers"]
+        assert SIGNATURE_KEY in made.options[xcelery.OPTION]
         assert sees(made.apply().get()) == ({"user_id": 1}, NOTHING)
     finally:
         xcelery.uninstall(app)

@@ -36,19 +36,30 @@ import contextvars
 import logging
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._engines import hidden
-from .portable import CARRIER_KEY, _check_key, extract, inject
+from .portable import CARRIER_KEY, SIGNATURE_KEY, _check_key, extract, inject
 
 if TYPE_CHECKING:
     from .portable import Unknown
 
-__all__ = ["HEADER", "Installed", "install", "uninstall"]
+__all__ = ["HEADER", "OPTION", "Installed", "install", "uninstall"]
 
 #: The message header that holds the carrier's text (the carrier's own key: the message
 #: headers are the carrier).
 HEADER = CARRIER_KEY
+
+#: The signature option that holds the carrier fixed when the signature was made: a
+#: dict of the carrier's headers.  Celery keeps an option of its own through merges,
+#: clones and JSON, and passes it to the app's message sender, which sends the carrier
+#: as the message's :data:`HEADER`; whereas ``headers=`` given when a signature is
+#: applied replace its whole ``headers`` option.
+OPTION = "xlocal_carrier"
+
+#: What of a carrier goes into the message headers.
+_CARRIER_KEYS = (CARRIER_KEY, SIGNATURE_KEY)
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +104,11 @@ class Installed:
                 return
             del _installed[self._app]
             # Back to Celery's own sender, which the class makes and caches, and to
-            # the signature method the app's task base class inherits.
+            # the methods the app's task base class inherits.
             vars(self._app.amqp).pop("send_task_message", None)
-            with contextlib.suppress(AttributeError):  # removed by someone else
-                del self._app.Task.signature
+            for name in _TASK_METHODS:
+                with contextlib.suppress(AttributeError):  # removed by someone else
+                    delattr(self._app.Task, name)
             if not _installed:
                 _disconnect()
 
@@ -146,7 +158,9 @@ def install(
         amqp.send_task_message = _carrying_sender(amqp.send_task_message, key)
         # The app's own task base class (Celery makes one per app): every task of the
         # app made with @app.task inherits from it, also those made before install.
-        app.Task.signature = _capturing_signature(app.Task, key)
+        base = app.Task
+        base.signature = _capturing_signature(base, key)
+        base.apply = _fixed_carrier_apply(base)
         handle = _installed[app] = Installed(app, key, unknown)
         _connect()
         return handle
@@ -172,33 +186,85 @@ def _carrying_sender(send: Any, key: bytes | None) -> Any:
         producer: Any, name: str, message: Any, **options: Any
     ) -> Any:
         # message is (headers, properties, body, sent_event); the headers are a dict
-        # that Celery sends as they are (protocol 2).  Raises here, in the caller of
-        # delay(), when a value cannot be encoded.
-        inject(message[0], key=key)
+        # that Celery sends as they are (protocol 2), updated with the headers= option.
+        fixed = options.pop(OPTION, None)
+        if CARRIER_KEY not in (options.get("headers") or {}):
+            if fixed is None:
+                # Raises here, in the caller of delay(), for an unencodable value.
+                inject(message[0], key=key)
+            else:
+                message[0].update(_carrier_of(fixed))
         return send(producer, name, message, **options)
 
     send_task_message.__wrapped__ = send  # type: ignore[attr-defined]
     return send_task_message
 
 
-def _capturing_signature(base: Any, key: bytes | None) -> Any:
-    """``Task.signature`` for *base*, fixing the bindings of now in the signature.
+def _carrier_of(fixed: Any) -> dict[str, Any]:
+    """The message headers of a signature's :data:`OPTION`.
 
-    The carrier goes in the signature's ``headers`` option, which Celery sends as
-    message headers whenever the signature is applied, by whom and wherever that is;
-    headers given explicitly win.
+    Anything but a mapping is sent as the carrier's text, which the worker refuses as
+    malformed: what was fixed in the signature is never replaced by anything else.
+    """
+    if isinstance(fixed, Mapping):
+        return {k: fixed[k] for k in _CARRIER_KEYS if k in fixed}
+    return {CARRIER_KEY: fixed}
+
+
+def _fix(made: Any, key: bytes | None) -> Any:
+    """Fix a carrier in the signature *made*, unless it has one.
+
+    A carrier given in its ``headers`` is the one fixed; otherwise the bindings in force
+    now (raising here for an unencodable value).
+    """
+    options = made.options
+    if OPTION not in options:
+        headers = options.get("headers") or {}
+        if CARRIER_KEY in headers:
+            options[OPTION] = _carrier_of(headers)
+        else:
+            options[OPTION] = inject(key=key)
+    return made
+
+
+def _capturing_signature(base: Any, key: bytes | None) -> Any:
+    """``Task.signature`` for *base*, fixing the bindings of now in the signature's
+    :data:`OPTION`.
+
+    ``s()``, ``si()`` and retries make their signatures through it.
     """
     inherited = super(base, base).signature
 
     def signature(self: Any, args: Any = None, *rest: Any, **options: Any) -> Any:
-        made = inherited(self, args, *rest, **options)
-        headers = made.options.get("headers") or {}
-        if CARRIER_KEY not in headers:
-            made.options["headers"] = inject(dict(headers), key=key)
-        return made
+        return _fix(inherited(self, args, *rest, **options), key)
 
     signature.__doc__ = inherited.__doc__
     return signature
+
+
+def _fixed_carrier_apply(base: Any) -> Any:
+    """``Task.apply`` for *base*: a signature's :data:`OPTION` goes into the headers
+    that the eager task sees, unless those headers hold a carrier given explicitly.
+
+    ``signature.apply()``, and ``delay()`` with ``task_always_eager``, pass the
+    signature's options to it; Celery would otherwise drop the option there.
+    """
+    inherited = super(base, base).apply
+
+    def apply(self: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        fixed = options.pop(OPTION, None)
+        if fixed is not None:
+            headers = options.get("headers") or {}
+            if CARRIER_KEY not in headers:
+                options["headers"] = {**headers, **_carrier_of(fixed)}
+        return inherited(self, args, kwargs, **options)
+
+    apply.__doc__ = inherited.__doc__
+    return apply
+
+
+#: The methods that install() sets on the app's task base class.
+_TASK_METHODS = ("signature", "apply")
 
 
 # -- running ------------------------------------------------------------------------
