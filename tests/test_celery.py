@@ -284,6 +284,55 @@ def test_groups_and_chords_applied_with_headers_keep_each_member_s_bindings(
     assert sees(result) == ({"tenant": "body"}, NOTHING)
 
 
+def test_subtask_fixes_the_bindings_as_signature_does(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """task.subtask(), Celery's alias of task.signature(), fixes the bindings too."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        made = ct.seen.subtask(("sub",))
+    with ct.request(user_id=2, tenant="other"):
+        sent = get(made.apply_async(headers=TRACE))
+        eager = made.apply().get()
+    assert [sees(sent), sees(eager)] == [({"user_id": 1}, NOTHING)] * 2
+
+
+def test_items_of_map_starmap_and_chunks_run_with_the_bindings_of_their_making(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Each item of task.map(), task.starmap() and task.chunks() runs with the bindings
+    in force where it was called, not those of whoever applies it; in eager mode too."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        mapped = ct.seen.map(["m1", "m2"])
+        starmapped = ct.step.starmap([(None, "s1"), (None, "s2")])
+        chunked = ct.seen.chunks([("c1",), ("c2",), ("c3",)], 2)
+    with ct.request(user_id=2, tenant="other"):
+        sent = [mapped.apply_async(headers=TRACE), starmapped.delay()]
+        parts = chunked.apply_async(headers=TRACE)
+        eager = mapped.apply().get() + starmapped.apply().get()
+    items = [*get(sent[0]), *get(sent[1]), *(i for part in get(parts) for i in part)]
+    assert [i["tag"] for i in items] == ["m1", "m2", "s1", "s2", "c1", "c2", "c3"]
+    assert [sees(i) for i in items + eager] == [({"user_id": 1}, NOTHING)] * 11
+
+
+def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
+    """app.signature(name) fixes the bindings where it is made, as task.s() does;
+    celery.signature(name), which no app makes, carries those of whoever applies it,
+    as send_task does: a chain's next link, those of the task that sends it on."""
+    with ct.request(user_id=1):
+        by_app = ct.app.signature("celery_tasks.seen", ("by-app",))
+        by_name = celery.signature("celery_tasks.seen", ("by-name",), app=ct.app)
+        then = celery.signature("celery_tasks.step", kwargs={"tag": 2}, app=ct.app)
+    with ct.request(user_id=3):
+        linked = ct.step.s(tag=1) | then
+    with ct.request(user_id=2):
+        assert sees(get(by_app.apply_async(headers=TRACE)))[0] == {"user_id": 1}
+        assert sees(by_app.apply().get())[0] == {"user_id": 1}
+        assert sees(get(by_name.delay()))[0] == {"user_id": 2}
+        last = get(linked.apply_async())
+    assert [sees(last)[0], sees(last["previous"])[0]] == [{"user_id": 3}] * 2
+    assert sees(get(by_name.delay())) == (NOTHING, NOTHING)
+
+
 @pytest.fixture
 def raw_app(redis_server: Redis, workers: dict[str, CeleryWorker]) -> Any:
     """Another app on the same broker, without install(): it sends headers as given."""

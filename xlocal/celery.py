@@ -61,6 +61,10 @@ OPTION = "xlocal_carrier"
 #: What of a carrier goes into the message headers.
 _CARRIER_KEYS = (CARRIER_KEY, SIGNATURE_KEY)
 
+#: Celery's built-in tasks that call the task of the signature they are given, once per
+#: item, in their own body: each item runs with that signature's carrier.
+_MAPPING_TASKS = frozenset({"celery.map", "celery.starmap", "celery.chunks"})
+
 logger = logging.getLogger(__name__)
 
 #: The handle of every installed app, by app.
@@ -103,9 +107,11 @@ class Installed:
             if _installed.get(self._app) is not self:
                 return
             del _installed[self._app]
-            # Back to Celery's own sender, which the class makes and caches, and to
-            # the methods the app's task base class inherits.
+            # Back to Celery's own sender, which the class makes and caches, to the
+            # app's own signature method, and to the methods the app's task base
+            # class inherits.
             vars(self._app.amqp).pop("send_task_message", None)
+            vars(self._app).pop("signature", None)
             for name in _TASK_METHODS:
                 with contextlib.suppress(AttributeError):  # removed by someone else
                     delattr(self._app.Task, name)
@@ -156,10 +162,11 @@ def install(
             return handle
         amqp = app.amqp
         amqp.send_task_message = _carrying_sender(amqp.send_task_message, key)
+        app.signature = _capturing_app_signature(app.signature, key)
         # The app's own task base class (Celery makes one per app): every task of the
         # app made with @app.task inherits from it, also those made before install.
         base = app.Task
-        base.signature = _capturing_signature(base, key)
+        base.signature = base.subtask = _capturing_signature(base, key)
         base.apply = _fixed_carrier_apply(base)
         handle = _installed[app] = Installed(app, key, unknown)
         _connect()
@@ -228,10 +235,11 @@ def _fix(made: Any, key: bytes | None) -> Any:
 
 
 def _capturing_signature(base: Any, key: bytes | None) -> Any:
-    """``Task.signature`` for *base*, fixing the bindings of now in the signature's
-    :data:`OPTION`.
+    """``Task.signature`` (and its alias ``subtask``) for *base*, fixing the bindings
+    of now in the signature's :data:`OPTION`.
 
-    ``s()``, ``si()`` and retries make their signatures through it.
+    ``s()``, ``si()``, ``map()``, ``starmap()``, ``chunks()`` and retries make their
+    signatures through it.
     """
     inherited = super(base, base).signature
 
@@ -239,6 +247,21 @@ def _capturing_signature(base: Any, key: bytes | None) -> Any:
         return _fix(inherited(self, args, *rest, **options), key)
 
     signature.__doc__ = inherited.__doc__
+    return signature
+
+
+def _capturing_app_signature(made_by: Any, key: bytes | None) -> Any:
+    """The app's own ``signature`` method, fixing the bindings of now in a signature
+    made from a task's name (or a task); one made from a dict (another signature, or
+    its JSON form) keeps what that one carries."""
+
+    def signature(*args: Any, **kwargs: Any) -> Any:
+        varies = args[0] if args else kwargs.get("varies")
+        made = made_by(*args, **kwargs)
+        return made if isinstance(varies, dict) else _fix(made, key)
+
+    signature.__doc__ = made_by.__doc__
+    signature.__wrapped__ = made_by  # type: ignore[attr-defined]
     return signature
 
 
@@ -264,7 +287,7 @@ def _fixed_carrier_apply(base: Any) -> Any:
 
 
 #: The methods that install() sets on the app's task base class.
-_TASK_METHODS = ("signature", "apply")
+_TASK_METHODS = ("signature", "subtask", "apply")
 
 
 # -- running ------------------------------------------------------------------------
@@ -284,7 +307,9 @@ def _disconnect() -> None:
     signals.task_postrun.disconnect(_postrun, dispatch_uid=__name__)
 
 
-def _prerun(*, task: Any, task_id: str, **_: Any) -> None:
+def _prerun(
+    *, task: Any, task_id: str, args: Any = None, kwargs: Any = None, **_: Any
+) -> None:
     """Enter the carried bindings around the task body (``task_prerun``)."""
     handle = _installed.get(task._get_app())
     if handle is None:
@@ -295,7 +320,10 @@ def _prerun(*, task: Any, task_id: str, **_: Any) -> None:
     _running.set((*_running.get(), (task_id, stack)))
     problem: Exception | None = None
     try:
-        if request.is_eager:
+        mapped = _mapped_carrier(task, args, kwargs)
+        if mapped is not None:
+            headers = _carrier_of(mapped)
+        elif request.is_eager:
             # Run where the caller runs: what a signature carries, or else what the
             # caller would carry, as a worker sees it.
             headers = request.headers or {}
@@ -317,6 +345,18 @@ def _prerun(*, task: Any, task_id: str, **_: Any) -> None:
             task_id,
             problem,
         )
+
+
+def _mapped_carrier(task: Any, args: Any, kwargs: Any) -> Any:
+    """The carrier fixed in the signature that a ``celery.map``, ``celery.starmap``
+    or ``celery.chunks`` task calls once per item, if it has one; else None."""
+    if task.name not in _MAPPING_TASKS:
+        return None
+    mapped = kwargs.get("task") if isinstance(kwargs, Mapping) else None
+    if mapped is None and args:
+        mapped = args[0]
+    options = mapped.get("options") if isinstance(mapped, Mapping) else None
+    return options.get(OPTION) if isinstance(options, Mapping) else None
 
 
 def _postrun(*, task_id: str, **_: Any) -> None:
