@@ -15,11 +15,16 @@ from celery.signals import task_postrun
 
 from xlocal import xlocal
 from xlocal.celery import install
+from xlocal.local import Local, LocalStack
 
 #: Portable names: ``user_id``, ``tenant``, ``trace``; ``db``, bound beside them, stays.
 request = xlocal("tests.celery.request", portable={"user_id", "tenant", "trace"})
 #: Not portable at all.
 local_only = xlocal("tests.celery.local_only")
+
+#: werkzeug-style stores, which keep what an execution writes until it is deleted.
+store = Local()
+stack: LocalStack[str] = LocalStack()
 
 BROKER = os.environ.get("XLOCAL_TEST_BROKER", "redis://127.0.0.1:1/0")
 
@@ -131,3 +136,18 @@ def eager_then_seen(tag: Any = None) -> dict[str, Any]:
     """Run ``seen`` eagerly (``apply()``) inside this task, then report what it sees."""
     inner = seen.apply(args=(tag,)).result
     return {**view(), "tag": tag, "inner": inner}
+
+
+@app.task
+def local_state(tag: str) -> dict[str, Any]:
+    """Report the Local and LocalStack data this task sees, then write its own."""
+    seen = {
+        "store": dict(store),
+        "top": stack.top,
+        "proxied": [bool(store("user")), bool(stack())],
+        "tag": tag,
+        "pid": os.getpid(),
+    }
+    store.user = tag
+    stack.push(tag)
+    return seen

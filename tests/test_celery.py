@@ -7,6 +7,7 @@ threads with 2 threads, one queue each) are started once for the module.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import json
 import logging
@@ -568,6 +569,59 @@ def test_an_outer_eager_task_gets_its_bindings_back_from_an_inner_one() -> None:
     assert (dir(ct.request), dir(ct.local_only)) == ([], [])
     # Nothing is kept for ended tasks (a reused worker would keep more every task).
     assert xcelery._running.get() == ()
+
+
+#: What local_state sees where no Local or LocalStack data is visible.
+NO_LOCAL_DATA = {"store": {}, "top": None, "proxied": [False, False]}
+
+
+def local_data(seen: dict[str, Any]) -> dict[str, Any]:
+    """The Local and LocalStack data that local_state saw."""
+    return {key: seen[key] for key in NO_LOCAL_DATA}
+
+
+def eager_local_state(tag: str) -> list[dict[str, Any]]:
+    """What local_state sees run by apply(), then by delay() with task_always_eager."""
+    applied = ct.local_state.apply((tag,)).get()
+    ct.app.conf.task_always_eager = True
+    try:
+        delayed = ct.local_state.delay(tag).get()
+    finally:
+        ct.app.conf.task_always_eager = False
+    return [applied, delayed]
+
+
+def test_eager_tasks_see_none_of_the_caller_s_local_data() -> None:
+    """An eager task sees no Local or LocalStack data of its caller, nor proxies to
+    them, as in a worker; the caller's data is back after it, and what the task
+    writes stays in the task, also where the caller had written nothing."""
+
+    def written() -> tuple[Any, ...]:
+        ct.store.user = "caller"
+        ct.stack.push("caller")
+        seen = eager_local_state("eager")
+        return seen, dict(ct.store), ct.stack.pop(), ct.stack.top
+
+    def unwritten() -> tuple[Any, ...]:
+        return eager_local_state("eager"), dict(ct.store), ct.stack.top
+
+    seen, store, popped, under = contextvars.Context().run(written)
+    assert [local_data(s) for s in seen] == [NO_LOCAL_DATA] * 2
+    assert (store, popped, under) == ({"user": "caller"}, "caller", None)
+    seen, store, top = contextvars.Context().run(unwritten)
+    assert [local_data(s) for s in seen] == [NO_LOCAL_DATA] * 2
+    assert (store, top) == ({}, None)
+
+
+def test_a_worker_task_sees_no_local_data_of_the_task_before(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """What a task writes on a Local or LocalStack is gone for the next task that the
+    same worker process runs."""
+    first = get(ct.local_state.apply_async(("first",), queue="solo"))
+    second = get(ct.local_state.apply_async(("second",), queue="solo"))
+    assert first["pid"] == second["pid"]
+    assert [local_data(first), local_data(second)] == [NO_LOCAL_DATA] * 2
 
 
 class Interrupted(BaseException):
