@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 import celery_tasks as ct  # noqa: E402
-from celery import chain, chord, group  # noqa: E402
+from celery import chain, chord, group, xmap  # noqa: E402
 from celery.result import AsyncResult  # noqa: E402
 from celery.signals import after_task_publish  # noqa: E402
 from engines import (  # noqa: E402
@@ -195,15 +195,36 @@ def test_groups_and_chords_carry_each_signature_s_bindings(
 
 
 def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
-    """A carrier given in headers= is sent as it is, over the bindings in force."""
+    """A carrier given in headers= is sent as it is, over the bindings in force and
+    over a signature's own: when a task or a signature is applied, a signature made or
+    set; so is a carrier given as a signature's OPTION when it is made."""
     with ct.request(user_id=1):
         carrier = inject()
     with ct.request(user_id=2):
         assert sees(get(ct.seen.apply_async(headers=carrier)))[0] == {"user_id": 1}
         made = ct.seen.s().set(headers=carrier)
         given = ct.seen.signature(("given",), headers=carrier)
-    assert sees(get(made.delay()))[0] == {"user_id": 1}
-    assert sees(get(given.delay()))[0] == {"user_id": 1}
+        option = ct.seen.signature(("option",), **{xcelery.OPTION: carrier})
+        own = ct.seen.s("own")
+    with ct.request(user_id=3):
+        sent = [made.delay(), given.delay(), option.delay()]
+        sent.append(own.apply_async(headers=carrier))
+        eager = [made.apply(), option.apply(), own.apply(headers=carrier)]
+    seen = [sees(get(r))[0] for r in sent] + [sees(e.get())[0] for e in eager]
+    assert seen == [{"user_id": 1}] * 7
+
+
+def test_a_signature_option_that_is_no_carrier_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A signature whose OPTION is no carrier runs with no xlocal bindings: its value
+    is sent as the carrier's, and refused as a malformed one, never replaced."""
+    with ct.request(user_id=1):
+        made = ct.seen.s("bad").set(**{xcelery.OPTION: 42})
+        with caplog.at_level(logging.ERROR, "xlocal.celery"):
+            seen = made.apply().get()
+    assert sees(seen) == (NOTHING, NOTHING)
+    assert "its 'xlocal' value is of type int, not str" in caplog.text
 
 
 TRACE = {ct.TRACE_HEADER: "t-1"}
@@ -301,18 +322,26 @@ def test_items_of_map_starmap_and_chunks_run_with_the_bindings_of_their_making(
     workers: dict[str, CeleryWorker],
 ) -> None:
     """Each item of task.map(), task.starmap() and task.chunks() runs with the bindings
-    in force where it was called, not those of whoever applies it; in eager mode too."""
+    in force where it was called, not those of whoever applies it; in eager mode too.
+    The items of a map over a signature by name run with the applier's."""
     with ct.request(user_id=1), ct.local_only(x=1):
         mapped = ct.seen.map(["m1", "m2"])
         starmapped = ct.step.starmap([(None, "s1"), (None, "s2")])
         chunked = ct.seen.chunks([("c1",), ("c2",), ("c3",)], 2)
+        made = ct.seen.s()
+        by_name = xmap(celery.signature("celery_tasks.seen", app=ct.app), ["n"])
     with ct.request(user_id=2, tenant="other"):
         sent = [mapped.apply_async(headers=TRACE), starmapped.delay()]
         parts = chunked.apply_async(headers=TRACE)
         eager = mapped.apply().get() + starmapped.apply().get()
+        # Celery's map task called with positional arguments.
+        eager += ct.app.tasks["celery.map"].apply((made, ["p"])).get()
+        named = get(by_name.apply_async()) + by_name.apply().get()
     items = [*get(sent[0]), *get(sent[1]), *(i for part in get(parts) for i in part)]
     assert [i["tag"] for i in items] == ["m1", "m2", "s1", "s2", "c1", "c2", "c3"]
-    assert [sees(i) for i in items + eager] == [({"user_id": 1}, NOTHING)] * 11
+    assert [sees(i) for i in items + eager] == [({"user_id": 1}, NOTHING)] * 12
+    applier = ({"user_id": 2, "tenant": "other"}, NOTHING)
+    assert [sees(i) for i in named] == [applier] * 2
 
 
 def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
@@ -321,6 +350,7 @@ def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
     as send_task does: a chain's next link, those of the task that sends it on."""
     with ct.request(user_id=1):
         by_app = ct.app.signature("celery_tasks.seen", ("by-app",))
+        by_keyword = ct.app.signature(varies="celery_tasks.seen")
         by_name = celery.signature("celery_tasks.seen", ("by-name",), app=ct.app)
         then = celery.signature("celery_tasks.step", kwargs={"tag": 2}, app=ct.app)
     with ct.request(user_id=3):
@@ -328,6 +358,7 @@ def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
     with ct.request(user_id=2):
         assert sees(get(by_app.apply_async(headers=TRACE)))[0] == {"user_id": 1}
         assert sees(by_app.apply().get())[0] == {"user_id": 1}
+        assert sees(get(by_keyword.delay()))[0] == {"user_id": 1}
         assert sees(get(by_name.delay()))[0] == {"user_id": 2}
         last = get(linked.apply_async())
     assert [sees(last)[0], sees(last["previous"])[0]] == [{"user_id": 3}] * 2

@@ -349,14 +349,15 @@ def _prerun(
 
 def _mapped_carrier(task: Any, args: Any, kwargs: Any) -> Any:
     """The carrier fixed in the signature that a ``celery.map``, ``celery.starmap``
-    or ``celery.chunks`` task calls once per item, if it has one; else None."""
+    or ``celery.chunks`` task calls once per item (its first argument, ``task``), if
+    it has one; else None."""
     if task.name not in _MAPPING_TASKS:
         return None
-    mapped = kwargs.get("task") if isinstance(kwargs, Mapping) else None
-    if mapped is None and args:
-        mapped = args[0]
-    options = mapped.get("options") if isinstance(mapped, Mapping) else None
-    return options.get(OPTION) if isinstance(options, Mapping) else None
+    try:
+        mapped = kwargs["task"] if kwargs else args[0]
+        return mapped["options"][OPTION]
+    except (LookupError, TypeError):  # none: the message's own carrier
+        return None
 
 
 def _postrun(*, task_id: str, **_: Any) -> None:
