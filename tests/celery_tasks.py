@@ -138,6 +138,12 @@ def eager_then_seen(tag: Any = None) -> dict[str, Any]:
     return {**view(), "tag": tag, "inner": inner}
 
 
+@app.task(bind=True)
+def replaced_by(self: Task, replacement: dict[str, Any]) -> Any:
+    """Replace this task with the signature it is given, in its JSON form."""
+    return self.replace(app.signature(replacement))
+
+
 @app.task
 def local_state(tag: str) -> dict[str, Any]:
     """Report the Local and LocalStack data this task sees, then write its own."""

@@ -306,6 +306,19 @@ def test_groups_and_chords_applied_with_headers_keep_each_member_s_bindings(
     assert sees(result) == ({"tenant": "body"}, NOTHING)
 
 
+def test_a_task_replaced_by_a_signature_runs_it_with_the_signature_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """A task that replaces itself (Task.replace) with a signature it was given runs
+    it with the bindings the signature was made under, not its own."""
+    with ct.request(user_id=1):
+        made = ct.seen.s("replacement")
+    with ct.request(user_id=2):
+        result = ct.replaced_by.delay(made)
+        eager = ct.replaced_by.apply((as_json(made),)).get()
+    assert [sees(get(result)), sees(eager)] == [({"user_id": 1}, NOTHING)] * 2
+
+
 def test_subtask_fixes_the_bindings_as_signature_does(
     workers: dict[str, CeleryWorker],
 ) -> None:

@@ -3,28 +3,47 @@
 After ``install(app)``, every task message the app publishes (``delay``,
 ``apply_async``, ``send_task``, retries, tasks published by tasks) carries the portable
 bindings in force where it is published, encoded by :func:`xlocal.portable.inject`, in
-one message header, :data:`HEADER`.  A signature (``task.s()``, ``task.signature()``,
-and so every part of a chain, group or chord) carries the bindings in force where it
-was made instead: they are fixed in its ``headers`` option, which Celery sends
-whenever and wherever the signature is applied.  On the worker,
-the task body runs inside a real with-block of those bindings, entered by the
-``task_prerun`` signal and exited by ``task_postrun`` (which Celery sends also when the
-task raises or retries), so a reused worker process keeps nothing between tasks.
-Everything else bound on xlocal objects is hidden from the task body: it sees exactly
-the carried portable bindings.
+one message header, :data:`HEADER`.
+
+A signature carries the bindings in force where it was *made* instead: ``task.s()``,
+``task.si()``, ``task.signature()``, ``task.subtask()``, ``app.signature(name)``, and
+so every part of a chain, group or chord.  They are fixed in an option of the
+signature's own, :data:`OPTION`, which Celery keeps however the signature is applied
+(``apply_async``, ``delay``, ``apply``, after ``set``, ``clone``, ``replace(args=...)``,
+``|``, in chains, groups and chords, and from its JSON form, as a worker sends a
+chain's next link); ``headers=`` given along the way replace Celery's ``headers``
+option, not the carrier, and are sent beside it.  A carrier given explicitly in
+``headers=`` (``headers=inject()``) is sent as it is.  Each item of ``task.map()``,
+``task.starmap()`` and ``task.chunks()`` runs with the carrier of the signature that
+Celery's map task calls for it: the bindings in force where ``map``, ``starmap`` or
+``chunks`` was called.  A signature without a carrier of its own carries the bindings
+of whoever applies it, as ``send_task`` does: one made by Celery's module-level
+``signature(name)`` or ``Signature(name)``, which no app makes, or one whose options
+were replaced whole (``replace(options=...)``).
+
+On the worker, the task body runs inside a real with-block of those bindings, entered
+by the ``task_prerun`` signal and exited by ``task_postrun`` (which Celery sends also
+when the task raises or retries).  Everything else of xlocal's own is hidden from the
+task body, as :func:`xlocal.capture` would carry it: every other xlocal binding, and
+the data of every :class:`xlocal.local.Local` and :class:`~xlocal.local.LocalStack`
+(so every proxy to them).  The task sees exactly the carried portable bindings, and
+what it binds or writes there is gone when it ends: a reused worker process keeps
+nothing between tasks.
 
 Publishing goes through the app's own message sender, wrapped by ``install``, so that a
 value that cannot be encoded raises in the caller of ``delay`` (Celery's
-``before_task_publish`` signal would only log it), and only installed apps carry;
-signatures are made by the app's own task base class, whose ``signature`` method
-``install`` wraps.
+``before_task_publish`` signal would only log it), and only installed apps carry.
+``install`` also wraps the app's ``signature`` method, and the ``signature`` (alias
+``subtask``) and ``apply`` methods of the app's task base class.
 
 A worker that receives a malformed carrier logs an error on the ``xlocal.celery``
 logger, naming the task and what is wrong, and runs the task with no xlocal bindings.
 
 In eager mode (``task_always_eager``, ``task.apply()``) the task runs in the caller's
-own thread: it sees the caller's portable bindings, encoded and decoded as they would
-be for a worker, and nothing else.
+own thread and sees what a worker would: the caller's portable bindings (a signature's
+own, for ``signature.apply()``), encoded and decoded, and nothing else of xlocal's,
+neither the caller's other bindings nor its ``Local`` and ``LocalStack`` data.  The
+caller's are back intact when the task returns, and what the task wrote stays in it.
 
 Celery is imported only by :func:`install`.
 """
