@@ -253,8 +253,13 @@ def test_a_signature_applied_with_headers_keeps_its_bindings(
             celery.signature(as_json(made), app=ct.app).apply_async(headers=TRACE),
             ct.app.signature(as_json(made)).set(headers=TRACE).apply_async(),
         ]
-        eager = [made.apply(headers=TRACE).get(), made.clone(headers=TRACE).apply()]
-    for value in [get(r) for r in results] + [eager[0], eager[1].get()]:
+        eager = [made.apply(headers=TRACE), made.clone(headers=TRACE).apply()]
+        ct.app.conf.task_always_eager = True
+        try:
+            eager.append(made.apply_async(headers=TRACE))
+        finally:
+            ct.app.conf.task_always_eager = False
+    for value in [get(r) for r in results] + [e.get() for e in eager]:
         assert (sees(value), value["trace_id"]) == (({"user_id": 1}, NOTHING), "t-1")
     assert made.options == options  # applying it left it as it was made
 
@@ -503,16 +508,24 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
 
 
 def test_install_keeps_celery_s_introspection(redis_server: Redis) -> None:
-    """The wrapped sender unwraps to Celery's own; Task.signature keeps its doc."""
+    """The wrapped sender and app.signature unwrap to Celery's own; the wrapped
+    methods keep their docs."""
     app = celery.Celery("introspected", broker=redis_server.url)
     sender = app.amqp.send_task_message
+    signature = app.signature
     try:
         xcelery.install(app)
         assert app.amqp.send_task_message is not sender
         assert inspect.unwrap(app.amqp.send_task_message) is sender
+        assert app.signature != signature
+        assert inspect.unwrap(app.signature) == signature
+        assert app.signature.__doc__ == celery.Celery.signature.__doc__
         assert app.Task.signature is not celery.Task.signature
         assert app.Task.signature.__doc__ == celery.Task.signature.__doc__
         assert "signature" in app.Task.signature.__doc__
+        assert app.Task.subtask is app.Task.signature
+        assert app.Task.apply is not celery.Task.apply
+        assert app.Task.apply.__doc__ == celery.Task.apply.__doc__
     finally:
         xcelery.uninstall(app)
         close_app(app)

@@ -78,3 +78,21 @@ def test_hidden_gives_back_the_state_it_found() -> None:
     empty = ([], {}, None, False, False, "block's")
     assert contextvars.Context().run(run, True) == shown
     assert contextvars.Context().run(run, False) == empty
+
+
+def test_hidden_gives_back_what_a_store_held_that_was_not_xlocal_s_own() -> None:
+    """A Local on a ContextVar to which the program set a plain dict of its own shows
+    that dict inside hidden(), as capture() does not carry it; after a write in the
+    block, the variable holds that same dict again."""
+    var: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tests.plain")
+    own = Local(var)
+
+    def run() -> tuple[Any, ...]:
+        plain = {"user": "program"}
+        var.set(plain)
+        with hidden():
+            inside = dict(own)
+            own.user = "block"
+        return inside, var.get() is plain
+
+    assert contextvars.Context().run(run) == ({"user": "program"}, True)

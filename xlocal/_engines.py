@@ -23,8 +23,6 @@ from ._frames import _ENTRY, _carried, _reset, _set
 
 __all__ = ["hidden"]
 
-_MISSING: Any = object()
-
 
 def _unbound(frame: dict[Any, Any]) -> dict[Any, Any]:
     """The frame under every entry of *frame*: its xlocal's, where nothing is bound
@@ -46,30 +44,22 @@ def _emptied(value: Any) -> Any:
     return type(value)()
 
 
-def _shows(value: Any) -> bool:
-    """Whether *value*, of xlocal's own, shows anything: a binding, or data."""
-    return value[_ENTRY] is not None if type(value) is dict else len(value) > 0
-
-
 @contextlib.contextmanager
 def hidden() -> Iterator[None]:
     """Make xlocal's own state look empty in this execution until the block exits."""
     before = contextvars.copy_context()
-    tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
-    for var, value in before.items():
-        if _carried(value) and _shows(value):
-            tokens.append((var, _set(var, _emptied(value))))
+    tokens = [
+        (var, _set(var, _emptied(value)))
+        for var, value in before.items()
+        if _carried(value)
+    ]
     try:
         yield
     finally:
         for var, token in reversed(tokens):
             _reset(var, token)
-        # A variable the block made xlocal's own (a store it wrote first, a binding
-        # left open) goes back to what it held, or to empty where it held nothing.
-        reset = {var for var, _ in tokens}
+        # A variable that the block made xlocal's own (a store it wrote first, a
+        # binding it left open) gets back what it held, or empty where it held nothing.
         for var, value in contextvars.copy_context().items():
-            if var in reset or not _carried(value):
-                continue
-            old = before.get(var, _MISSING)
-            if old is not value:
-                _set(var, _emptied(value) if old is _MISSING else old)
+            if _carried(value) and not _carried(before.get(var)):
+                _set(var, before[var] if var in before else _emptied(value))
