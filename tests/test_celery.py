@@ -197,7 +197,7 @@ def test_groups_and_chords_carry_each_signature_s_bindings(
 def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
     """A carrier given in headers= is sent as it is, over the bindings in force and
     over a signature's own: when a task or a signature is applied, a signature made or
-    set; so is a carrier given as a signature's OPTION when it is made."""
+    set; given when a signature is made, or as its OPTION, it is the signature's own."""
     with ct.request(user_id=1):
         carrier = inject()
     with ct.request(user_id=2):
@@ -208,10 +208,14 @@ def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
         own = ct.seen.s("own")
     with ct.request(user_id=3):
         sent = [made.delay(), given.delay(), option.delay()]
+        # A carrier given when the signature was made is its own.
+        sent.append(given.apply_async(headers=TRACE))
         sent.append(own.apply_async(headers=carrier))
         eager = [made.apply(), option.apply(), own.apply(headers=carrier)]
+    with ct.request(user_id=object()):  # what is in force is not even encoded
+        sent.append(ct.seen.apply_async(headers=carrier))
     seen = [sees(get(r))[0] for r in sent] + [sees(e.get())[0] for e in eager]
-    assert seen == [{"user_id": 1}] * 7
+    assert seen == [{"user_id": 1}] * 9
 
 
 def test_a_signature_option_that_is_no_carrier_is_refused(
@@ -349,6 +353,8 @@ def test_items_of_map_starmap_and_chunks_run_with_the_bindings_of_their_making(
         made = ct.seen.s()
         by_name = xmap(celery.signature("celery_tasks.seen", app=ct.app), ["n"])
     with ct.request(user_id=2, tenant="other"):
+        # Only Celery's map tasks take the carrier of a signature they are given.
+        given = [ct.seen.delay(made), ct.seen.apply((made,))]
         sent = [mapped.apply_async(headers=TRACE), starmapped.delay()]
         parts = chunked.apply_async(headers=TRACE)
         eager = mapped.apply().get() + starmapped.apply().get()
@@ -360,6 +366,7 @@ def test_items_of_map_starmap_and_chunks_run_with_the_bindings_of_their_making(
     assert [sees(i) for i in items + eager] == [({"user_id": 1}, NOTHING)] * 12
     applier = ({"user_id": 2, "tenant": "other"}, NOTHING)
     assert [sees(i) for i in named] == [applier] * 2
+    assert [sees(r.get(timeout=TIMEOUT)) for r in given] == [applier] * 2
 
 
 def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
@@ -370,6 +377,8 @@ def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
         by_app = ct.app.signature("celery_tasks.seen", ("by-app",))
         by_keyword = ct.app.signature(varies="celery_tasks.seen")
         by_name = celery.signature("celery_tasks.seen", ("by-name",), app=ct.app)
+        # A dict is a signature already: it keeps what it carries, here nothing.
+        from_dict = ct.app.signature(as_json(by_name))
         then = celery.signature("celery_tasks.step", kwargs={"tag": 2}, app=ct.app)
     with ct.request(user_id=3):
         linked = ct.step.s(tag=1) | then
@@ -378,6 +387,7 @@ def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
         assert sees(by_app.apply().get())[0] == {"user_id": 1}
         assert sees(get(by_keyword.delay()))[0] == {"user_id": 1}
         assert sees(get(by_name.delay()))[0] == {"user_id": 2}
+        assert sees(from_dict.apply().get())[0] == {"user_id": 2}
         last = get(linked.apply_async())
     assert [sees(last)[0], sees(last["previous"])[0]] == [{"user_id": 3}] * 2
     assert sees(get(by_name.delay())) == (NOTHING, NOTHING)

@@ -333,23 +333,12 @@ def _prerun(
     handle = _installed.get(task._get_app())
     if handle is None:
         return  # a task of an app that is not installed
-    request = task.request
     stack = contextlib.ExitStack()
     # Pushed before anything is entered, so that postrun finds it whatever happens.
     _running.set((*_running.get(), (task_id, stack)))
     problem: Exception | None = None
     try:
-        mapped = _mapped_carrier(task, args, kwargs)
-        if mapped is not None:
-            headers = _carrier_of(mapped)
-        elif request.is_eager:
-            # Run where the caller runs: what a signature carries, or else what the
-            # caller would carry, as a worker sees it.
-            headers = request.headers or {}
-            if CARRIER_KEY not in headers:
-                headers = inject(key=handle._key)
-        else:
-            headers = vars(request)
+        headers = _carrying_headers(task, args, kwargs, handle._key)
         # Checks the whole carrier and binds nothing yet; no carrier binds nothing.
         extracted = extract(headers, key=handle._key, unknown=handle._unknown)
     except (ValueError, TypeError) as error:
@@ -366,17 +355,25 @@ def _prerun(
         )
 
 
-def _mapped_carrier(task: Any, args: Any, kwargs: Any) -> Any:
-    """The carrier fixed in the signature that a ``celery.map``, ``celery.starmap``
-    or ``celery.chunks`` task calls once per item (its first argument, ``task``), if
-    it has one; else None."""
-    if task.name not in _MAPPING_TASKS:
-        return None
-    try:
-        mapped = kwargs["task"] if kwargs else args[0]
-        return mapped["options"][OPTION]
-    except (LookupError, TypeError):  # none: the message's own carrier
-        return None
+def _carrying_headers(
+    task: Any, args: Any, kwargs: Any, key: bytes | None
+) -> Mapping[str, Any]:
+    """The headers whose carrier the task runs with.
+
+    A ``celery.map``, ``celery.starmap`` or ``celery.chunks`` task calls the task of the
+    signature it is given (its first argument, ``task``) once per item: that
+    signature's carrier, if it has one.  Else the message's; in eager mode, what a
+    signature carries, or else what the caller would carry, as a worker sees it.
+    """
+    if task.name in _MAPPING_TASKS:
+        with contextlib.suppress(LookupError, TypeError):  # not a signature with one
+            mapped = kwargs["task"] if kwargs else args[0]
+            return _carrier_of(mapped["options"][OPTION])
+    request = task.request
+    if not request.is_eager:
+        return vars(request)
+    headers = request.headers or {}
+    return headers if CARRIER_KEY in headers else inject(key=key)
 
 
 def _postrun(*, task_id: str, **_: Any) -> None:
