@@ -578,6 +578,19 @@ def test_always_eager_delay_sees_the_portable_view() -> None:
     assert sees(seen) == ({"user_id": 2}, NOTHING)
 
 
+def test_eager_apply_keeps_its_positional_arguments() -> None:
+    """task.apply() takes its arguments in their places as Celery's does, headers= too;
+    a signature's carrier joins headers given in their place."""
+    with ct.request(user_id=1):
+        carrier = inject()
+    with ct.request(user_id=2):
+        result = ct.seen.apply(("pos",), None, None, None, "an-id")
+        placed = (None, None, None, None, None, None, None, None, TRACE)
+        fixed = ct.seen.apply(("fixed",), *placed, **{xcelery.OPTION: carrier})
+    assert (result.id, sees(result.get())[0]) == ("an-id", {"user_id": 2})
+    assert (sees(fixed.get())[0], fixed.get()["trace_id"]) == ({"user_id": 1}, "t-1")
+
+
 def test_eager_failures_leave_the_caller_intact() -> None:
     """An eager task that raises restores the caller's own bindings."""
     with ct.request(user_id=1, db="conn"):

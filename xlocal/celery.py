@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import logging
 import threading
 import weakref
@@ -292,14 +293,18 @@ def _fixed_carrier_apply(base: Any) -> Any:
     signature's options to it; Celery would otherwise drop the option there.
     """
     inherited = super(base, base).apply
+    parameters = inspect.signature(inherited)
 
-    def apply(self: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+    def apply(self: Any, *args: Any, **options: Any) -> Any:
         fixed = options.pop(OPTION, None)
-        if fixed is not None:
-            headers = options.get("headers") or {}
-            if CARRIER_KEY not in headers:
-                options["headers"] = {**headers, **_carrier_of(fixed)}
-        return inherited(self, args, kwargs, **options)
+        if fixed is None:
+            return inherited(self, *args, **options)
+        # headers= may come by name or in its place.
+        bound = parameters.bind(self, *args, **options)
+        headers = bound.arguments.get("headers") or {}
+        if CARRIER_KEY not in headers:
+            bound.arguments["headers"] = {**headers, **_carrier_of(fixed)}
+        return inherited(*bound.args, **bound.kwargs)
 
     apply.__doc__ = inherited.__doc__
     return apply
@@ -371,8 +376,9 @@ def _carrying_headers(
             return _carrier_of(mapped["options"][OPTION])
     request = task.request
     if not request.is_eager:
-        return vars(request)
-    headers = request.headers or {}
+        message: Mapping[str, Any] = vars(request)  # the message's headers are in it
+        return message
+    headers: Mapping[str, Any] = request.headers or {}
     return headers if CARRIER_KEY in headers else inject(key=key)
 
 
