@@ -10,16 +10,21 @@ import os
 import threading
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, current_task
 from celery.signals import task_postrun
 
 from xlocal import xlocal
 from xlocal.celery import install
+from xlocal.local import Local, LocalStack
 
 #: Portable names: ``user_id``, ``tenant``, ``trace``; ``db``, bound beside them, stays.
 request = xlocal("tests.celery.request", portable={"user_id", "tenant", "trace"})
 #: Not portable at all.
 local_only = xlocal("tests.celery.local_only")
+
+#: werkzeug-style stores, which keep what an execution writes until it is deleted.
+store = Local()
+stack: LocalStack[str] = LocalStack()
 
 BROKER = os.environ.get("XLOCAL_TEST_BROKER", "redis://127.0.0.1:1/0")
 
@@ -49,6 +54,10 @@ def _record_leftovers(task: Task, **_: Any) -> None:
         after_last_task[threading.get_ident()] = [dir(request), dir(local_only)]
 
 
+#: A message header the tests publish beside the carrier, as a tracing system would.
+TRACE_HEADER = "trace-id"
+
+
 def view() -> dict[str, Any]:
     """What the running task sees on both test xlocals, and where it runs."""
     return {
@@ -56,7 +65,19 @@ def view() -> dict[str, Any]:
         "local_only": {name: getattr(local_only, name) for name in dir(local_only)},
         "pid": os.getpid(),
         "left": after_last_task.get(threading.get_ident(), [[], []]),
+        "trace_id": _header(TRACE_HEADER),
     }
+
+
+def _header(name: str) -> Any:
+    """A custom message header of the running task: on a worker an attribute of the
+    request (Celery merges custom headers into the message's), in eager mode an item
+    of ``request.headers``."""
+    task_request = current_task.request
+    value = vars(task_request).get(name)
+    if value is None:
+        value = (task_request.headers or {}).get(name)
+    return value
 
 
 @app.task
@@ -115,3 +136,24 @@ def eager_then_seen(tag: Any = None) -> dict[str, Any]:
     """Run ``seen`` eagerly (``apply()``) inside this task, then report what it sees."""
     inner = seen.apply(args=(tag,)).result
     return {**view(), "tag": tag, "inner": inner}
+
+
+@app.task(bind=True)
+def replaced_by(self: Task, replacement: dict[str, Any]) -> Any:
+    """Replace this task with the signature it is given, in its JSON form."""
+    return self.replace(app.signature(replacement))
+
+
+@app.task
+def local_state(tag: str) -> dict[str, Any]:
+    """Report the Local and LocalStack data this task sees, then write its own."""
+    seen = {
+        "store": dict(store),
+        "top": stack.top,
+        "proxied": [bool(store("user")), bool(stack())],
+        "tag": tag,
+        "pid": os.getpid(),
+    }
+    store.user = tag
+    stack.push(tag)
+    return seen

@@ -7,6 +7,7 @@ threads with 2 threads, one queue each) are started once for the module.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import json
 import logging
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 import celery_tasks as ct  # noqa: E402
-from celery import chain, chord, group  # noqa: E402
+from celery import chain, chord, group, xmap  # noqa: E402
 from celery.result import AsyncResult  # noqa: E402
 from celery.signals import after_task_publish  # noqa: E402
 from engines import (  # noqa: E402
@@ -194,15 +195,202 @@ def test_groups_and_chords_carry_each_signature_s_bindings(
 
 
 def test_explicit_carrier_headers_win(workers: dict[str, CeleryWorker]) -> None:
-    """A carrier given in headers= is sent as it is, over the bindings in force."""
+    """A carrier given in headers= is sent as it is, over the bindings in force and
+    over a signature's own: when a task or a signature is applied, a signature made or
+    set; given when a signature is made, or as its OPTION, it is the signature's own."""
     with ct.request(user_id=1):
         carrier = inject()
     with ct.request(user_id=2):
         assert sees(get(ct.seen.apply_async(headers=carrier)))[0] == {"user_id": 1}
         made = ct.seen.s().set(headers=carrier)
         given = ct.seen.signature(("given",), headers=carrier)
-    assert sees(get(made.delay()))[0] == {"user_id": 1}
-    assert sees(get(given.delay()))[0] == {"user_id": 1}
+        option = ct.seen.signature(("option",), **{xcelery.OPTION: carrier})
+        own = ct.seen.s("own")
+    with ct.request(user_id=3):
+        sent = [made.delay(), given.delay(), option.delay()]
+        # A carrier given when the signature was made is its own.
+        sent.append(given.apply_async(headers=TRACE))
+        sent.append(own.apply_async(headers=carrier))
+        eager = [made.apply(), option.apply(), own.apply(headers=carrier)]
+    with ct.request(user_id=object()):  # what is in force is not even encoded
+        sent.append(ct.seen.apply_async(headers=carrier))
+    seen = [sees(get(r))[0] for r in sent] + [sees(e.get())[0] for e in eager]
+    assert seen == [{"user_id": 1}] * 9
+
+
+def test_a_signature_option_that_is_no_carrier_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A signature whose OPTION is no carrier runs with no xlocal bindings: its value
+    is sent as the carrier's, and refused as a malformed one, never replaced."""
+    with ct.request(user_id=1):
+        made = ct.seen.s("bad").set(**{xcelery.OPTION: 42})
+        with caplog.at_level(logging.ERROR, "xlocal.celery"):
+            seen = made.apply().get()
+    assert sees(seen) == (NOTHING, NOTHING)
+    assert "its 'xlocal' value is of type int, not str" in caplog.text
+
+
+TRACE = {ct.TRACE_HEADER: "t-1"}
+
+
+def as_json(value: Any) -> Any:
+    """*value* after a round trip through JSON, as a message carries it."""
+    return json.loads(json.dumps(value))
+
+
+def test_a_signature_applied_with_headers_keeps_its_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """headers= given when a signature is applied, set, cloned or sent again from its
+    JSON form replaces Celery's whole headers option; the signature still runs with
+    the bindings it was made under, and the applier's header arrives too."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        made = ct.seen.s("made")
+    options = as_json(made.options)
+    with ct.request(user_id=2, tenant="other"):
+        results = [
+            made.apply_async(headers=TRACE),
+            made.clone().set(headers=TRACE).delay(),
+            made.clone(headers=TRACE).delay(),
+            made.replace(args=("replaced",)).apply_async(headers=TRACE),
+            celery.signature(as_json(made), app=ct.app).apply_async(headers=TRACE),
+            ct.app.signature(as_json(made)).set(headers=TRACE).apply_async(),
+        ]
+        eager = [made.apply(headers=TRACE), made.clone(headers=TRACE).apply()]
+        ct.app.conf.task_always_eager = True
+        try:
+            eager.append(made.apply_async(headers=TRACE))
+        finally:
+            ct.app.conf.task_always_eager = False
+    for value in [get(r) for r in results] + [e.get() for e in eager]:
+        assert (sees(value), value["trace_id"]) == (({"user_id": 1}, NOTHING), "t-1")
+    assert made.options == options  # applying it left it as it was made
+
+
+def test_chains_applied_with_headers_keep_each_link_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """A chain (chain() or |) applied with headers= runs each link with its own
+    bindings; the next links, sent by the workers from their JSON form, too."""
+    links = []
+    for tag in (1, 2, 3):
+        with ct.request(user_id=tag):
+            links.append(ct.step.s(tag=tag))
+    with ct.request(user_id=9, tenant="applier"):
+        results = [
+            chain(*links).apply_async(headers=TRACE),
+            (links[0] | links[1] | links[2]).apply_async(headers=TRACE),
+        ]
+        eager = (links[0] | links[1] | links[2]).apply(headers=TRACE).get()
+    for value in [get(r) for r in results] + [eager]:
+        seen, link = [], value
+        while link is not None:
+            seen.append((link["tag"], sees(link)))
+            first = link
+            link = link["previous"]
+        assert seen == [(tag, ({"user_id": tag}, NOTHING)) for tag in (3, 2, 1)]
+        assert first["trace_id"] == "t-1"  # the others get it in eager mode only
+
+
+def test_groups_and_chords_applied_with_headers_keep_each_member_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """headers= given to a group or chord reaches every member, which still runs with
+    the bindings it was made under; so does the chord's body."""
+    members = []
+    for i in range(3):
+        with ct.request(user_id=i):
+            members.append(ct.seen.s(i))
+    with ct.request(tenant="body"):
+        body = ct.collect.s(tag="body")
+    with ct.request(user_id=9):
+        done = get(group(members).apply_async(headers=TRACE))
+        eager = group(members).apply(headers=TRACE).get()
+        result = get(chord(members)(body, headers=TRACE))
+    expected = [(({"user_id": i}, NOTHING), "t-1") for i in range(3)]
+    assert [(sees(m), m["trace_id"]) for m in done] == expected
+    assert [(sees(m), m["trace_id"]) for m in eager] == expected
+    assert [(sees(m), m["trace_id"]) for m in result["results"]] == expected
+    assert sees(result) == ({"tenant": "body"}, NOTHING)
+
+
+def test_a_task_replaced_by_a_signature_runs_it_with_the_signature_s_bindings(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """A task that replaces itself (Task.replace) with a signature it was given runs
+    it with the bindings the signature was made under, not its own."""
+    with ct.request(user_id=1):
+        made = ct.seen.s("replacement")
+    with ct.request(user_id=2):
+        result = ct.replaced_by.delay(made)
+        eager = ct.replaced_by.apply((as_json(made),)).get()
+    assert [sees(get(result)), sees(eager)] == [({"user_id": 1}, NOTHING)] * 2
+
+
+def test_subtask_fixes_the_bindings_as_signature_does(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """task.subtask(), Celery's alias of task.signature(), fixes the bindings too."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        made = ct.seen.subtask(("sub",))
+    with ct.request(user_id=2, tenant="other"):
+        sent = get(made.apply_async(headers=TRACE))
+        eager = made.apply().get()
+    assert [sees(sent), sees(eager)] == [({"user_id": 1}, NOTHING)] * 2
+
+
+def test_items_of_map_starmap_and_chunks_run_with_the_bindings_of_their_making(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """Each item of task.map(), task.starmap() and task.chunks() runs with the bindings
+    in force where it was called, not those of whoever applies it; in eager mode too.
+    The items of a map over a signature by name run with the applier's."""
+    with ct.request(user_id=1), ct.local_only(x=1):
+        mapped = ct.seen.map(["m1", "m2"])
+        starmapped = ct.step.starmap([(None, "s1"), (None, "s2")])
+        chunked = ct.seen.chunks([("c1",), ("c2",), ("c3",)], 2)
+        made = ct.seen.s()
+        by_name = xmap(celery.signature("celery_tasks.seen", app=ct.app), ["n"])
+    with ct.request(user_id=2, tenant="other"):
+        # Only Celery's map tasks take the carrier of a signature they are given.
+        given = [ct.seen.delay(made), ct.seen.apply((made,))]
+        sent = [mapped.apply_async(headers=TRACE), starmapped.delay()]
+        parts = chunked.apply_async(headers=TRACE)
+        eager = mapped.apply().get() + starmapped.apply().get()
+        # Celery's map task called with positional arguments.
+        eager += ct.app.tasks["celery.map"].apply((made, ["p"])).get()
+        named = get(by_name.apply_async()) + by_name.apply().get()
+    items = [*get(sent[0]), *get(sent[1]), *(i for part in get(parts) for i in part)]
+    assert [i["tag"] for i in items] == ["m1", "m2", "s1", "s2", "c1", "c2", "c3"]
+    assert [sees(i) for i in items + eager] == [({"user_id": 1}, NOTHING)] * 12
+    applier = ({"user_id": 2, "tenant": "other"}, NOTHING)
+    assert [sees(i) for i in named] == [applier] * 2
+    assert [sees(r.get(timeout=TIMEOUT)) for r in given] == [applier] * 2
+
+
+def test_signatures_by_name(workers: dict[str, CeleryWorker]) -> None:
+    """app.signature(name) fixes the bindings where it is made, as task.s() does;
+    celery.signature(name), which no app makes, carries those of whoever applies it,
+    as send_task does: a chain's next link, those of the task that sends it on."""
+    with ct.request(user_id=1):
+        by_app = ct.app.signature("celery_tasks.seen", ("by-app",))
+        by_keyword = ct.app.signature(varies="celery_tasks.seen")
+        by_name = celery.signature("celery_tasks.seen", ("by-name",), app=ct.app)
+        # A dict is a signature already: it keeps what it carries, here nothing.
+        from_dict = ct.app.signature(as_json(by_name))
+        then = celery.signature("celery_tasks.step", kwargs={"tag": 2}, app=ct.app)
+    with ct.request(user_id=3):
+        linked = ct.step.s(tag=1) | then
+    with ct.request(user_id=2):
+        assert sees(get(by_app.apply_async(headers=TRACE)))[0] == {"user_id": 1}
+        assert sees(by_app.apply().get())[0] == {"user_id": 1}
+        assert sees(get(by_keyword.delay()))[0] == {"user_id": 1}
+        assert sees(get(by_name.delay()))[0] == {"user_id": 2}
+        assert sees(from_dict.apply().get())[0] == {"user_id": 2}
+        last = get(linked.apply_async())
+    assert [sees(last)[0], sees(last["previous"])[0]] == [{"user_id": 3}] * 2
+    assert sees(get(by_name.delay())) == (NOTHING, NOTHING)
 
 
 @pytest.fixture
@@ -309,9 +497,11 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
         xcelery.uninstall(one)
         assert not handle.installed
         assert repr(handle) == f"<xlocal.celery.Installed on {one!r}: uninstalled>"
-        assert "signature" not in vars(one.Task)
-        assert "headers" not in task_one.s().options
-        assert CARRIER_KEY in task_two.s().options["headers"]
+        assert not {"signature", "subtask", "apply"} & set(vars(one.Task))
+        assert "signature" not in vars(one)
+        assert xcelery.OPTION not in task_one.s().options
+        assert xcelery.OPTION not in one.signature("one.t").options
+        assert CARRIER_KEY in task_two.s().options[xcelery.OPTION]
         assert other.installed
         assert ct.installed.installed
         with published_headers() as sent, ct.request(user_id=1):
@@ -328,16 +518,24 @@ def test_install_is_idempotent_per_app_and_uninstall_undoes_it(
 
 
 def test_install_keeps_celery_s_introspection(redis_server: Redis) -> None:
-    """The wrapped sender unwraps to Celery's own; Task.signature keeps its doc."""
+    """The wrapped sender and app.signature unwrap to Celery's own; the wrapped
+    methods keep their docs."""
     app = celery.Celery("introspected", broker=redis_server.url)
     sender = app.amqp.send_task_message
+    signature = app.signature
     try:
         xcelery.install(app)
         assert app.amqp.send_task_message is not sender
         assert inspect.unwrap(app.amqp.send_task_message) is sender
+        assert app.signature != signature
+        assert inspect.unwrap(app.signature) == signature
+        assert app.signature.__doc__ == celery.Celery.signature.__doc__
         assert app.Task.signature is not celery.Task.signature
         assert app.Task.signature.__doc__ == celery.Task.signature.__doc__
         assert "signature" in app.Task.signature.__doc__
+        assert app.Task.subtask is app.Task.signature
+        assert app.Task.apply is not celery.Task.apply
+        assert app.Task.apply.__doc__ == celery.Task.apply.__doc__
     finally:
         xcelery.uninstall(app)
         close_app(app)
@@ -378,6 +576,19 @@ def test_always_eager_delay_sees_the_portable_view() -> None:
     finally:
         ct.app.conf.task_always_eager = False
     assert sees(seen) == ({"user_id": 2}, NOTHING)
+
+
+def test_eager_apply_keeps_its_positional_arguments() -> None:
+    """task.apply() takes its arguments in their places as Celery's does, headers= too;
+    a signature's carrier joins headers given in their place."""
+    with ct.request(user_id=1):
+        carrier = inject()
+    with ct.request(user_id=2):
+        result = ct.seen.apply(("pos",), None, None, None, "an-id")
+        placed = (None, None, None, None, None, None, None, None, TRACE)
+        fixed = ct.seen.apply(("fixed",), *placed, **{xcelery.OPTION: carrier})
+    assert (result.id, sees(result.get())[0]) == ("an-id", {"user_id": 2})
+    assert (sees(fixed.get())[0], fixed.get()["trace_id"]) == ({"user_id": 1}, "t-1")
 
 
 def test_eager_failures_leave_the_caller_intact() -> None:
@@ -438,6 +649,59 @@ def test_an_outer_eager_task_gets_its_bindings_back_from_an_inner_one() -> None:
     assert (dir(ct.request), dir(ct.local_only)) == ([], [])
     # Nothing is kept for ended tasks (a reused worker would keep more every task).
     assert xcelery._running.get() == ()
+
+
+#: What local_state sees where no Local or LocalStack data is visible.
+NO_LOCAL_DATA = {"store": {}, "top": None, "proxied": [False, False]}
+
+
+def local_data(seen: dict[str, Any]) -> dict[str, Any]:
+    """The Local and LocalStack data that local_state saw."""
+    return {key: seen[key] for key in NO_LOCAL_DATA}
+
+
+def eager_local_state(tag: str) -> list[dict[str, Any]]:
+    """What local_state sees run by apply(), then by delay() with task_always_eager."""
+    applied = ct.local_state.apply((tag,)).get()
+    ct.app.conf.task_always_eager = True
+    try:
+        delayed = ct.local_state.delay(tag).get()
+    finally:
+        ct.app.conf.task_always_eager = False
+    return [applied, delayed]
+
+
+def test_eager_tasks_see_none_of_the_caller_s_local_data() -> None:
+    """An eager task sees no Local or LocalStack data of its caller, nor proxies to
+    them, as in a worker; the caller's data is back after it, and what the task
+    writes stays in the task, also where the caller had written nothing."""
+
+    def written() -> tuple[Any, ...]:
+        ct.store.user = "caller"
+        ct.stack.push("caller")
+        seen = eager_local_state("eager")
+        return seen, dict(ct.store), ct.stack.pop(), ct.stack.top
+
+    def unwritten() -> tuple[Any, ...]:
+        return eager_local_state("eager"), dict(ct.store), ct.stack.top
+
+    seen, store, popped, under = contextvars.Context().run(written)
+    assert [local_data(s) for s in seen] == [NO_LOCAL_DATA] * 2
+    assert (store, popped, under) == ({"user": "caller"}, "caller", None)
+    seen, store, top = contextvars.Context().run(unwritten)
+    assert [local_data(s) for s in seen] == [NO_LOCAL_DATA] * 2
+    assert (store, top) == ({}, None)
+
+
+def test_a_worker_task_sees_no_local_data_of_the_task_before(
+    workers: dict[str, CeleryWorker],
+) -> None:
+    """What a task writes on a Local or LocalStack is gone for the next task that the
+    same worker process runs."""
+    first = get(ct.local_state.apply_async(("first",), queue="solo"))
+    second = get(ct.local_state.apply_async(("second",), queue="solo"))
+    assert first["pid"] == second["pid"]
+    assert [local_data(first), local_data(second)] == [NO_LOCAL_DATA] * 2
 
 
 class Interrupted(BaseException):
@@ -710,7 +974,7 @@ def test_eager_tasks_check_signatures_too(redis_server: Redis) -> None:
             unsigned = inject()
             assert sees(look.apply(headers=unsigned).get()) == (NOTHING, NOTHING)
             made = look.s()
-        assert SIGNATURE_KEY in made.options["headers"]
+        assert SIGNATURE_KEY in made.options[xcelery.OPTION]
         assert sees(made.apply().get()) == ({"user_id": 1}, NOTHING)
     finally:
         xcelery.uninstall(app)

@@ -3,10 +3,13 @@
 A task carried to an engine must see the carried portable bindings and nothing else:
 on a worker that is what a fresh process has, but an engine may run the task where
 something is bound (Celery's eager mode runs it in the caller's own thread; a worker
-thread may have inherited its creator's bindings).  ``hidden()`` makes every xlocal of
-the current execution look unbound until it exits, without touching anything else in
-the context (an engine keeps its own context variables there: Dask finds its worker
-through one).
+thread may have inherited its creator's bindings, or kept what its last task wrote).
+``hidden()`` makes xlocal's own state of the current execution look empty until it
+exits: every xlocal unbound, and the data of every werkzeug-compatible ``Local`` and
+``LocalStack`` (so every proxy to them) gone, exactly what ``xlocal.capture()``
+carries.  It touches nothing else in the context (an engine keeps its own context
+variables there: Dask finds its worker through one).  When it exits, that state is
+as it was when it entered, whatever the block wrote.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
-from ._frames import _ENTRY
+from ._frames import _ENTRY, _carried, _reset, _set
 
 __all__ = ["hidden"]
 
@@ -29,16 +32,34 @@ def _unbound(frame: dict[Any, Any]) -> dict[Any, Any]:
     return frame
 
 
+def _emptied(value: Any) -> Any:
+    """What a variable of xlocal's own holding *value* holds where it is empty.
+
+    An xlocal's frame gives its unbound frame; any other value of xlocal's own (the
+    data of a ``Local`` or ``LocalStack``, never changed in place) is an instance of a
+    container type whose call with no argument makes an empty one.
+    """
+    if type(value) is dict:
+        return _unbound(value)
+    return type(value)()
+
+
 @contextlib.contextmanager
 def hidden() -> Iterator[None]:
-    """Make every xlocal look unbound in this execution until the block exits."""
-    tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
-    for var, value in contextvars.copy_context().items():
-        # Only an xlocal's variable holds frames: dicts with the private entry key.
-        if type(value) is dict and _ENTRY in value and value[_ENTRY] is not None:
-            tokens.append((var, var.set(_unbound(value))))
+    """Make xlocal's own state look empty in this execution until the block exits."""
+    before = contextvars.copy_context()
+    tokens = [
+        (var, _set(var, _emptied(value)))
+        for var, value in before.items()
+        if _carried(value)
+    ]
     try:
         yield
     finally:
         for var, token in reversed(tokens):
-            var.reset(token)
+            _reset(var, token)
+        # A variable that the block made xlocal's own (a store it wrote first, a
+        # binding it left open) gets back what it held, or empty where it held nothing.
+        for var, value in contextvars.copy_context().items():
+            if _carried(value) and not _carried(before.get(var)):
+                _set(var, before[var] if var in before else _emptied(value))

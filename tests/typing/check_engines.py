@@ -23,6 +23,7 @@ def celery_app(app: Any) -> None:
     handle.uninstall()
     xcelery.uninstall(app)
     assert_type(xcelery.HEADER, str)
+    assert_type(xcelery.OPTION, str)
 
 
 assert_type(xdask.carried(double), xdask.Carried)
