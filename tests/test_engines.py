@@ -96,3 +96,23 @@ def test_hidden_gives_back_what_a_store_held_that_was_not_xlocal_s_own() -> None
         return inside, var.get() is plain
 
     assert contextvars.Context().run(run) == ({"user": "program"}, True)
+
+
+def test_hidden_hides_the_current_scope() -> None:
+    """A task run inside a structured scope (an eager Celery task, a Dask task in a
+    worker thread) sees no scope, as a worker process would; the scope is back after
+    it, and nothing new is made for it."""
+    import xlocal as xl  # noqa: PLC0415 - the package's scope, beside the class above
+
+    current = xlocal("current")
+    with xl.scope() as s, current(user="ann"):
+        assert xl.scope.current() is s
+        with hidden():
+            assert xl.scope.current() is None
+            assert not hasattr(current, "user")
+            with xl.scope() as inner:
+                assert xl.scope.current() is inner
+            assert xl.scope.current() is None
+        assert xl.scope.current() is s
+        assert current.user == "ann"
+    assert xl.scope.current() is None

@@ -133,7 +133,8 @@ class Carried:
     """A function and the portable bindings of its submitter, to run on a worker.
 
     Calling it runs the function in a copy of the worker's context (Dask keeps the
-    worker there) where every xlocal binding is hidden and the carried ones are bound
+    worker there) where xlocal's own state (every xlocal binding, every ``Local`` and
+    ``LocalStack``'s data) is hidden and the carried ones are bound
     by a with-block; nothing it binds outlives the call.  A coroutine function stays
     one (by distributed's test, so that the worker awaits it): the call returns a
     coroutine that awaits the function's coroutine inside such a with-block, every

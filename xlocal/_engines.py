@@ -32,16 +32,20 @@ def _unbound(frame: dict[Any, Any]) -> dict[Any, Any]:
     return frame
 
 
-def _emptied(value: Any) -> Any:
-    """What a variable of xlocal's own holding *value* holds where it is empty.
+def _emptied(var: contextvars.ContextVar[Any], value: Any) -> Any:
+    """What *var*, a variable of xlocal's own holding *value*, holds where it is empty.
 
-    An xlocal's frame gives its unbound frame; any other value of xlocal's own (the
-    data of a ``Local`` or ``LocalStack``, never changed in place) is an instance of a
-    container type whose call with no argument makes an empty one.
+    An xlocal's frame gives its unbound frame; any other variable its default, where
+    it has one (the current ``xlocal.scope``'s: none); any other value of xlocal's own
+    (the data of a ``Local`` or ``LocalStack``, never changed in place) is an instance
+    of a container type whose call with no argument makes an empty one.
     """
     if type(value) is dict:
         return _unbound(value)
-    return type(value)()
+    try:
+        return contextvars.Context().run(var.get)
+    except LookupError:
+        return type(value)()
 
 
 @contextlib.contextmanager
@@ -49,7 +53,7 @@ def hidden() -> Iterator[None]:
     """Make xlocal's own state look empty in this execution until the block exits."""
     before = contextvars.copy_context()
     tokens = [
-        (var, _set(var, _emptied(value)))
+        (var, _set(var, _emptied(var, value)))
         for var, value in before.items()
         if _carried(value)
     ]
@@ -62,4 +66,4 @@ def hidden() -> Iterator[None]:
         # binding it left open) gets back what it held, or empty where it held nothing.
         for var, value in contextvars.copy_context().items():
             if _carried(value) and not _carried(before.get(var)):
-                _set(var, before[var] if var in before else _emptied(value))
+                _set(var, before[var] if var in before else _emptied(var, value))
