@@ -4,9 +4,10 @@ Dask has no hook around the call of a task on the worker, so the submitting side
 the function: :class:`Carried` holds the function and the carrier that
 :func:`xlocal.portable.inject` made at submit time, pickles as the two, and on the
 worker runs the function inside a with-block of the carried bindings, with the rest of
-xlocal's own state hidden (other bindings, ``Local`` and ``LocalStack`` data).  The carrier is part of the wrapper's Dask token, so a pure call
-made under different bindings gets another key (Dask would otherwise give it the result
-of the first), while the key keeps the function's name.
+xlocal's own state hidden (other bindings, ``Local`` and ``LocalStack`` data).  The
+carrier is part of the wrapper's Dask token, so a pure call made under different
+bindings gets another key (Dask would otherwise give it the result of the first),
+while the key keeps the function's name.
 
 - :class:`Client` is a ``distributed.Client`` whose ``submit`` and ``map`` carry.
 - :func:`delayed` is ``dask.delayed`` for functions: each call carries the bindings in
