@@ -145,10 +145,8 @@ class Builder:
         venv = self.root / f"venv-{self.made}"
         _make_venv(venv)
         python = venv / "bin" / "python"
-        installed = _run(
-            [*_pip(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
-            self.root,
-        )
+        # With its dependencies: before Python 3.11, the exceptiongroup backport.
+        installed = _run([*_pip(python), "install", "-q", str(wheel)], self.root)
         assert installed.returncode == 0, installed.stderr
         return python
 
