@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import subprocess
 import sys
@@ -574,6 +575,14 @@ class _Watched(scope):
         self.exiting.set()
 
 
+def unrelated_thread(**options: Any) -> threading.Thread:
+    """A plain thread that starts with nothing bound, also where new threads inherit
+    their creator's context (3.14's -X thread_inherit_context=1)."""
+    if sys.version_info >= (3, 14):
+        options["context"] = contextvars.Context()
+    return threading.Thread(**options)
+
+
 def test_spawn_from_a_stranger_while_exiting(xcurrent: xlocal) -> None:
     """While the scope waits for its children, only they may spawn into it: another
     thread that holds the scope gets ScopeClosedError, and sees no binding."""
@@ -590,7 +599,7 @@ def test_spawn_from_a_stranger_while_exiting(xcurrent: xlocal) -> None:
         release.set()
 
     with xcurrent(user="ann"), _Watched() as s:
-        outsider = threading.Thread(target=stranger, args=(s,))
+        outsider = unrelated_thread(target=stranger, args=(s,))
         outsider.start()
         s.spawn(_wait, release)
     outsider.join(TIMEOUT)
@@ -615,7 +624,7 @@ def test_thread_that_outlives_the_scope_cannot_use_it(xcurrent: xlocal) -> None:
 
     with xcurrent(user="ann"), scope() as s:
         future = s.spawn(lambda: xcurrent.user)
-        thread = threading.Thread(target=outlive, args=(s, future))
+        thread = unrelated_thread(target=outlive, args=(s, future))
         thread.start()
     ended.set()
     thread.join(TIMEOUT)
