@@ -60,6 +60,15 @@ def _configured(redis_server: Redis) -> Iterator[None]:
     close_app(ct.app)
 
 
+@pytest.fixture(autouse=True)
+def _root_log_level() -> Iterator[None]:
+    """The root logger's level as it was: an in-process worker's start sets it to its
+    own log level (ERROR), which would hide the warnings that later tests read."""
+    level = logging.root.level
+    yield
+    logging.root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def workers(redis_server: Redis) -> Iterator[dict[str, CeleryWorker]]:
     """Real workers of each pool for the tasks app, against the real redis."""
@@ -976,6 +985,29 @@ def test_eager_tasks_check_signatures_too(redis_server: Redis) -> None:
             made = look.s()
         assert SIGNATURE_KEY in made.options[xcelery.OPTION]
         assert sees(made.apply().get()) == ({"user_id": 1}, NOTHING)
+    finally:
+        xcelery.uninstall(app)
+        close_app(app)
+
+
+def test_rotated_keys(redis_server: Redis) -> None:
+    """With several keys the first signs and a carrier signed with any is believed;
+    installing again with the same keys, in a list or a tuple, is the same install."""
+    app = celery.Celery("rotated", broker=redis_server.url)
+    look = app.task(name="rotated.look")(ct.view)
+    handle = xcelery.install(app, key=[b"new", b"old"])
+    try:
+        assert xcelery.install(app, key=(b"new", b"old")) is handle
+        with pytest.raises(ValueError, match=r"installed already, with other key="):
+            xcelery.install(app, key=b"new")
+        with ct.request(user_id=1):
+            made = look.s().options[xcelery.OPTION]
+            by_new, by_old, by_other = (inject(key=k) for k in (b"new", b"old", b"?"))
+        assert made == by_new  # signed with the first key
+        assert sees(look.apply(headers=by_old).get()) == ({"user_id": 1}, NOTHING)
+        assert sees(look.apply(headers=by_other).get()) == (NOTHING, NOTHING)
+        with pytest.raises(TypeError, match=r"^every secret in key= must be non-emp"):
+            xcelery.install(app, key=[b""])
     finally:
         xcelery.uninstall(app)
         close_app(app)

@@ -11,6 +11,7 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
@@ -331,23 +332,24 @@ class CollectingCodec:
 
 def test_xlocal_collected_during_inject_is_passed_over() -> None:
     """A portable xlocal collected while inject runs (a collection that an encoding
-    triggers) is passed over; the xlocals after it are still carried."""
-    collector = make("test_portable.collector", portable=True, codec=CollectingCodec())
+    triggers) is passed over; the xlocals after it are still carried (inject goes
+    through them in the order of their names)."""
+    collector = make("test_portable.1collector", portable=True, codec=CollectingCodec())
     enabled = gc.isenabled()
     gc.disable()  # so that only the codec's collection collects the cycle
     try:
-        cycle: list[Any] = [make("test_portable.doomed", portable=True)]
+        cycle: list[Any] = [make("test_portable.2doomed", portable=True)]
         cycle.append(cycle)
         del cycle
-        after = make("test_portable.after", portable=True)
+        after = make("test_portable.3after", portable=True)
         with collector(a=1), after(b=2):
             carrier = inject()
     finally:
         if enabled:
             gc.enable()
     assert json.loads(carrier[CARRIER_KEY])["b"] == {
-        "test_portable.after": {"b": "2"},
-        "test_portable.collector": {"a": "1"},
+        "test_portable.1collector": {"a": "1"},
+        "test_portable.3after": {"b": "2"},
     }
 
 
@@ -385,6 +387,13 @@ def test_inject_refuses_an_oversized_carrier() -> None:
         with pytest.raises(CarrierError, match="over the limit of 50"):
             inject(limit=50)
         assert len(inject(limit=200)[CARRIER_KEY]) <= 200
+    with pytest.raises(
+        CarrierError,
+        match=r"^cannot make a carrier of 14 characters, over the limit of 13, even "
+        r"with nothing bound: raise limit=$",
+    ):
+        inject(limit=13)
+    assert inject(limit=14) == {CARRIER_KEY: '{"b":{},"v":1}'}
 
 
 def test_carrier_exactly_at_the_limit_is_taken() -> None:
@@ -477,7 +486,7 @@ def test_interrupt_while_entering_leaves_nothing_bound() -> None:
     bindings exits those it entered, then goes on: nothing stays bound."""
     with app.request(user_id=7), app.trace(span="s"):
         extracted = extract(inject())
-    entering = Extracted.__enter__.__code__
+    entering = Extracted._enter_as.__code__
 
     def interrupt(frame: types.FrameType, event: str, arg: object) -> None:
         # Raised between two steps, as a signal handler's exception is: here, once
@@ -495,6 +504,57 @@ def test_interrupt_while_entering_leaves_nothing_bound() -> None:
         sys.setprofile(previous)
     assert visible() == {}
     assert inject() == {CARRIER_KEY: '{"b":{},"v":1}'}
+
+
+def test_extracted_entered_by_threads_and_tasks_at_once() -> None:
+    """One Extracted entered by several threads at once, and by several tasks at once,
+    gives each an entry of its own, on top of its own bindings, exited where it was
+    made."""
+    with app.request(user_id=7):
+        extracted = extract(inject())
+    n = 4
+    inside = threading.Barrier(n, timeout=60)
+    seen: list[tuple[int, Any, Any]] = []
+
+    def run(i: int) -> None:
+        with app.trace(span=str(i)):
+            with extracted:
+                inside.wait()
+                during = visible()
+            seen.append((i, during, visible()))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    expected = [
+        (
+            i,
+            {"request": {"user_id": 7}, "trace": {"span": str(i)}},
+            {"trace": {"span": str(i)}},
+        )
+        for i in range(n)
+    ]
+    assert sorted(seen, key=repr) == expected
+
+    async def main() -> list[tuple[int, Any, Any]]:
+        entered, everyone = 0, asyncio.Event()
+
+        async def task(i: int) -> tuple[int, Any, Any]:
+            nonlocal entered
+            with app.trace(span=str(i)):
+                async with extracted:
+                    entered += 1
+                    if entered == n:
+                        everyone.set()
+                    await everyone.wait()
+                    during = visible()
+                return i, during, visible()
+
+        return list(await asyncio.gather(*(task(i) for i in range(n))))
+
+    assert asyncio.run(main()) == expected
 
 
 def test_extract_with_async_with() -> None:
@@ -862,6 +922,42 @@ def test_signing_key_must_be_bytes() -> None:
             TypeError, match=r"^key= must be a secret of non-empty bytes"
         ):
             extract({}, key=key)  # type: ignore[arg-type]
+
+
+def test_rotated_keys_sign_with_the_first_and_believe_any() -> None:
+    """key= takes a sequence while keys are rotated: the first signs, any verifies."""
+    old, new = b"old secret", b"new secret"
+    with app.request(user_id=7):
+        by_old = inject(key=old)
+        by_new = inject(key=[new, old])
+        by_new_tuple = inject(key=(new,))
+    assert by_new == by_new_tuple == inject({}, key=new) | by_new  # the first signs
+    assert by_new[SIGNATURE_KEY] != by_old[SIGNATURE_KEY]
+    for carrier in (by_old, by_new):
+        for keys in ([old, new], (new, old)):
+            with extract(carrier, key=keys):
+                assert visible() == {"request": {"user_id": 7}}
+    refused = r"its signature is missing or does not match"
+    with pytest.raises(CarrierError, match=refused):
+        extract(by_old, key=[new])  # the old key retired
+    with pytest.raises(CarrierError, match=refused):
+        extract(forge(by_new, 8), key=[new, old])  # a change is refused by every key
+
+
+def test_rotated_keys_must_all_be_secrets() -> None:
+    """A sequence of keys is non-empty, and every key in it non-empty bytes."""
+    for keys, message in (
+        ([], r"^key= is an empty sequence: give the secret that signs first"),
+        ((), r"^key= is an empty sequence"),
+        ([b"k", b""], r"^every secret in key= must be non-empty bytes, not empty byt"),
+        ([b"k", "text"], r"^every secret in key= must be non-empty bytes, not str"),
+        ([bytearray(b"k")], r"^every secret in key= must be non-empty bytes, not byte"),
+        (bytearray(b"k"), r"^key= must be a secret of non-empty bytes, shared"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            inject(key=keys)  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match=message):
+            extract({}, key=keys)  # type: ignore[arg-type]
 
 
 def test_unsigned_inject_drops_a_stale_signature() -> None:
@@ -1246,6 +1342,7 @@ def test_public_names() -> None:
         "FORMAT_VERSION",
         "JSON",
         "JSONCodec",
+        "Key",
         "MAX_CARRIER_SIZE",
         "SIGNATURE_KEY",
         "UnportableError",

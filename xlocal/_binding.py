@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import sys
-from types import FrameType, TracebackType
+from collections.abc import Hashable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Generic, NoReturn, TypeVar, cast
 
 from ._debug import _debug_enter, _record_where
@@ -33,7 +34,7 @@ from ._steps import (
 if TYPE_CHECKING:
     from ._frames import _OpenEntry
 
-__all__ = ["Binding"]
+__all__ = ["Binding", "enter_as", "exit_as"]
 
 #: What entering a binding gives: the xlocal.  Not bound to xlocal, because the bound
 #: sends mypy into an endless recursion when it checks how xlocal is called.
@@ -67,11 +68,12 @@ class Binding(Generic[_B]):
     _xlocal: _B
     _var: contextvars.ContextVar[dict[Any, Any]]
     _names: dict[str, Any]
-    # The open entries, by the Python frame that entered them (the frame running the
-    # with-statement, kept alive so that no other frame can take its id while the
-    # entry is open): ``(record, token, older)``, where *older* is an earlier open
-    # entry made by the same frame, or None.
-    _entries: dict[FrameType, _OpenEntry]
+    # The open entries, by their owner: the Python frame that entered them (the frame
+    # running the with-statement, kept alive so that no other frame can take its id
+    # while the entry is open), or an object standing for one (enter_as):
+    # ``(record, token, older)``, where *older* is an earlier open entry made by the
+    # same owner, or None.
+    _entries: dict[Hashable, _OpenEntry]
     _where: str  # where it was last entered, in debug mode only
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Binding[_B]:
@@ -117,9 +119,7 @@ class Binding(Generic[_B]):
     async def __aenter__(self) -> _B:
         # The frame that awaits this one runs the async with-statement: it owns the
         # entry, as the caller of __enter__ does for a with-statement.
-        target: _B = _enter_for(self, _getframe(1))
-        if Binding.__enter__ is _debug_enter:
-            _record_where(self)
+        target: _B = enter_as(self, _getframe(1))
         return target
 
     async def __aexit__(
@@ -128,8 +128,7 @@ class Binding(Generic[_B]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        owner = _getframe(1)
-        _exit_rest(self, owner, self._entries.pop(owner, None))
+        exit_as(self, _getframe(1))
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         raise TypeError(
@@ -180,6 +179,27 @@ class Binding(Generic[_B]):
     def __repr__(self) -> str:
         names = ", ".join(f"{name}=..." for name in self._names)
         return f"<Binding {_call_form(self._xlocal)}({names})>"
+
+
+def enter_as(binding: Binding[_B], owner: Hashable) -> _B:
+    """Enter *binding* on behalf of *owner*: the frame running an async with-statement,
+    the caller of a helper that enters several bindings (``Extracted``), or an object
+    that stands for a request whose entry is exited by another function.
+
+    :func:`exit_as` with the same *owner* finds the entry by it; any other exit finds
+    it as an exit from a frame that did not make the entry would.
+    """
+    target: _B = _enter_for(binding, owner)
+    if Binding.__enter__ is _debug_enter:
+        _record_where(binding)
+    return target
+
+
+def exit_as(binding: Binding[Any], owner: Hashable) -> None:
+    """Exit the entry that :func:`enter_as` made for *owner*: ``Binding.__exit__``
+    with the owner given rather than read from the calling frame.  The entry is found
+    by its owner, so no exit path has to look for it among the running frames."""
+    _exit_rest(binding, owner, binding._entries.pop(owner, None))
 
 
 def _bound_steps(binding: Binding[Any], made: int, result: Any) -> Any:

@@ -12,8 +12,7 @@ context variables (``_carried``).
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from types import FrameType
+from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._environment import _cxlocal
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
         _xlocal: Any
         _var: contextvars.ContextVar[dict[Any, Any]]
         _names: dict[str, Any]
-        _entries: dict[FrameType, _OpenEntry]
+        _entries: dict[Hashable, _OpenEntry]
         _where: str
 
         def __enter__(self) -> Any: ...
@@ -60,8 +59,9 @@ if _cxlocal is not None and _cxlocal.HOLDS_COLLECTOR_OFF:
 _OpenEntry = tuple[Any, "contextvars.Token[dict[Any, Any]]", Any]
 
 
-def _enter_for(binding: _Binding, owner: FrameType) -> Any:
-    """Binding.__enter__ for an entry made by the with-statement running in *owner*.
+def _enter_for(binding: _Binding, owner: Hashable) -> Any:
+    """Binding.__enter__ for an entry made by the with-statement running in *owner*
+    (a frame, or an object standing for one).
 
     The binding's slots are read once, before anything that may run other code (a
     name's ``__eq__``, a finalizer): the compiled core does the same.  If recording the

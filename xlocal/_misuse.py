@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import sys
+from collections.abc import Hashable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -25,7 +26,7 @@ _getframe = sys._getframe
 
 def _exit_rest(
     binding: _Binding,
-    owner: FrameType,
+    owner: Hashable,
     mine: _OpenEntry | None,
 ) -> None:
     """Binding.__exit__ beyond its fast path; *mine* is the entry *owner* made."""
@@ -83,7 +84,7 @@ def _running_frames() -> set[FrameType]:
 
 def _open_entry(
     binding: _Binding, record: Any
-) -> tuple[FrameType, contextvars.Token[Any]] | None:
+) -> tuple[Hashable, contextvars.Token[Any]] | None:
     """The key and token of *binding*'s open entry *record*, if it has it."""
     for key, newest in list(binding._entries.items()):
         entry = newest
@@ -94,7 +95,7 @@ def _open_entry(
     return None
 
 
-def _forget(binding: _Binding, record: Any, key: FrameType) -> None:
+def _forget(binding: _Binding, record: Any, key: Hashable) -> None:
     """Take the open entry *record*, made by the frame *key*, out of *binding*."""
     entries = binding._entries
     chain: _OpenEntry = entries.pop(key)  # *key* made *record*: it is in the chain
@@ -146,7 +147,7 @@ def _exit_misplaced(
     binding: _Binding,
     record: Any,
     token: contextvars.Token[Any],
-    key: FrameType | None = None,
+    key: Hashable | None = None,
 ) -> None:
     """Exit the entry *record* of *binding*, which may not be the innermost one here.
 

@@ -60,7 +60,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._engines import hidden
-from .portable import CARRIER_KEY, SIGNATURE_KEY, _check_key, extract, inject
+from .portable import CARRIER_KEY, SIGNATURE_KEY, Key, _keys, extract, inject
 
 if TYPE_CHECKING:
     from .portable import Unknown
@@ -106,7 +106,9 @@ class Installed:
 
     __slots__ = ("__weakref__", "_app", "_key", "_unknown")
 
-    def __init__(self, app: Any, key: bytes | None, unknown: Unknown) -> None:
+    def __init__(
+        self, app: Any, key: tuple[bytes, ...] | None, unknown: Unknown
+    ) -> None:
         self._app = app
         self._key = key
         self._unknown = unknown
@@ -144,7 +146,7 @@ class Installed:
 
 
 def install(
-    app: Any, *, key: bytes | None = None, unknown: Unknown = "ignore"
+    app: Any, *, key: Key | None = None, unknown: Unknown = "ignore"
 ) -> Installed:
     """Make *app*'s tasks carry the portable bindings of their publisher to the worker.
 
@@ -155,8 +157,10 @@ def install(
 
     With a secret *key* (bytes, the same in publishers and workers), carriers are
     signed (:func:`xlocal.portable.inject`'s ``key=``) and a worker refuses one that
-    is unsigned or changed.  *unknown* is :func:`xlocal.portable.extract`'s: xlocal
-    names the worker does not know are ignored, or make the carrier malformed.
+    is unsigned or changed.  While keys are rotated, *key* is a sequence of secrets:
+    the first signs, and a carrier signed with any of them is believed.  *unknown* is
+    :func:`xlocal.portable.extract`'s: xlocal names the worker does not know are
+    ignored, or make the carrier malformed.
 
     .. versionadded:: 1.0
     """
@@ -167,28 +171,27 @@ def install(
             f"xlocal.celery.install() needs a celery.Celery app, not "
             f"{type(app).__name__}: pass the app that defines the tasks"
         )
-    if key is not None:
-        _check_key(key)
+    keys = _keys(key)
     if unknown not in ("ignore", "error"):
         raise ValueError(f"unknown= must be 'ignore' or 'error', not {unknown!r}")
     with _lock:
         handle = _installed.get(app)
         if handle is not None:
-            if (handle._key, handle._unknown) != (key, unknown):
+            if (handle._key, handle._unknown) != (keys, unknown):
                 raise ValueError(
                     f"xlocal.celery.install(): {app!r} is installed already, with "
                     f"other key= or unknown=: uninstall it first"
                 )
             return handle
         amqp = app.amqp
-        amqp.send_task_message = _carrying_sender(amqp.send_task_message, key)
-        app.signature = _capturing_app_signature(app.signature, key)
+        amqp.send_task_message = _carrying_sender(amqp.send_task_message, keys)
+        app.signature = _capturing_app_signature(app.signature, keys)
         # The app's own task base class (Celery makes one per app): every task of the
         # app made with @app.task inherits from it, also those made before install.
         base = app.Task
-        base.signature = base.subtask = _capturing_signature(base, key)
+        base.signature = base.subtask = _capturing_signature(base, keys)
         base.apply = _fixed_carrier_apply(base)
-        handle = _installed[app] = Installed(app, key, unknown)
+        handle = _installed[app] = Installed(app, keys, unknown)
         _connect()
         return handle
 
@@ -206,7 +209,7 @@ def uninstall(app: Any) -> None:
 # -- publishing ---------------------------------------------------------------------
 
 
-def _carrying_sender(send: Any, key: bytes | None) -> Any:
+def _carrying_sender(send: Any, key: tuple[bytes, ...] | None) -> Any:
     """Celery's ``send_task_message``, putting the carrier in each message's headers."""
 
     def send_task_message(
@@ -238,7 +241,7 @@ def _carrier_of(fixed: Any) -> dict[str, Any]:
     return {CARRIER_KEY: fixed}
 
 
-def _fix(made: Any, key: bytes | None) -> Any:
+def _fix(made: Any, key: tuple[bytes, ...] | None) -> Any:
     """Fix a carrier in the signature *made*, unless it has one.
 
     A carrier given in its ``headers`` is the one fixed; otherwise the bindings in force
@@ -254,7 +257,7 @@ def _fix(made: Any, key: bytes | None) -> Any:
     return made
 
 
-def _capturing_signature(base: Any, key: bytes | None) -> Any:
+def _capturing_signature(base: Any, key: tuple[bytes, ...] | None) -> Any:
     """``Task.signature`` (and its alias ``subtask``) for *base*, fixing the bindings
     of now in the signature's :data:`OPTION`.
 
@@ -270,7 +273,7 @@ def _capturing_signature(base: Any, key: bytes | None) -> Any:
     return signature
 
 
-def _capturing_app_signature(made_by: Any, key: bytes | None) -> Any:
+def _capturing_app_signature(made_by: Any, key: tuple[bytes, ...] | None) -> Any:
     """The app's own ``signature`` method, fixing the bindings of now in a signature
     made from a task's name (or a task); one made from a dict (another signature, or
     its JSON form) keeps what that one carries."""
@@ -361,7 +364,7 @@ def _prerun(
 
 
 def _carrying_headers(
-    task: Any, args: Any, kwargs: Any, key: bytes | None
+    task: Any, args: Any, kwargs: Any, key: tuple[bytes, ...] | None
 ) -> Mapping[str, Any]:
     """The headers whose carrier the task runs with.
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import hashlib
 import hmac
 import json
 import json.scanner
@@ -43,11 +42,11 @@ import re
 import sys
 import threading
 import weakref
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Hashable, Mapping, MutableMapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, Union, overload
 
-from ._binding import Binding
+from ._binding import Binding, enter_as, exit_as
 from ._codec import Codec
 from ._core import xlocal
 from ._errors import _label
@@ -64,6 +63,9 @@ if TYPE_CHECKING:
 
 #: What ``unknown=`` of :func:`extract` and :func:`carry` takes.
 Unknown = Literal["ignore", "error"]
+#: What ``key=`` takes: a secret, or a sequence of secrets while keys are rotated (the
+#: first signs, and a carrier signed with any of them is believed).
+Key = Union[bytes, Sequence[bytes]]
 
 __all__ = [
     "CARRIER_KEY",
@@ -76,6 +78,7 @@ __all__ = [
     "Codec",
     "Extracted",
     "JSONCodec",
+    "Key",
     "UnportableError",
     "carry",
     "extract",
@@ -96,6 +99,8 @@ FORMAT_VERSION = 1
 #: refuses any other character), so these are bytes too.  It fits the 8 KiB that
 #: common HTTP servers accept for one header.
 MAX_CARRIER_SIZE = 8000
+
+_getframe = sys._getframe
 
 _R = TypeVar("_R")
 _M = TypeVar("_M", bound=MutableMapping[str, str])
@@ -152,7 +157,8 @@ _dump_value = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True
 ).encode
 _dump_str: Callable[[str], str] = json.encoder.encode_basestring
-_dump_carrier = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+#: A str as JSON text in printable ASCII (' ' to '~'): everything else escaped.
+_dump_ascii: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _SCALARS = {True: "true", False: "false", None: "null"}
 
 
@@ -285,6 +291,8 @@ def _codec(x: xlocal, name: str) -> Codec:
     return JSON if codec is None else codec
 
 
+#: What a class that declares no names declares codecs for: nothing.
+_NO_CODECS: Mapping[str, Codec] = MappingProxyType({})
 #: The codecs that typed namespaces declare, by class, read at the first use.
 _declared: weakref.WeakKeyDictionary[type, dict[str, Codec]] = (
     weakref.WeakKeyDictionary()
@@ -308,12 +316,10 @@ def _evaluated(klass: type, annotation: Any) -> Any:
         ) from error
 
 
-def _declared_codecs(cls: type) -> dict[str, Codec]:
+def _declared_codecs(cls: type) -> Mapping[str, Codec]:
     """The codecs *cls*'s declared types choose with ``Annotated``, by name."""
-    try:
-        return _declared[cls]
-    except KeyError:
-        pass
+    if cls._namespace.declared is None:  # type: ignore[attr-defined]
+        return _NO_CODECS  # an open namespace declares no type
     # One thread reads a class: evaluating a declared type may make its codec, and
     # every carrier must use the same one.
     with _declared_lock:
@@ -352,11 +358,16 @@ def _portable(x: xlocal) -> frozenset[str] | bool:
 
 
 def _encode_all(limit: int) -> str:
-    """The carrier value for the portable bindings of the current execution."""
-    payload: dict[str, dict[str, str]] = {}
+    """The carrier value for the portable bindings of the current execution.
+
+    Written out as ``json.dumps`` would write it with ``sort_keys=True`` and no spaces:
+    every string in printable ASCII, the rest escaped.
+    """
+    groups: list[str] = []
+    sizes: list[tuple[int, str]] = []  # each value's length, for the error below
     # A copy, made without allocating per entry: a collection that runs meanwhile may
     # drop a collected xlocal from the registry.
-    for xname, ref in _portables.copy().items():
+    for xname, ref in sorted(_portables.copy().items()):
         x = ref()
         if x is None:  # collected since the copy was made (an encoding may collect)
             continue
@@ -364,8 +375,8 @@ def _encode_all(limit: int) -> str:
         if frame[_ENTRY] is None:  # nothing bound (a typed namespace's defaults only)
             continue
         names = _portable(x)
-        encoded: dict[str, str] = {}
-        for name, value in _names(frame).items():
+        members: list[str] = []
+        for name, value in sorted(_names(frame).items()):
             if names is True or name in names:  # type: ignore[operator]
                 codec = _codec(x, name)
                 try:
@@ -382,32 +393,29 @@ def _encode_all(limit: int) -> str:
                         f"the xlocal a codec= for this type, or leave {name!r} out "
                         f"of portable="
                     ) from error
-                encoded[name] = text
-        if encoded:
-            payload[xname] = encoded
-    # ensure_ascii escapes all but printable ASCII (' ' to '~'), DEL and controls too.
-    text = _dump_carrier({"b": payload, "v": FORMAT_VERSION})
+                text = _dump_ascii(text)
+                members.append(f"{_dump_ascii(name)}:{text}")
+                sizes.append((len(text), f"{xname}.{name}"))
+        if members:
+            groups.append(f"{_dump_ascii(xname)}:{{{','.join(members)}}}")
+    text = f'{{"b":{{{",".join(groups)}}},"v":{FORMAT_VERSION}}}'
     if len(text) > limit:
-        sizes = sorted(
-            (
-                (len(json.dumps(v)), f"{x}.{n}")
-                for x, d in payload.items()
-                for n, v in d.items()
-            ),
-            reverse=True,
-        )
+        if not sizes:
+            raise CarrierError(
+                f"cannot make a carrier of {len(text)} characters, over the limit of "
+                f"{limit}, even with nothing bound: raise limit="
+            )
+        largest, label = max(sizes)
         raise CarrierError(
             f"cannot make a carrier of {len(text)} characters, over the limit of "
-            f"{limit}: the largest value is {sizes[0][1]} ({sizes[0][0]} characters); "
+            f"{limit}: the largest value is {label} ({largest} characters); "
             f"carry an id to look the data up with instead, or raise limit="
         )
     return text
 
 
 def _sign(text: str, key: bytes) -> str:
-    return hmac.new(
-        key, text.encode("utf-8", "surrogatepass"), hashlib.sha256
-    ).hexdigest()
+    return hmac.digest(key, text.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def _check_key(key: object) -> None:
@@ -418,15 +426,37 @@ def _check_key(key: object) -> None:
         )
 
 
+def _keys(key: object) -> tuple[bytes, ...] | None:
+    """The secrets a ``key=`` gives, the signing one first; None for no key."""
+    if key is None:
+        return None
+    if isinstance(key, Sequence) and not isinstance(key, (str, bytes, bytearray)):
+        keys = tuple(key)
+        if not keys:
+            raise TypeError(
+                "key= is an empty sequence: give the secret that signs first, then "
+                "the older secrets still believed while keys are rotated"
+            )
+        for each in keys:
+            if type(each) is not bytes or not each:
+                raise TypeError(
+                    f"every secret in key= must be non-empty bytes, not "
+                    f"{'empty bytes' if each == b'' else type(each).__name__}"
+                )
+        return keys
+    _check_key(key)
+    return (key,)  # type: ignore[return-value]
+
+
 @overload
 def inject(
-    carrier: None = None, *, limit: int = MAX_CARRIER_SIZE, key: bytes | None = None
+    carrier: None = None, *, limit: int = MAX_CARRIER_SIZE, key: Key | None = None
 ) -> dict[str, str]: ...
 
 
 @overload
 def inject(
-    carrier: _M, *, limit: int = MAX_CARRIER_SIZE, key: bytes | None = None
+    carrier: _M, *, limit: int = MAX_CARRIER_SIZE, key: Key | None = None
 ) -> _M: ...
 
 
@@ -434,7 +464,7 @@ def inject(
     carrier: MutableMapping[str, str] | None = None,
     *,
     limit: int = MAX_CARRIER_SIZE,
-    key: bytes | None = None,
+    key: Key | None = None,
 ) -> MutableMapping[str, str]:
     """Put the portable bindings of the current execution into a carrier.
 
@@ -447,26 +477,33 @@ def inject(
 
     With a secret *key*, the carrier is signed too (HMAC-SHA256, under
     ``SIGNATURE_KEY``), so that ``extract(carrier, key=...)`` refuses it if anything
-    in it was changed.
+    in it was changed.  While keys are rotated, *key* is a sequence of secrets: the
+    first signs.
 
     .. versionadded:: 1.0
     """
-    if key is not None:
-        _check_key(key)
-    if carrier is not None and not isinstance(carrier, MutableMapping):
+    keys = _keys(key)
+    if carrier is None:
+        carrier = {}
+    elif not isinstance(carrier, MutableMapping):
         raise TypeError(
             f"inject() fills a mutable mapping of strings, not "
             f"{type(carrier).__name__}; call inject() to get a new dict"
         )
+    _put(carrier, keys, limit)
+    return carrier
+
+
+def _put(
+    carrier: MutableMapping[str, str], keys: tuple[bytes, ...] | None, limit: int
+) -> None:
+    """inject() with its arguments checked: for senders that checked them once."""
     text = _encode_all(limit)
-    if carrier is None:
-        carrier = {}
     carrier[CARRIER_KEY] = text
-    if key is not None:
-        carrier[SIGNATURE_KEY] = _sign(text, key)
+    if keys is not None:
+        carrier[SIGNATURE_KEY] = _sign(text, keys[0])
     elif SIGNATURE_KEY in carrier:
         del carrier[SIGNATURE_KEY]
-    return carrier
 
 
 # -- the receiving side ----------------------------------------------------------------
@@ -478,7 +515,9 @@ def _fail(why: str) -> CarrierError:
     )
 
 
-def _payload(carrier: object, limit: int, key: bytes | None) -> dict[str, Any]:
+def _payload(
+    carrier: object, limit: int, keys: tuple[bytes, ...] | None
+) -> dict[str, Any]:
     """The checked bindings field of a carrier: xlocal name -> its bindings."""
     if not isinstance(carrier, Mapping):
         raise _fail(f"it is of type {type(carrier).__name__}, not a mapping of str")
@@ -491,10 +530,13 @@ def _payload(carrier: object, limit: int, key: bytes | None) -> dict[str, Any]:
         )
     if len(text) > limit:
         raise _fail(f"it is {len(text)} characters long, over the limit of {limit}")
-    if key is not None:
+    if keys is not None:
         signature = carrier.get(SIGNATURE_KEY)
-        if type(signature) is not str or not hmac.compare_digest(
-            signature.encode("utf-8", "surrogatepass"), _sign(text, key).encode()
+        if type(signature) is not str or not any(
+            hmac.compare_digest(
+                signature.encode("utf-8", "surrogatepass"), _sign(text, key).encode()
+            )
+            for key in keys
         ):
             raise _fail(
                 "its signature is missing or does not match: it was changed, or "
@@ -564,15 +606,13 @@ def _reason(error: Exception) -> str:
 
 
 def _decode_all(
-    carrier: object, unknown: str, limit: int, key: bytes | None = None
+    carrier: object, unknown: str, limit: int, key: Key | None = None
 ) -> list[Binding[Any]]:
     """Check the carrier whole and make the bindings it holds; bind nothing yet."""
     if unknown not in ("ignore", "error"):
         raise ValueError(f"unknown= must be 'ignore' or 'error', not {unknown!r}")
     bindings: list[Binding[Any]] = []
-    if key is not None:
-        _check_key(key)
-    for xname, values in _payload(carrier, limit, key).items():
+    for xname, values in _payload(carrier, limit, _keys(key)).items():
         if type(values) is not dict or not values:
             raise _fail(f"the bindings of {xname!r} are not a non-empty object")
         ref = _portables.get(xname)
@@ -612,15 +652,7 @@ class Extracted:
         self._bindings = tuple(bindings)
 
     def __enter__(self) -> None:
-        entered: list[Binding[Any]] = []
-        try:
-            for binding in self._bindings:
-                binding.__enter__()
-                entered.append(binding)
-        except BaseException:  # pragma: no cover - entering fails only on signals
-            for binding in reversed(entered):
-                binding.__exit__(None, None, None)
-            raise
+        self._enter_as(_getframe(1))
 
     def __exit__(
         self,
@@ -628,18 +660,11 @@ class Extracted:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        failure: BaseException | None = None
-        for binding in reversed(self._bindings):
-            try:
-                binding.__exit__(exc_type, exc, tb)
-            except BaseException as error:
-                if failure is None:
-                    failure = error
-        if failure is not None:
-            raise failure
+        self._exit_as(_getframe(1))
 
     async def __aenter__(self) -> None:
-        self.__enter__()
+        # The frame that awaits this one runs the async with-statement.
+        self._enter_as(_getframe(1))
 
     async def __aexit__(
         self,
@@ -647,7 +672,32 @@ class Extracted:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        self._exit_as(_getframe(1))
+
+    def _enter_as(self, owner: Hashable) -> None:
+        """Enter the bindings on behalf of *owner*, the frame of the with-statement
+        (or what stands for it), so that ``_exit_as`` with the same owner finds
+        them by it."""
+        entered: list[Binding[Any]] = []
+        try:
+            for binding in self._bindings:
+                enter_as(binding, owner)
+                entered.append(binding)
+        except BaseException:  # entering fails only on signals
+            for binding in reversed(entered):
+                exit_as(binding, owner)
+            raise
+
+    def _exit_as(self, owner: Hashable) -> None:
+        failure: BaseException | None = None
+        for binding in reversed(self._bindings):
+            try:
+                exit_as(binding, owner)
+            except BaseException as error:
+                if failure is None:
+                    failure = error
+        if failure is not None:
+            raise failure
 
     def __repr__(self) -> str:
         inner = ", ".join(
@@ -662,7 +712,7 @@ def extract(
     *,
     unknown: Unknown = "ignore",
     limit: int = MAX_CARRIER_SIZE,
-    key: bytes | None = None,
+    key: Key | None = None,
 ) -> Extracted:
     """Read the bindings in a carrier made by :func:`inject`, to bind with ``with``.
 
@@ -680,7 +730,8 @@ def extract(
     Without a *key*, a well-formed carrier is believed: anyone who can write it can
     choose the values it binds.  With the secret *key* the sender signed it with
     (``inject(key=...)``), a carrier that is unsigned, or changed in any way, raises
-    :class:`CarrierError`.
+    :class:`CarrierError`.  While keys are rotated, *key* is a sequence of secrets,
+    and a carrier signed with any of them is believed.
 
     .. versionadded:: 1.0
     """

@@ -18,6 +18,7 @@ import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from ._binding import enter_as, exit_as
 from ._core import xlocal
 from ._middleware import (
     ClosingIterable,
@@ -112,26 +113,41 @@ class XlocalMiddleware:
         values = {name: make(environ) for name, make in self._factories.items()}
         if self._environ is not None:
             values[self._environ] = environ
-        binding = self._x(**values)
-        binding.__enter__()
+        # Entered here and exited by finish(), for an owner that stands for the
+        # request: the exit finds its entry by it, not among the running frames.
+        binding, request = self._x(**values), object()
+        enter_as(binding, request)
 
         def finish() -> None:
-            binding.__exit__(None, None, None)
+            exit_as(binding, request)
 
-        try:
-            response = self._app(environ, start_response)
-        except BaseException as error:
-            run_all([finish, *self._releases], error)
-            raise
-        wrapper = environ.get("wsgi.file_wrapper")
-        if isinstance(wrapper, type) and isinstance(response, wrapper):
-            return _hand_back(response, context, finish, *self._releases)
-        return _BoundResponse(
-            context, ClosingIterable(response, finish, *self._releases)
+        return serve(
+            self._app, environ, start_response, context, finish, *self._releases
         )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._app!r} on {self._x!r}>"
+
+
+def serve(
+    app: WSGIApplication,
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    context: contextvars.Context,
+    *callbacks: Callable[[], Any],
+) -> Iterable[bytes]:
+    """Call *app* in *context* (the current one), which is the request's own, and
+    return its response bound to it: iterated and closed in *context*, and then the
+    *callbacks* run there, also if the app raises or the response is dropped."""
+    try:
+        response = app(environ, start_response)
+    except BaseException as error:
+        run_all(callbacks, error)
+        raise
+    wrapper = environ.get("wsgi.file_wrapper")
+    if isinstance(wrapper, type) and isinstance(response, wrapper):
+        return _hand_back(response, context, *callbacks)
+    return _BoundResponse(context, ClosingIterable(response, *callbacks))
 
 
 def _hand_back(

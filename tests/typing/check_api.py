@@ -97,4 +97,4 @@ inject(["not", "a", "mapping"])  # type: ignore[call-overload]
 xlocal("typing.bad", portable=True, codec=3)  # type: ignore[arg-type]
 assert_type(inject(key=b"secret"), dict[str, str])
 assert_type(extract(headers, key=b"secret"), Extracted)
-inject(key="secret")  # type: ignore[call-overload]
+inject(key="secret")  # type: ignore[arg-type]
