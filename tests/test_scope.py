@@ -640,6 +640,72 @@ def test_repr() -> None:
     assert repr(s) == "<xlocal.scope of threads, ended, limit=2>"
 
 
+def test_repr_of_tasks_and_cancelled() -> None:
+    """An `async with` scope is one of tasks, whatever kind it was made with; a
+    scope cancelled by a failing child says so."""
+
+    async def fail() -> None:
+        raise LookupError("child")
+
+    async def main() -> list[str]:
+        s = scope()
+        seen = [repr(s)]
+        with pytest.raises(BaseExceptionGroup):
+            async with s:
+                seen.append(repr(s))
+                s.spawn(fail)
+        return [*seen, repr(s)]
+
+    assert asyncio.run(main()) == [
+        "<xlocal.scope of threads, not entered>",
+        "<xlocal.scope of tasks, open>",
+        "<xlocal.scope of tasks, ended, cancelled>",
+    ]
+
+
+def test_exit_without_entry_or_twice_is_an_error() -> None:
+    """A scope is exited once, by the block that entered it: an exit of a scope never
+    entered, or a second one, is refused and changes nothing."""
+    s = scope()
+    with pytest.raises(
+        RuntimeError,
+        match=r"^cannot exit <xlocal.scope of threads, not entered>: a scope is exited "
+        r"once, by the `with` block that entered it$",
+    ):
+        s.__exit__(None, None, None)
+    assert scope.current() is None
+    with s:
+        pass
+    with pytest.raises(RuntimeError, match=r"^cannot exit <xlocal.scope of threads, "):
+        s.__exit__(None, None, None)
+
+    async def main() -> None:
+        async with scope() as t:
+            pass
+        with pytest.raises(RuntimeError, match=r"the `async with` block"):
+            await t.__aexit__(None, None, None)
+
+    asyncio.run(main())
+    assert scope.current() is None
+
+
+def test_task_ending_while_the_block_runs_is_recorded_quietly() -> None:
+    """A task that ends before the block does is counted off by its done-callback
+    without troubling the loop: nothing reaches the loop's exception handler."""
+
+    async def main() -> list[Any]:
+        reported: list[Any] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: reported.append(context))
+        async with scope() as s:
+            done = s.spawn(asyncio.sleep, 0, "early")
+            assert await done == "early"
+            await asyncio.sleep(0)  # its done-callback runs
+        return reported
+
+    assert asyncio.run(main()) == []
+
+
 def test_exported() -> None:
     """scope and ScopeClosedError are public names of xlocal."""
     assert xl.scope is scope

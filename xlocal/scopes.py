@@ -131,6 +131,9 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         "cancel_event",
     )
 
+    #: The token of the entry into ``current()``, set when the scope is entered.
+    _token: contextvars.Token[scope | None]
+
     def __init__(
         self,
         *,
@@ -166,7 +169,6 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._started = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
-        self._token: contextvars.Token[scope | None] | None = None
 
     #: Carried by capture() and so by every spawn helper, with the bindings: a child
     #: sees its scope (``current()``), and a capture in a scope stays on the fast path.
@@ -264,9 +266,13 @@ class scope:  # noqa: N801 - used like a function: `with xlocal.scope() as s:`
         self._finish(interrupted or error)
 
     def _closing(self, error: BaseException | None) -> None:
-        if self._token is not None:
-            _current.reset(self._token)
-            self._token = None
+        if self._state is not _OPEN:
+            how = "async with" if self._loop is not None else "with"
+            raise RuntimeError(
+                f"cannot exit {self!r}: a scope is exited once, by the `{how}` block "
+                f"that entered it"
+            )
+        _current.reset(self._token)
         with self._lock:
             self._state = _CLOSING
         if error is not None:
