@@ -2,8 +2,9 @@
 
 ``serve(name, app)`` starts one of ``SERVERS`` on a listening socket that the test
 made on a free loopback port and hands down, so no port is ever raced for; it yields
-the port, and stops the server (SIGTERM, then SIGKILL) with timeouts.  The server's
-output goes to a log whose tail failed assertions show.
+the port, and stops the server (SIGTERM, then SIGKILL) with timeouts.  ``extra``
+arguments are added to the server's command line.  The server's output goes to a log
+whose tail failed assertions show.
 """
 
 from __future__ import annotations
@@ -65,10 +66,14 @@ class Served:
 
 @contextlib.contextmanager
 def serve(
-    name: str, app: str, path: Sequence[Path] = (), env: dict[str, str] | None = None
+    name: str,
+    app: str,
+    path: Sequence[Path] = (),
+    env: dict[str, str] | None = None,
+    extra: Sequence[str] = (),
 ) -> Iterator[Served]:
     """Run server *name* on a free loopback port, serving *app* (``module:attr``)."""
-    _, command = SERVERS[name]
+    command = [*SERVERS[name][1], *extra]
     if name == "gevent-pywsgi" and app != "_web_app:wsgi_app":
         pytest.fail("the gevent-pywsgi runner serves only _web_app:wsgi_app")
     listener = socket.socket()

@@ -81,7 +81,8 @@ def test_layers_point_down() -> None:
     assert graph["proxy"] == {"_core", "_errors", "_frames", "_namespace"}
     assert graph["_middleware"] == {"_core", "_errors"}
     assert graph["_request"] == {"_core", "_frames", "_steps"}
-    assert graph["wsgi"] == {"_core", "_middleware", "_request"}
+    # The WSGI middleware enters a request's binding for the request (_binding).
+    assert graph["wsgi"] == {"_binding", "_core", "_middleware", "_request"}
     assert graph["asgi"] == {"_core", "_middleware", "_request"}
     assert graph["local"] == {"_middleware", "proxy"}
     # Scopes stand on spawn's capture, and nothing imports them but the face.
@@ -121,7 +122,9 @@ PUBLIC_MODULES = [
     "xlocal.asgi",
     "xlocal.celery",
     "xlocal.dask",
+    "xlocal.http",
     "xlocal.local",
+    "xlocal.otel",
     "xlocal.portable",
     "xlocal.proxy",
     "xlocal.scopes",
