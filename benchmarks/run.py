@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cases import CASES
+from .hop import measure_hop
 from .memory import measure
 from .portable import measure_portable
 from .report import Results, Row, machine
@@ -37,6 +38,8 @@ class Mode:
     cycles: int
     #: Rounds, and tasks per round, of the interleaved process-pool measurement.
     portable: tuple[int, int]
+    #: Rounds, and requests per round, of the interleaved HTTP hop measurement.
+    hop: tuple[int, int]
 
 
 MODES = {
@@ -49,6 +52,7 @@ MODES = {
             1000,
             1_000_000,
             (15, 300),
+            (21, 1000),
         ),
         Mode(
             "fast",
@@ -57,8 +61,9 @@ MODES = {
             1000,
             100_000,
             (5, 100),
+            (9, 300),
         ),
-        Mode("smoke", None, 10, 10, 1000, (2, 3)),
+        Mode("smoke", None, 10, 10, 1000, (2, 3), (2, 3)),
     )
 }
 
@@ -105,4 +110,5 @@ def collect(mode: Mode) -> Results:
             rows.append(Row(case.group, case.peer, timed[case.name]))
     memory = measure(frames=mode.frames, cycles=mode.cycles, spawn=mode.spawn)
     portable = measure_portable(*mode.portable)
-    return Results(mode.name, machine(), rows, memory, portable)
+    hop = measure_hop(*mode.hop)
+    return Results(mode.name, machine(), rows, memory, portable, hop)

@@ -20,7 +20,7 @@ except ImportError:
     sys.path.append(str(Path(__file__).resolve().parent.parent))
     import benchmarks
 
-from benchmarks import cases, memory, peers
+from benchmarks import cases, hop, memory, peers
 from benchmarks.__main__ import main
 from benchmarks.report import Results, format_report, targets
 from benchmarks.run import MODES, collect
@@ -86,6 +86,57 @@ def test_portable_figures(results: Results) -> None:
     assert "inject+extract of 3 values / process pool task" in text
 
 
+def test_hop_figures(results: Results) -> None:
+    """The HTTP hop part times the same loopback request of each client with and
+    without xlocal's signed carrier, in turns, and the report states each client's
+    ratio and its target."""
+    measured = results.hop
+    assert (measured.rounds, measured.requests) == MODES["smoke"].hop
+    assert list(measured.seconds) == [
+        "http.client",
+        "http.client + xlocal",
+        "requests",
+        "requests + xlocal",
+    ]
+    for values in measured.seconds.values():
+        assert len(values) == measured.rounds
+        assert min(values) > 0
+    text = format_report(results)
+    assert "HTTP hop: time per request" in text
+    verdicts = {t.what: t for t in targets(results)}
+    for client in ("http.client", "requests"):
+        target = verdicts[
+            f"HTTP hop ({client}) carrying 3 values, signed / the same hop without"
+        ]
+        assert target.limit == "<= 1.05x"
+
+
+def test_hop_carries_and_binds() -> None:
+    """Each request of the hop checks what its server's app saw bound: the value sent
+    on the carried ways, nothing on the plain ones (so each ratio compares a carried
+    request with one that carries nothing); a carrying client whose server does not
+    bind is caught."""
+    measured = hop.measure_hop(1, 2)  # every request checked
+    assert set(measured.seconds) == {
+        hop.way(client, carry) for client in hop.CLIENTS for carry in (False, True)
+    }
+    with (
+        hop._server(False) as port,
+        hop.request(user_id=7, tenant="acme", role="admin"),
+    ):
+        for client in hop.CLIENTS:
+            send, closable = hop._MAKERS[client](port, True)
+            try:
+                with pytest.raises(
+                    RuntimeError,
+                    match=r"^the hop failed: 200 b'-', where b'7' was expected "
+                    r"\(the bindings carried\)$",
+                ):
+                    send()
+            finally:
+                closable.close()
+
+
 def test_report_states_every_target(results: Results) -> None:
     """The report has the machine, the table and a verdict for each target."""
     text = format_report(results)
@@ -93,8 +144,8 @@ def test_report_states_every_target(results: Results) -> None:
     for heading in (python, "cpu: ", "peer / xlocal", "Targets"):
         assert heading in text
     found = targets(results)
-    # 14, the pure core's two, and the compiled core's eight when it is in use.
-    assert len(found) == (26 if xlocal.IMPLEMENTATION == "c" else 18)
+    # 15, the pure core's two, and the compiled core's eight when it is in use.
+    assert len(found) == (28 if xlocal.IMPLEMENTATION == "c" else 20)
     assert f"xlocal core: {xlocal.IMPLEMENTATION}" in text
     for target in found:
         assert target.what in text
@@ -116,7 +167,7 @@ def test_memory_without_tracemalloc(monkeypatch: pytest.MonkeyPatch) -> None:
         "asyncio tasks",
     }
     found = targets(results)
-    assert len(found) == (26 if xlocal.IMPLEMENTATION == "c" else 18)
+    assert len(found) == (28 if xlocal.IMPLEMENTATION == "c" else 20)
     unavailable = [t for t in found if t.verdict == f"n/a ({memory.NO_TRACEMALLOC})"]
     assert len(unavailable) == 3
     text = format_report(results)
