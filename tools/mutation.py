@@ -102,6 +102,10 @@ TESTS_OF: dict[str, list[str]] = {
     **dict.fromkeys(CORE_ROOMS, CORE_TESTS),
     "xlocal/_dask_client.py": ["tests/test_dask.py"],
     "xlocal/_dask_task.py": ["tests/test_dask.py"],
+    "xlocal/_baggage.py": [
+        "tests/test_http_clients.py",
+        "tests/test_http_frameworks.py",
+    ],
     "xlocal/_engines.py": ["tests/test_celery.py", "tests/test_dask.py"],
     "xlocal/_middleware.py": ["tests/test_wsgi.py", "tests/test_asgi.py"],
     "xlocal/_namespace.py": ["tests/test_namespace.py"],
@@ -114,18 +118,26 @@ TESTS_OF: dict[str, list[str]] = {
     "xlocal/asgi.py": ["tests/test_asgi.py"],
     "xlocal/celery.py": ["tests/test_celery.py"],
     "xlocal/dask.py": ["tests/test_dask.py"],
+    "xlocal/http.py": [
+        "tests/test_http_clients.py",
+        "tests/test_http_frameworks.py",
+        "tests/test_http_recipes.py",
+        "tests/test_http_services.py",
+    ],
     "xlocal/local.py": [
         "tests/test_local.py",
         "tests/test_werkzeug.py",
         "tests/test_spawn.py",
     ],
     "xlocal/mypy.py": ["tests/test_typing.py"],
+    "xlocal/otel.py": ["tests/test_otel.py"],
     "xlocal/portable.py": [
         "tests/test_portable.py",
         "tests/test_portable_processes.py",
         "tests/test_imports.py",
     ],
     "xlocal/proxy.py": ["tests/test_werkzeug.py", "tests/test_local.py"],
+    "xlocal/scopes.py": ["tests/test_scope.py"],
     "xlocal/spawn.py": ["tests/test_spawn.py", "tests/test_portable_processes.py"],
     "xlocal/wsgi.py": ["tests/test_wsgi.py"],
 }
@@ -857,6 +869,19 @@ def _stale(known: dict[str, str], everything: list[Mutant], chosen: list[str]) -
     return bool(stale)
 
 
+def _unnamed(chosen: list[str]) -> bool:
+    """Report chosen modules without test modules in TESTS_OF: their import-time lines
+    would be tried against the tests of the package's face alone."""
+    unnamed = [module for module in chosen if module not in TESTS_OF]
+    if unnamed:
+        print(
+            f"mutation: TESTS_OF names no test modules for {', '.join(unnamed)}: "
+            f"add them",
+            file=sys.stderr,
+        )
+    return bool(unnamed)
+
+
 def _select(args: argparse.Namespace, chosen: list[str]) -> list[Mutant]:
     """The mutants of the chosen modules that this run tries (--sample, --only)."""
     everything = [m for module in chosen for m in mutants_of(module)]
@@ -874,6 +899,8 @@ def _select(args: argparse.Namespace, chosen: list[str]) -> list[Mutant]:
 
 def run(args: argparse.Namespace) -> int:
     chosen = args.modules or modules()
+    if _unnamed(chosen):
+        return 1
     # --tests names the tests outright: no map is needed (to check new tests quickly).
     coverage_map = (
         {"tests": [], "lines": {}}
