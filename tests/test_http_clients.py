@@ -25,7 +25,7 @@ import xlocal
 import xlocal.http
 from xlocal import _baggage
 from xlocal.http import BaggageError, aiohttp_trace_config, headers, install
-from xlocal.portable import CARRIER_KEY, SIGNATURE_KEY, extract
+from xlocal.portable import CARRIER_KEY, SIGNATURE_KEY, CarrierError, extract
 
 request = xlocal.xlocal("test_http_clients.request", portable={"user", "tenant"})
 other = xlocal.xlocal("test_http_clients.other", portable={"trace"})
@@ -43,9 +43,14 @@ def seen() -> dict[str, Any]:
 
 def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """What the request sees bound, and the xlocal headers it came with; /redirect
-    sends the client to / first."""
+    sends the client to / first, /elsewhere to / on another host name (localhost for
+    127.0.0.1: the same server)."""
     if environ["PATH_INFO"] == "/redirect":
         start_response("302 Found", [("Location", "/"), ("Content-Length", "0")])
+        return []
+    if environ["PATH_INFO"] == "/elsewhere":
+        there = f"http://localhost:{environ['SERVER_PORT']}/"
+        start_response("302 Found", [("Location", there), ("Content-Length", "0")])
         return []
     sent = {
         key[5:].lower().replace("_", "-"): value
@@ -234,6 +239,125 @@ def test_redirects_carry_the_bindings_too(url: str) -> None:
     client.close()
 
 
+def _send_all(
+    url: str, hosts: Any, path: str, sent_baggage: str | None = None
+) -> dict[str, Any]:
+    """What the server saw of a request to *url* + *path*, sent by each client
+    installed with *hosts*, with user 7 and tenant "acme" bound (the tenant also as
+    baggage)."""
+    options: Any = {"key": NEW, "baggage": {"tenant": request}, "hosts": hosts}
+    extra = {} if sent_baggage is None else {"baggage": sent_baggage}
+    session = install(requests.Session(), **options)
+    client = install(httpx.Client(follow_redirects=True), **options)
+    got = {}
+    with request(user=7, tenant="acme"):
+        got["requests"] = session.get(url + path, headers=extra).json()
+        got["httpx"] = client.get(url + path, headers=extra).json()
+
+        async def main() -> None:
+            async with install(
+                httpx.AsyncClient(follow_redirects=True), **options
+            ) as client:
+                got["httpx async"] = (
+                    await client.get(url + path, headers=extra)
+                ).json()
+            config = aiohttp_trace_config(**options)
+            async with (
+                aiohttp.ClientSession(trace_configs=[config]) as session,
+                session.get(url + path, headers=extra) as response,
+            ):
+                got["aiohttp"] = await response.json()
+
+        asyncio.run(main())
+    session.close()
+    client.close()
+    return got
+
+
+CLIENTS = ["requests", "httpx", "httpx async", "aiohttp"]
+
+
+def each(seen: dict[str, Any], **headers: str) -> dict[str, Any]:
+    """The same answer from every client: what the request saw bound, and its headers
+    (a carrier and its signature shown as such)."""
+    return {client: {"seen": seen, "headers": headers} for client in CLIENTS}
+
+
+def shown(got: dict[str, Any]) -> dict[str, Any]:
+    for answer in got.values():
+        for name in (CARRIER_KEY, SIGNATURE_KEY):
+            if name in answer["headers"]:
+                answer["headers"][name] = f"<{name}>"
+    return got
+
+
+def test_hosts_limit_the_requests_that_carry_the_bindings(url: str) -> None:
+    """With hosts=, a request to another host goes without the headers: also when a
+    listed host redirects there, though clients copy a request's headers to the next.
+    Of the request's baggage, the members named by baggage= go too, the others stay."""
+    assert url.startswith("http://127.0.0.1:")
+    carried = each(
+        {"user": 7, "tenant": "acme"},
+        **{CARRIER_KEY: f"<{CARRIER_KEY}>", SIGNATURE_KEY: f"<{SIGNATURE_KEY}>"},
+        baggage="tenant=acme",
+    )
+    assert shown(_send_all(url, {"127.0.0.1"}, "")) == carried
+    assert _send_all(url, ["127.0.0.1"], "elsewhere") == each({})
+    there = url.replace("127.0.0.1", "localhost")
+    assert _send_all(there, ["127.0.0.1"], "") == each({})
+    assert _send_all(url, ("127.0.0.1",), "elsewhere", "k=v,tenant=mine") == each(
+        {}, baggage="k=v"
+    )
+    assert shown(_send_all(url, ("127.0.0.1",), "", "k=v,tenant=mine")) == each(
+        {"user": 7, "tenant": "acme"},
+        **{CARRIER_KEY: f"<{CARRIER_KEY}>", SIGNATURE_KEY: f"<{SIGNATURE_KEY}>"},
+        baggage="k=v,tenant=acme",
+    )
+    # Listed by another spelling (case, a final dot), and reached by a redirect from a
+    # host not listed.  aiohttp tells a trace config of a redirect before it knows
+    # where it leads: with hosts=, its redirected requests go without.
+    got = shown(_send_all(url, {"LOCALHOST."}, "elsewhere"))
+    assert got == {**carried, "aiohttp": each({})["aiohttp"]}
+    assert _send_all(url, {"127.0.0.1"}, "redirect")["aiohttp"] == each({})["aiohttp"]
+    # Without hosts=, every host gets them, the one a redirect leads to included.
+    assert shown(_send_all(url, None, "elsewhere")) == carried
+
+
+@pytest.mark.parametrize(
+    ("hosts", "error", "message"),
+    [
+        ("orders.internal", TypeError, r"^hosts= is a collection of host names"),
+        (b"orders", TypeError, r"^hosts= is a collection of host names"),
+        (3, TypeError, r"^hosts= is a collection of host names, .*not 3$"),
+        ([b"orders"], TypeError, r"^hosts= names each host with a str, not b'orders'$"),
+        (set(), ValueError, r"^hosts= is empty, so no request would carry"),
+        (["http://orders"], ValueError, r"without a scheme, port or path, not 'http"),
+        (["orders:8000"], ValueError, r"without a scheme, port or path, not 'orders:"),
+        (["orders/x"], ValueError, r"without a scheme, port or path"),
+        (["a b"], ValueError, r"without a scheme, port or path"),
+        ([""], ValueError, r"without a scheme, port or path, not ''$"),
+        (["bücher.example"], ValueError, r"^hosts= takes a host name in its ASCII"),
+        (["[::1"], ValueError, r"without a scheme, port or path, not '\[::1'$"),
+        (["::1]"], ValueError, r"without a scheme, port or path, not '::1\]'$"),
+    ],
+)
+def test_hosts_must_name_hosts(hosts: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        install(requests.Session(), hosts=hosts)
+    with pytest.raises(error, match=message):
+        aiohttp_trace_config(hosts=hosts)
+
+
+def test_hosts_take_ipv6_addresses_with_or_without_brackets() -> None:
+    # The option as install keeps it.
+    assert xlocal.http._Sender(
+        None, None, 100, ["[::1]", "::1", "A.Example."]
+    ).hosts == {
+        "::1",
+        "a.example",
+    }
+
+
 def test_install_refuses_what_it_cannot_carry_on() -> None:
     with pytest.raises(
         TypeError,
@@ -249,6 +373,9 @@ def test_install_refuses_what_it_cannot_carry_on() -> None:
         aiohttp_trace_config(baggage=["tenant"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^limit= must be a positive int, not 0"):
         headers(limit=0)
+    # limit=1 is a limit (that even an empty carrier exceeds), not a bad option.
+    with pytest.raises(CarrierError, match=r"limit of 1, even with nothing"):
+        headers(limit=1)
 
 
 def test_headers_are_the_carrier_plus_baggage() -> None:

@@ -91,14 +91,19 @@ def read(spec: Mapping[str, xlocal]) -> dict[str, str]:
     return members
 
 
+def without(header: str, names: Collection[str]) -> list[str]:
+    """The members of *header* (a request's baggage) not named in *names*."""
+    kept = []
+    for member in header.split(","):
+        key = member.split("=", 1)[0].split(";", 1)[0].strip()
+        if member.strip() and key not in names:
+            kept.append(member.strip())
+    return kept
+
+
 def merge(header: str | None, members: Mapping[str, str]) -> str:
     """*header* (a request's baggage, or None) with *members* added or replaced."""
-    kept = []
-    if header:
-        for member in header.split(","):
-            key = member.split("=", 1)[0].split(";", 1)[0].strip()
-            if member.strip() and key not in members:
-                kept.append(member.strip())
+    kept = without(header, members) if header else []
     for key, value in members.items():
         member = f"{key}={quote(value, safe='')}"
         if len(member) > MAX_MEMBER_BYTES:

@@ -24,6 +24,7 @@ import functools
 import logging
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from . import _baggage
 from ._baggage import BaggageError
@@ -356,16 +357,22 @@ async def _refuse(kind: str, receive: Receive, send: Send) -> None:
 class _Sender:
     """Writes the current execution's carrier (and baggage) into request headers."""
 
-    __slots__ = ("_baggage", "_keys", "_limit")
+    __slots__ = ("_baggage", "_keys", "_limit", "hosts")
 
     def __init__(
-        self, key: Key | None, baggage: Mapping[str, xlocal] | None, limit: int
+        self,
+        key: Key | None,
+        baggage: Mapping[str, xlocal] | None,
+        limit: int,
+        hosts: Iterable[str] | None = None,
     ) -> None:
         self._keys = _keys(key)
         self._baggage = None if baggage is None else _baggage.check_spec(baggage)
         if type(limit) is not int or limit < 1:
             raise ValueError(f"limit= must be a positive int, not {limit!r}")
         self._limit = limit
+        #: The hosts that get the headers, or None for every host.
+        self.hosts = None if hosts is None else _check_hosts(hosts)
 
     def __call__(self, headers: MutableMapping[str, str]) -> None:
         _put(headers, self._keys, self._limit)
@@ -375,6 +382,61 @@ class _Sender:
                 headers[BAGGAGE_HEADER] = _baggage.merge(
                     headers.get(BAGGAGE_HEADER), members
                 )
+
+    def to(self, headers: MutableMapping[str, str], host: str | None) -> None:
+        """Write the headers of a request to *host* if it is one of ``hosts``; else
+        take out those a request it was redirected from got (clients copy a
+        request's headers to the next)."""
+        assert self.hosts is not None
+        if host is not None and host.lower().rstrip(".") in self.hosts:
+            self(headers)
+            return
+        for name in (CARRIER_KEY, SIGNATURE_KEY):
+            if name in headers:
+                del headers[name]
+        if self._baggage is not None and BAGGAGE_HEADER in headers:
+            rest = _baggage.without(headers[BAGGAGE_HEADER], self._baggage)
+            del headers[BAGGAGE_HEADER]
+            if rest:
+                headers[BAGGAGE_HEADER] = ",".join(rest)
+
+
+def _check_hosts(hosts: object) -> frozenset[str]:
+    """The ``hosts=`` option, checked: host names as a URL's host has them,
+    lowercase, without a final dot or an IPv6 address's brackets."""
+    if isinstance(hosts, (str, bytes)) or not isinstance(hosts, Iterable):
+        raise TypeError(
+            f"hosts= is a collection of host names, as hosts={{'orders.internal'}}, "
+            f"not {hosts!r}"
+        )
+    names = set()
+    for host in hosts:
+        if type(host) is not str:
+            raise TypeError(f"hosts= names each host with a str, not {host!r}")
+        name = host.strip().lower().rstrip(".")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        if not name.isascii():
+            raise ValueError(
+                f"hosts= takes a host name in its ASCII form, as a URL sends it "
+                f"('xn--...'), not {host!r}"
+            )
+        if (
+            not name
+            or any(c in name for c in "/@?#[] \t")
+            or (":" in name and name.count(":") < 2)  # a port; IPv6 has two or more
+        ):
+            raise ValueError(
+                f"hosts= takes host names or IP addresses, as 'orders.internal', "
+                f"'10.0.0.7' or '::1', without a scheme, port or path, not {host!r}"
+            )
+        names.add(name)
+    if not names:
+        raise ValueError(
+            "hosts= is empty, so no request would carry the bindings; leave it out to "
+            "send them to every host"
+        )
+    return frozenset(names)
 
 
 def headers(
@@ -403,6 +465,7 @@ def install(
     key: Key | None = None,
     baggage: Mapping[str, xlocal] | None = None,
     limit: int = MAX_CARRIER_SIZE,
+    hosts: Iterable[str] | None = None,
 ) -> _C:
     """Make every request *client* sends carry the bindings current where it is sent.
 
@@ -418,12 +481,15 @@ def install(
     makes, signed with the first *key*.  Installing again replaces the options.  For
     aiohttp, see :func:`aiohttp_trace_config`.
 
-    The headers go to whatever host the client sends to: install it on clients of your
-    own services.
+    Without *hosts*, the headers go to every host the client sends to, a host that a
+    redirect leads to included.  With ``hosts={"orders.internal", "10.0.0.7"}``, only
+    requests to those hosts (by name, on any port) carry them; a request to any other,
+    redirected or not, goes without them, and without the ``baggage`` members it
+    would send (any others the request has stay).
 
     .. versionadded:: 1.0
     """
-    sender = _Sender(key, baggage, limit)
+    sender = _Sender(key, baggage, limit, hosts)
     module = type(client).__module__.split(".")[0]
     if module == "requests":
         import requests  # noqa: PLC0415 - only who installs on a Session needs it
@@ -474,7 +540,11 @@ def _requests_adapter() -> Any:
             self.sender = sender
 
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            self.sender(request.headers)
+            sender = self.sender
+            if sender.hosts is None:
+                sender(request.headers)
+            else:
+                sender.to(request.headers, urlsplit(request.url).hostname)
             return self.inner.send(request, *args, **kwargs)
 
         def close(self) -> None:
@@ -500,12 +570,12 @@ def _install_httpx(client: Any, sender: _Sender) -> None:
     if isinstance(client, httpx.AsyncClient):
 
         async def hook(request: httpx.Request) -> None:
-            sender(request.headers)
+            _to_httpx(sender, request)
 
     else:
 
         def hook(request: httpx.Request) -> None:
-            sender(request.headers)
+            _to_httpx(sender, request)
 
     hook.xlocal_sender = sender
     hooks = client.event_hooks
@@ -516,11 +586,19 @@ def _install_httpx(client: Any, sender: _Sender) -> None:
     client.event_hooks = hooks
 
 
+def _to_httpx(sender: _Sender, request: Any) -> None:
+    if sender.hosts is None:
+        sender(request.headers)
+    else:
+        sender.to(request.headers, request.url.raw_host.decode("ascii"))
+
+
 def aiohttp_trace_config(
     *,
     key: Key | None = None,
     baggage: Mapping[str, xlocal] | None = None,
     limit: int = MAX_CARRIER_SIZE,
+    hosts: Iterable[str] | None = None,
 ) -> aiohttp.TraceConfig:
     """An aiohttp ``TraceConfig`` that makes each request carry the current bindings.
 
@@ -531,21 +609,37 @@ def aiohttp_trace_config(
         )
 
     Each request the session sends, redirects included, gets the headers
-    :func:`headers` makes, in the task that sends it.
+    :func:`headers` makes, in the task that sends it.  *hosts* limits them to the
+    requests to those hosts, as for :func:`install`, with one difference: aiohttp
+    tells a trace config of a redirect before it knows where it leads, so with *hosts*
+    a redirected request goes without the headers, whatever its host.
 
     .. versionadded:: 1.0
     """
     import aiohttp  # noqa: PLC0415 - only who makes the config needs it
 
-    sender = _Sender(key, baggage, limit)
+    sender = _Sender(key, baggage, limit, hosts)
 
     async def on_request_start(
         session: aiohttp.ClientSession,
         context: Any,
         params: aiohttp.TraceRequestStartParams,
     ) -> None:
-        sender(params.headers)
+        if sender.hosts is None:
+            sender(params.headers)
+        else:
+            sender.to(params.headers, params.url.raw_host)
+
+    async def on_request_redirect(
+        session: aiohttp.ClientSession,
+        context: Any,
+        params: aiohttp.TraceRequestRedirectParams,
+    ) -> None:
+        # The headers of the request to come, not yet knowing where it goes.
+        sender.to(params.headers, None)
 
     config = aiohttp.TraceConfig()
     config.on_request_start.append(on_request_start)
+    if sender.hosts is not None:
+        config.on_request_redirect.append(on_request_redirect)
     return config

@@ -36,6 +36,9 @@ ASGIMiddleware(ASGIMiddleware(wsgi_app, key=SECRET), key=SECRET)  # type: ignore
 assert_type(install(requests.Session(), key=SECRET), requests.Session)
 assert_type(install(httpx.Client(), key=(b"new", b"old")), httpx.Client)
 assert_type(install(httpx.AsyncClient()), httpx.AsyncClient)
+assert_type(install(httpx.Client(), hosts={"orders.internal"}), httpx.Client)
+aiohttp_trace_config(hosts=["::1", "10.0.0.7"])
+install(requests.Session(), hosts=[b"orders"])  # type: ignore[list-item]
 assert_type(headers(key=SECRET), dict[str, str])
 assert_type(aiohttp_trace_config(baggage={"user": request}), aiohttp.TraceConfig)
 headers(baggage={"user": "request"})  # type: ignore[dict-item]
