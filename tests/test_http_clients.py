@@ -167,6 +167,34 @@ def test_requests_threads_each_send_their_own_bindings(url: str) -> None:
     assert results == {user: [{"user": user}] * 5 for user in range(8)}
 
 
+def test_subclasses_of_the_clients_are_installed_on(url: str) -> None:
+    """A client of the application's own class, made from requests' or httpx's."""
+
+    class Session(requests.Session):
+        pass
+
+    class Client(httpx.Client):
+        pass
+
+    class AsyncClient(httpx.AsyncClient):
+        pass
+
+    session = install(Session(), key=NEW)
+    client = install(Client(), key=NEW)
+    with request(user=8):
+        assert session.get(url).json()["seen"] == {"user": 8}
+        assert client.get(url).json()["seen"] == {"user": 8}
+
+    async def main() -> Any:
+        async with install(AsyncClient(), key=NEW) as client:
+            with request(user=9):
+                return (await client.get(url)).json()["seen"]
+
+    assert asyncio.run(main()) == {"user": 9}
+    session.close()
+    client.close()
+
+
 def test_httpx_client_and_hooks_of_its_own(url: str) -> None:
     calls: list[str] = []
     client = httpx.Client(event_hooks={"request": [lambda r: calls.append("mine")]})

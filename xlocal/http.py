@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -490,19 +491,16 @@ def install(
     .. versionadded:: 1.0
     """
     sender = _Sender(key, baggage, limit, hosts)
-    module = type(client).__module__.split(".")[0]
-    if module == "requests":
-        import requests  # noqa: PLC0415 - only who installs on a Session needs it
-
-        if isinstance(client, requests.Session):
-            _install_requests(client, sender)
-            return client
-    elif module == "httpx":
-        import httpx  # noqa: PLC0415
-
-        if isinstance(client, (httpx.Client, httpx.AsyncClient)):
-            _install_httpx(client, sender)
-            return client
+    # A client of requests or httpx (or of a subclass) was made by an imported module:
+    # neither is imported here.
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(client, requests.Session):
+        _install_requests(client, sender)
+        return client
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(client, (httpx.Client, httpx.AsyncClient)):
+        _install_httpx(client, sender)
+        return client
     raise TypeError(
         f"install() takes a requests.Session, an httpx.Client or an "
         f"httpx.AsyncClient, not {type(client).__module__}.{type(client).__qualname__}"
