@@ -9,8 +9,10 @@ own too, against the W3C syntax and limits.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
+import pickle
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -145,6 +147,80 @@ def test_requests_adapters_mounted_after_install_carry_too(url: str) -> None:
     session.mount(url, later)
     with request(user=3):
         assert session.get(url).status_code == 400
+    session.close()
+
+
+class _Recording(requests.adapters.HTTPAdapter):
+    """An adapter of the application's own: it records its closing, and copies
+    itself its own way."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+    def __deepcopy__(self, memo: Any) -> _Recording:
+        return _Recording()
+
+
+def test_the_wrapped_adapter_is_the_one_that_is_set_and_closed(url: str) -> None:
+    session = install(requests.Session(), key=NEW)
+    inner = _Recording()
+    session.mount(url, inner)
+    wrapped = session.get_adapter(url)
+    plain = session.get_adapter("http://")
+    session.mount(url + "deeper/", requests.adapters.HTTPAdapter())
+    # mount moves the shorter prefixes after the new one: they are not wrapped again.
+    assert session.get_adapter(url) is wrapped
+    assert session.get_adapter("http://") is plain
+    # Settings set through the wrapper are the wrapped adapter's.
+    wrapped.max_retries = requests.adapters.Retry(total=4)
+    assert inner.max_retries.total == 4
+    # Special methods are the wrapper's own, not the wrapped adapter's.
+    assert hasattr(inner, "__deepcopy__")
+    assert not hasattr(wrapped, "__deepcopy__")
+    copied = copy.deepcopy(wrapped)
+    assert type(copied) is type(wrapped)
+    assert type(copied.inner) is _Recording
+    with request(user=6):
+        assert session.get(url).json()["seen"] == {"user": 6}
+    session.close()
+    assert inner.closed
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [copy.copy, copy.deepcopy, lambda session: pickle.loads(pickle.dumps(session))],
+    ids=["copy", "deepcopy", "pickle"],
+)
+def test_a_copied_or_pickled_session_carries(url: str, duplicate: Any) -> None:
+    """requests pickles and copies a Session whole (its adapters among its state):
+    the copy carries, also through an adapter mounted on it afterwards."""
+    original = install(requests.Session(), key=NEW, hosts={"127.0.0.1"})
+    session = duplicate(original)
+    with request(user=5):
+        assert session.get(url).json()["seen"] == {"user": 5}
+        session.mount(url, requests.adapters.HTTPAdapter())
+        assert session.get(url).json()["seen"] == {"user": 5}
+        there = url.replace("127.0.0.1", "localhost")  # hosts= kept too
+        assert session.get(there).json() == {"seen": {}, "headers": {}}
+    session.close()
+    original.close()
+
+
+def test_a_session_installed_with_baggage_is_not_pickled() -> None:
+    session = install(requests.Session(), key=NEW, baggage={"tenant": request})
+    with pytest.raises(
+        TypeError,
+        match=r"^cannot pickle a client that xlocal.http was installed on with "
+        r"baggage=: it names xlocals, which are not pickled; install it again",
+    ):
+        pickle.dumps(session)
+    copied = copy.deepcopy(session)  # in the process: the same options
+    assert (
+        copied.get_adapter("http://x").sender is session.get_adapter("http://x").sender
+    )
     session.close()
 
 

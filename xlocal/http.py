@@ -19,8 +19,8 @@ languages write it.
 
 from __future__ import annotations
 
+import collections
 import contextvars
-import functools
 import logging
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -384,6 +384,18 @@ class _Sender:
                     headers.get(BAGGAGE_HEADER), members
                 )
 
+    def __deepcopy__(self, memo: Any) -> _Sender:
+        return self  # options, never changed once made
+
+    def __reduce__(self) -> Any:
+        if self._baggage is not None:
+            raise TypeError(
+                "cannot pickle a client that xlocal.http was installed on with "
+                "baggage=: it names xlocals, which are not pickled; install it again "
+                "where it is unpickled"
+            )
+        return _Sender, (self._keys, None, self._limit, self.hosts)
+
     def to(self, headers: MutableMapping[str, str], host: str | None) -> None:
         """Write the headers of a request to *host* if it is one of ``hosts``; else
         take out those a request it was redirected from got (clients copy a
@@ -511,54 +523,71 @@ def install(
 
 def _install_requests(session: Any, sender: _Sender) -> None:
     """Wrap each adapter mounted on *session*, and those mounted on it later."""
-    wrapper = _requests_adapter()
-    mount = type(session).mount
-
-    def carrying_mount(prefix: str, adapter: Any) -> None:
-        inner = adapter.inner if isinstance(adapter, wrapper) else adapter
-        mount(session, prefix, wrapper(inner, sender))
-
-    for prefix, mounted in list(session.adapters.items()):
-        carrying_mount(prefix, mounted)
-    session.mount = carrying_mount
+    session.adapters = _CarryingAdapters(sender, session.adapters.items())
 
 
-@functools.cache
-def _requests_adapter() -> Any:
-    """The adapter class that wraps a requests adapter (made when first needed, so
-    that requests is imported only by those who use it)."""
-    from requests.adapters import BaseAdapter  # noqa: PLC0415
+class _CarryingAdapters(collections.OrderedDict[str, Any]):
+    """A requests Session's adapters (``Session.mount`` sets them here), each
+    wrapped as it is set so that it carries for *sender*.  A copy or a pickle of the
+    session keeps carrying."""
 
-    class CarryingAdapter(BaseAdapter):
-        """Adds the carrier to each request, then sends it with *inner*."""
+    def __init__(self, sender: _Sender, adapters: Iterable[tuple[str, Any]]) -> None:
+        self.sender = sender
+        for prefix, adapter in adapters:
+            self[prefix] = adapter
 
-        def __init__(self, inner: Any, sender: _Sender) -> None:
-            super().__init__()
-            self.inner = inner
-            self.sender = sender
+    def __setitem__(self, prefix: str, adapter: Any) -> None:
+        if isinstance(adapter, _CarryingAdapter):
+            if adapter.sender is not self.sender:  # installed again: the new options
+                adapter = _CarryingAdapter(adapter.inner, self.sender)
+        else:
+            adapter = _CarryingAdapter(adapter, self.sender)
+        super().__setitem__(prefix, adapter)
 
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            sender = self.sender
-            if sender.hosts is None:
-                sender(request.headers)
-            else:
-                sender.to(request.headers, urlsplit(request.url).hostname)
-            return self.inner.send(request, *args, **kwargs)
+    def __reduce__(self) -> Any:
+        return type(self), (self.sender, list(self.items()))
 
-        def close(self) -> None:
-            self.inner.close()
 
-        def __getattr__(self, name: str) -> Any:
-            # max_retries, the pool's settings...: the wrapped adapter's own.
-            if name in ("inner", "sender"):
-                raise AttributeError(name)
-            return getattr(self.inner, name)
+class _CarryingAdapter:
+    """A requests adapter that adds the carrier to each request, then sends it with
+    the adapter it wraps, *inner*."""
 
-        def __repr__(self) -> str:
-            return f"<xlocal.http carrying {self.inner!r}>"
+    __slots__ = ("inner", "sender")
 
-    CarryingAdapter.__module__ = __name__
-    return CarryingAdapter
+    def __init__(self, inner: Any, sender: _Sender) -> None:
+        self.inner = inner
+        self.sender = sender
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        sender = self.sender
+        if sender.hosts is None:
+            sender(request.headers)
+        else:
+            sender.to(request.headers, urlsplit(request.url).hostname)
+        return self.inner.send(request, *args, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # max_retries, the pool's settings...: the wrapped adapter's own; not the
+        # slots while they are unset, nor special methods (copy's __deepcopy__...).
+        if name in _CarryingAdapter.__slots__ or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # adapter.max_retries = ...: set on the adapter that sends.
+        if name in _CarryingAdapter.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.inner, name, value)
+
+    def __reduce__(self) -> Any:
+        return _CarryingAdapter, (self.inner, self.sender)
+
+    def __repr__(self) -> str:
+        return f"<xlocal.http carrying {self.inner!r}>"
 
 
 def _install_httpx(client: Any, sender: _Sender) -> None:
