@@ -38,6 +38,9 @@ NOTHING: dict[str, Any] = {}
 KEY_VARIABLE = "XLOCAL_DASK_SIGNING_KEY"
 KEY_TEXT = "the secret the tests' signed cluster shares"
 KEY = KEY_TEXT.encode()
+#: The older keys it still believes (keys being rotated), separated by whitespace.
+OLD_KEYS_VARIABLE = "XLOCAL_DASK_OLD_SIGNING_KEYS"
+OLD_KEYS = [b"older-secret", b"oldest-secret"]
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +65,18 @@ def client(cluster: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def signed_cluster() -> Iterator[Any]:
-    """A real LocalCluster of 1 worker process whose environment gives it a key."""
+    """A real LocalCluster of 1 worker process whose environment gives it a key, and
+    two older keys it still believes."""
     with distributed.LocalCluster(
         processes=True,
         n_workers=1,
         threads_per_worker=1,
         host="127.0.0.1",
         dashboard_address=":0",
-        env={KEY_VARIABLE: KEY_TEXT},
+        env={
+            KEY_VARIABLE: KEY_TEXT,
+            OLD_KEYS_VARIABLE: " older-secret\n oldest-secret",
+        },
     ) as running:
         yield running
 
@@ -533,6 +540,64 @@ def test_the_worker_refuses_carriers_not_signed_with_its_key(
     assert sees(after.result(timeout=TIMEOUT)) == ({"user_id": 1}, NOTHING)
 
 
+def test_a_worker_believes_its_older_keys_while_they_are_rotated(
+    signed_client: Any,
+) -> None:
+    """Tasks signed with a key the worker lists in XLOCAL_DASK_OLD_SIGNING_KEYS run;
+    signing_key= takes a sequence, whose first signs."""
+    submit = functools.partial(distributed.Client.submit, signed_client, pure=False)
+    with dt.request(user_id=3):
+        futures = [
+            submit(xdask.carried(dt.seen, signing_key=OLD_KEYS[0])),
+            submit(xdask.carried(dt.aseen, signing_key=OLD_KEYS[1])),
+            submit(xdask.carried(dt.seen, signing_key=[OLD_KEYS[1], b"unknown"])),
+        ]
+        signing_old = xdask.delayed(dt.seen, signing_key=(OLD_KEYS[0], KEY))("d")
+        refused = submit(xdask.carried(dt.seen, signing_key=[b"unknown", KEY]))
+    assert sees(futures[0].result(timeout=TIMEOUT)) == ({"user_id": 3}, NOTHING)
+    assert sees_async(futures[1].result(timeout=TIMEOUT)) == ({"user_id": 3}, NOTHING)
+    assert sees(futures[2].result(timeout=TIMEOUT)) == ({"user_id": 3}, NOTHING)
+    done = signed_client.compute(signing_old).result(timeout=TIMEOUT)
+    assert sees(done) == ({"user_id": 3}, NOTHING)
+    with pytest.raises(CarrierError, match=r"signature is missing or does not match"):
+        refused.result(timeout=TIMEOUT)
+
+
+def test_the_old_keys_variable_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called here, a carried function believes this process's older keys too; the
+    list alone, without the key that signs, is refused."""
+    monkeypatch.setenv(KEY_VARIABLE, KEY_TEXT)
+    monkeypatch.setenv(OLD_KEYS_VARIABLE, "older-secret\toldest-secret ")
+    with dt.request(user_id=4):
+        by_old = xdask.carried(dt.seen, signing_key=OLD_KEYS[1])
+        by_environment = xdask.carried(dt.seen)  # signs with the key, not the old ones
+        by_unknown = xdask.carried(dt.seen, signing_key=b"unknown")
+        by_key = xdask.carried(dt.seen, signing_key=KEY)
+    assert by_environment.carrier == by_key.carrier
+    assert sees(by_old()) == ({"user_id": 4}, NOTHING)
+    assert sees(by_environment()) == ({"user_id": 4}, NOTHING)
+    with pytest.raises(CarrierError, match=r"^xlocal.dask refused to run a task of "):
+        by_unknown()
+    monkeypatch.setenv(OLD_KEYS_VARIABLE, " ")  # an empty list: the key alone
+    with pytest.raises(CarrierError, match=r"^xlocal.dask refused to run a task of "):
+        by_old()
+    monkeypatch.delenv(KEY_VARIABLE)
+    monkeypatch.setenv(OLD_KEYS_VARIABLE, "older-secret")
+    alone = (
+        r"^XLOCAL_DASK_OLD_SIGNING_KEYS is set in this process, but not "
+        r"XLOCAL_DASK_SIGNING_KEY: set that to the key that signs, or unset both$"
+    )
+    with pytest.raises(ValueError, match=alone):
+        xdask.carried(dt.seen)
+    with pytest.raises(ValueError, match=alone):
+        by_old()
+    monkeypatch.setenv(OLD_KEYS_VARIABLE, "")  # set, and empty: no older keys
+    with dt.request(user_id=5):
+        unsigned = xdask.carried(dt.seen)
+    assert SIGNATURE_KEY not in unsigned.carrier
+    assert sees(unsigned()) == ({"user_id": 5}, NOTHING)
+
+
 def test_the_signing_key_never_travels(monkeypatch: pytest.MonkeyPatch) -> None:
     """A signed task pickles without its key, and tokenizes apart from an unsigned
     one; the process's key comes from its environment, and is checked where used."""
@@ -566,11 +631,26 @@ def test_the_signing_key_never_travels(monkeypatch: pytest.MonkeyPatch) -> None:
         signed()
 
 
-@pytest.mark.parametrize("key", ["text", b"", 3])
-def test_a_signing_key_must_be_bytes(key: Any) -> None:
-    """Every entry point refuses a signing key that is not non-empty bytes, before it
-    does anything."""
-    match = r"^signing_key= must be a secret of non-empty bytes, the same where tasks "
+@pytest.mark.parametrize(
+    ("key", "given"),
+    [
+        ("text", "str"),
+        (b"", "empty bytes"),
+        (3, "int"),
+        ([], "an empty sequence"),
+        ([KEY, b""], "empty bytes"),
+        ((KEY, "text"), "str"),
+        (bytearray(KEY), "bytearray"),
+    ],
+)
+def test_a_signing_key_must_be_bytes(key: Any, given: str) -> None:
+    """Every entry point refuses a signing key that is not non-empty bytes, or a
+    non-empty sequence of them, before it does anything."""
+    match = (
+        r"^signing_key= must be a secret of non-empty bytes \(or a sequence of them, "
+        r"the one that signs first\), the same where tasks are submitted and on the "
+        rf"workers \(their XLOCAL_DASK_SIGNING_KEY\), not {given}$"
+    )
     with pytest.raises(TypeError, match=match):
         xdask.Client(signing_key=key)
     with pytest.raises(TypeError, match=match):

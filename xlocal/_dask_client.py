@@ -7,6 +7,7 @@ from typing import Any, Callable
 import distributed
 
 from ._dask_task import carried, check_key
+from .portable import Key
 
 __all__ = ["Client"]
 
@@ -17,16 +18,17 @@ class Client(distributed.Client):
     Each task runs with the portable bindings in force where it was submitted (see
     :mod:`xlocal.dask`); everything else is ``distributed.Client``'s.  A value that
     cannot be encoded raises in ``submit`` or ``map``.  Their carriers are signed
-    with *signing_key* (bytes), or else with the process's key, its
+    with *signing_key* (bytes, or a sequence whose first signs), or else with the
+    process's key, its
     ``XLOCAL_DASK_SIGNING_KEY`` environment variable, if set.
 
     .. versionadded:: 1.0
     """
 
-    _xlocal_signing_key: bytes | None = None
+    _xlocal_signing_key: Key | None = None
 
     def __init__(
-        self, *args: Any, signing_key: bytes | None = None, **kwargs: Any
+        self, *args: Any, signing_key: Key | None = None, **kwargs: Any
     ) -> None:
         if signing_key is not None:
             check_key(signing_key)

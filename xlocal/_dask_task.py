@@ -12,7 +12,7 @@ import functools
 import inspect
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Callable
 
@@ -23,31 +23,64 @@ from .portable import (
     SIGNATURE_KEY,
     CarrierError,
     Extracted,
+    Key,
     extract,
     inject,
 )
 
-__all__ = ["KEY_VARIABLE", "Carried", "carried", "check_key", "runnable"]
+__all__ = [
+    "KEY_VARIABLE",
+    "OLD_KEYS_VARIABLE",
+    "Carried",
+    "carried",
+    "check_key",
+    "runnable",
+]
 
 #: The environment variable that holds a process's signing key, as text: the key is
 #: its UTF-8 bytes.  Read at each use, where tasks are submitted and where they run.
 KEY_VARIABLE = "XLOCAL_DASK_SIGNING_KEY"
+#: Older keys still believed while keys are rotated, separated by whitespace.
+OLD_KEYS_VARIABLE = "XLOCAL_DASK_OLD_SIGNING_KEYS"
 
 
-def check_key(signing_key: object) -> None:
-    """Refuse a ``signing_key=`` that is not a secret of non-empty bytes."""
-    if type(signing_key) is not bytes or not signing_key:
-        given = "empty bytes" if signing_key == b"" else type(signing_key).__name__
-        raise TypeError(
-            f"signing_key= must be a secret of non-empty bytes, the same where tasks "
-            f"are submitted and on the workers (their {KEY_VARIABLE}), not {given}"
-        )
+def check_key(signing_key: object) -> tuple[bytes, ...]:
+    """The secrets a ``signing_key=`` gives, the signing one first: a secret of
+    non-empty bytes, or a non-empty sequence of them."""
+    if isinstance(signing_key, Sequence) and not isinstance(
+        signing_key, (str, bytes, bytearray)
+    ):
+        keys = tuple(signing_key)
+        if not keys:
+            raise TypeError(_bad_key("an empty sequence"))
+    else:
+        keys = (signing_key,)
+    for key in keys:
+        if type(key) is not bytes or not key:
+            given = "empty bytes" if key == b"" else type(key).__name__
+            raise TypeError(_bad_key(given))
+    return keys
 
 
-def process_key() -> bytes | None:
-    """This process's signing key, from its environment: None if it has none."""
+def _bad_key(given: str) -> str:
+    return (
+        f"signing_key= must be a secret of non-empty bytes (or a sequence of them, "
+        f"the one that signs first), the same where tasks are submitted and on the "
+        f"workers (their {KEY_VARIABLE}), not {given}"
+    )
+
+
+def process_keys() -> tuple[bytes, ...] | None:
+    """This process's keys, from its environment, the signing one first: None if it
+    has none."""
     text = os.environ.get(KEY_VARIABLE)
+    old = os.environ.get(OLD_KEYS_VARIABLE, "").split()
     if text is None:
+        if old:
+            raise ValueError(
+                f"{OLD_KEYS_VARIABLE} is set in this process, but not "
+                f"{KEY_VARIABLE}: set that to the key that signs, or unset both"
+            )
         return None
     if not text:
         raise ValueError(
@@ -55,7 +88,7 @@ def process_key() -> bytes | None:
             f"that the clients and workers share, or unset it"
         )
     # os.environ decoded the bytes with surrogateescape: these are the same bytes.
-    return text.encode("utf-8", "surrogateescape")
+    return tuple(key.encode("utf-8", "surrogateescape") for key in (text, *old))
 
 
 def awaited(func: Callable[..., Any]) -> bool:
@@ -200,7 +233,7 @@ class Carried:
 
     def _extracted(self) -> Extracted:
         """The carried bindings, read with this process's key, or the task's error."""
-        key = process_key()
+        key = process_keys()
         try:
             return extract(self._carrier, key=key)
         except CarrierError as error:
@@ -237,7 +270,7 @@ class Carried:
         return f"<Carried {self._func!r}>"
 
 
-def carried(func: Callable[..., Any], *, signing_key: bytes | None = None) -> Carried:
+def carried(func: Callable[..., Any], *, signing_key: Key | None = None) -> Carried:
     """Return *func* with the portable bindings in force now, for Dask to run.
 
     An unencodable value raises :class:`~xlocal.portable.UnportableError` here.  A
@@ -246,9 +279,10 @@ def carried(func: Callable[..., Any], *, signing_key: bytes | None = None) -> Ca
     ``async def __call__``, a generator function and an async generator function
     raise ``TypeError``, as Dask would not await them.
 
-    The carrier is signed with *signing_key*, or else with the process's key, its
-    ``XLOCAL_DASK_SIGNING_KEY`` environment variable (its UTF-8 bytes), if set.  A
-    worker whose environment has the variable refuses carriers not signed with it.
+    The carrier is signed with *signing_key* (the first, if a sequence), or else with
+    the process's key, its ``XLOCAL_DASK_SIGNING_KEY`` environment variable (its UTF-8
+    bytes), if set.  A worker whose environment has the variable refuses carriers not
+    signed with it or with one of its ``XLOCAL_DASK_OLD_SIGNING_KEYS``.
 
     .. versionadded:: 1.0
     """
@@ -256,10 +290,7 @@ def carried(func: Callable[..., Any], *, signing_key: bytes | None = None) -> Ca
         raise TypeError(
             f"xlocal.dask needs a callable to submit, not {type(func).__name__}"
         )
-    if signing_key is None:
-        signing_key = process_key()
-    else:
-        check_key(signing_key)
+    keys = process_keys() if signing_key is None else check_key(signing_key)
     if isinstance(func, Carried):
         func = func._func
-    return Carried(func, inject(key=signing_key))
+    return Carried(func, inject(key=keys))

@@ -24,9 +24,10 @@ function) is refused with ``TypeError`` when it is submitted.
 Carriers are signed with the key of the submitting process, its
 ``XLOCAL_DASK_SIGNING_KEY`` environment variable (its UTF-8 bytes), or the
 ``signing_key=`` given to each of the above; a worker whose environment has the
-variable refuses a carrier that is unsigned, changed or signed with another key, so
-the task fails with :class:`~xlocal.portable.CarrierError` before its function runs.
-The key never travels with a task.
+variable refuses a carrier that is unsigned, changed or signed with another key (than
+it, or the older keys its ``XLOCAL_DASK_OLD_SIGNING_KEYS`` lists while keys are
+rotated), so the task fails with :class:`~xlocal.portable.CarrierError` before its
+function runs.  The key never travels with a task.
 
 Dask and distributed are imported only when these are used.
 """
@@ -39,6 +40,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, overload
 
 from ._dask_task import Carried, carried, check_key, runnable
+from .portable import Key
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -56,19 +58,19 @@ def delayed(
     func: Callable[..., Any],
     /,
     *,
-    signing_key: bytes | None = None,
+    signing_key: Key | None = None,
     **options: Any,
 ) -> Callable[..., Delayed]: ...
 
 
 @overload
 def delayed(
-    func: None = None, /, *, signing_key: bytes | None = None, **options: Any
+    func: None = None, /, *, signing_key: Key | None = None, **options: Any
 ) -> Callable[[Callable[..., Any]], Callable[..., Delayed]]: ...
 
 
 def delayed(
-    func: Any = None, /, *, signing_key: bytes | None = None, **options: Any
+    func: Any = None, /, *, signing_key: Key | None = None, **options: Any
 ) -> Any:
     """``dask.delayed`` for a function, carrying the bindings in force at each call.
 
@@ -110,7 +112,7 @@ class _Carrying:
 
     __slots__ = ("_client", "_signing_key")
 
-    def __init__(self, client: Any, signing_key: bytes | None = None) -> None:
+    def __init__(self, client: Any, signing_key: Key | None = None) -> None:
         self._client = client
         self._signing_key = signing_key
 
@@ -129,7 +131,7 @@ class _Carrying:
         return f"<carrying {self._client!r}>"
 
 
-def get_client(*args: Any, signing_key: bytes | None = None, **kwargs: Any) -> Any:
+def get_client(*args: Any, signing_key: Key | None = None, **kwargs: Any) -> Any:
     """``distributed.get_client()``, whose ``submit`` and ``map`` carry.
 
     Their carriers are signed with *signing_key*, or the process's
@@ -146,7 +148,7 @@ def get_client(*args: Any, signing_key: bytes | None = None, **kwargs: Any) -> A
 
 @contextlib.contextmanager
 def worker_client(
-    *args: Any, signing_key: bytes | None = None, **kwargs: Any
+    *args: Any, signing_key: Key | None = None, **kwargs: Any
 ) -> Iterator[Any]:
     """``distributed.worker_client()``, whose ``submit`` and ``map`` carry.
 

@@ -35,3 +35,5 @@ assert_type(xdask.carried(double, signing_key=b"secret"), xdask.Carried)
 assert_type(xdask.delayed(double, signing_key=b"secret"), Callable[..., Delayed])
 assert_type(xdask.delayed(signing_key=b"secret")(double), Callable[..., Delayed])
 assert_type(xdask.get_client(signing_key=b"secret"), Any)
+assert_type(xdask.carried(double, signing_key=[b"new", b"old"]), xdask.Carried)
+xdask.carried(double, signing_key="secret")  # type: ignore[arg-type]
