@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import os
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -704,6 +706,63 @@ def test_task_ending_while_the_block_runs_is_recorded_quietly() -> None:
         return reported
 
     assert asyncio.run(main()) == []
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_a_task_spawned_after_cancellation_is_cancelled(limit: int | None) -> None:
+    """Once a child has failed, a task the block spawns is cancelled: with a limit
+    too, where it is made another way."""
+
+    async def fails() -> None:
+        raise ValueError("child")
+
+    async def main() -> asyncio.Task[Any]:
+        with pytest.raises(ExceptionGroup) as raised:
+            async with scope(limit=limit) as s:
+                failed = s.spawn(fails)
+                await asyncio.wait([failed])
+                await asyncio.sleep(0)  # its done-callback has cancelled the scope
+                late = s.spawn(asyncio.sleep, 0, "late")
+        assert [str(e) for e in raised.value.exceptions] == ["child"]
+        return late
+
+    assert asyncio.run(main()).cancelled()
+
+
+class _Result:
+    """What a child returns: alive only while something holds the child's end."""
+
+
+@pytest.mark.parametrize("kind", ["thread", "greenlet", "task"])
+def test_an_ended_scope_keeps_nothing_of_its_children(kind: str) -> None:
+    """A scope object kept after its block holds none of its children (their tasks,
+    threads, futures, and so their results and contexts): no leftovers."""
+    results: list[weakref.ref[_Result]] = []
+
+    def child() -> _Result:
+        result = _Result()
+        results.append(weakref.ref(result))
+        return result
+
+    async def task_child() -> _Result:
+        return child()
+
+    if kind == "task":
+
+        async def main() -> scope:
+            async with scope() as s:
+                for _ in range(3):
+                    s.spawn(task_child)
+            return s
+
+        kept = asyncio.run(main())
+    else:
+        with scope(kind=kind) as kept:  # type: ignore[arg-type]
+            for _ in range(3):
+                kept.spawn(child)
+    gc.collect()
+    assert len(results) == 3
+    assert [ref() for ref in results] == [None] * 3, kept
 
 
 def test_exported() -> None:
